@@ -1,0 +1,610 @@
+"""shimnn's engine: tracked tensors, recorded nodes and the backward walk.
+
+Autograd is replaced, not wrapped. In grad mode every differentiable shimnn op returns a
+:class:`TrackedTensor` carrying a :class:`Node`: the op's hand-written backward function, the
+tensors that function saved, and one edge per input (a parent ``Node``, or a leaf tensor whose
+``.grad`` receives the gradient). ``TrackedTensor.backward()`` walks the nodes newest first,
+which is the order torch's engine runs them in, sums gradients that fan in the way torch's input
+buffers do, and accumulates into leaf ``.grad`` the way torch's ``AccumulateGrad`` does.
+
+Kernels always run with torch function dispatch for subclasses disabled and, while a graph is
+recorded, with grad mode off, so torch never records a graph of its own: no tensor shimnn
+returns has a ``grad_fn`` and ``torch.autograd`` never runs.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Union
+
+import torch
+from torch import Tensor
+
+__all__ = ["Node", "TrackedTensor", "backward", "edge", "record", "wrap"]
+
+# The sequence number orders nodes by creation. A node is always created after its inputs, so
+# running the highest number first is a topological order, and it is the order torch's engine
+# uses, which fixes the order in which fan-in gradients are summed.
+_sequence = itertools.count()
+
+no_dispatch = torch._C.DisableTorchFunctionSubclass
+set_grad_enabled = torch._C._set_grad_enabled
+is_grad_enabled = torch._C.is_grad_enabled
+_requires_grad = torch._C.TensorBase.requires_grad.__get__  # type: ignore[attr-defined]
+_set_requires_grad = torch._C.TensorBase.requires_grad.__set__  # type: ignore[attr-defined]
+
+Edge = Union["Node", Tensor, None]
+"""Where an input's gradient goes: its producer node, a leaf tensor, or nowhere (None)."""
+BackwardFn = Callable[[Tensor], Sequence[Tensor | None]]
+"""Maps the gradient of an op's output to the gradients of its inputs (None where unneeded)."""
+
+FREED_MESSAGE = (
+    "Trying to backward through the graph a second time (or directly access saved tensors after "
+    "they have already been freed). Saved intermediate values of the graph are freed when you "
+    "call .backward(). Specify retain_graph=True if you need to backward through the graph a "
+    "second time or if you need to access saved tensors after calling backward."
+)
+
+
+class Node:
+    """One recorded operation: how to turn its output's gradient into its inputs' gradients.
+
+    Attributes:
+        name: the op's name as torch spells its backward node (``AddmmBackward0``).
+        backward: the hand-written backward function; ``None`` once the graph is freed.
+        inputs: one :data:`Edge` per input of the op.
+        saved: the tensors ``backward`` reads, checked against in-place changes and freed
+            after a backward without ``retain_graph``.
+    """
+
+    __slots__ = ("name", "backward", "inputs", "saved", "versions", "seq", "hooks", "retained")
+
+    def __init__(
+        self,
+        name: str,
+        backward: BackwardFn,
+        inputs: tuple[Edge, ...],
+        saved: tuple[Tensor, ...] = (),
+    ) -> None:
+        self.name = name
+        self.backward: BackwardFn | None = backward
+        self.inputs = inputs
+        self.saved: tuple[Tensor, ...] | None = saved
+        self.versions = tuple([t._version for t in saved])
+        self.seq = next(_sequence)
+        self.hooks: list[Callable[[Tensor], Tensor | None]] | None = None
+        self.retained: list[TrackedTensor] | None = None
+
+    @property
+    def next_functions(self) -> tuple[tuple[Node | str | None, int], ...]:
+        """The input edges, in the shape of torch's ``grad_fn.next_functions``.
+
+        A leaf shows as the string ``"AccumulateGrad"``.
+        """
+        return tuple(
+            (e if e is None or type(e) is Node else "AccumulateGrad", 0) for e in self.inputs
+        )
+
+    def __repr__(self) -> str:
+        return f"<{self.name} (shimnn)>"
+
+    def release(self) -> None:
+        """Free what the backward function holds; a later backward through it raises."""
+        if self.saved:
+            self.backward = None
+            self.saved = None
+
+
+def _check_saved(node: Node) -> None:
+    saved = node.saved
+    if node.backward is None or saved is None:
+        raise RuntimeError(FREED_MESSAGE)
+    for t, v in zip(saved, node.versions):
+        if t._version != v:
+            raise RuntimeError(
+                "one of the variables needed for gradient computation has been modified by an "
+                f"inplace operation: [{t.type()} {list(t.shape)}], which was saved by "
+                f"{node.name}, is at version {t._version}; expected version {v} instead."
+            )
+
+
+def edge(t: Tensor | None) -> Edge:
+    """Where the gradient of ``t`` goes; ``None`` when ``t`` needs no gradient.
+
+    Call under :data:`no_dispatch`.
+    """
+    if t is None:
+        return None
+    if type(t) is TrackedTensor:
+        node = t._node
+        if node is not None:
+            return node
+    if _requires_grad(t):
+        return t
+    return None
+
+
+def wrap(result: Tensor) -> TrackedTensor:
+    """The plain kernel result as a TrackedTensor without a graph."""
+    out = result.as_subclass(TrackedTensor)
+    return out  # type: ignore[return-value]
+
+
+def record(
+    result: Tensor,
+    name: str,
+    backward: BackwardFn,
+    inputs: tuple[Edge, ...],
+    saved: tuple[Tensor, ...] = (),
+) -> TrackedTensor:
+    """Return ``result`` as a TrackedTensor whose node runs ``backward``.
+
+    Every tensor that ``backward`` reads must be in ``saved``: that is what makes in-place
+    changes detectable and lets the graph be freed.
+    """
+    out = result.as_subclass(TrackedTensor)
+    out._node = Node(name, backward, inputs, saved)
+    return out  # type: ignore[return-value]
+
+
+def run_kernel(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call ``fn`` with grad mode off, so torch records nothing for leaves that require grad."""
+    set_grad_enabled(False)
+    try:
+        return fn(*args)
+    finally:
+        set_grad_enabled(True)
+
+
+def sum_to(grad: Tensor, shape: Sequence[int]) -> Tensor:
+    """Reduce a broadcast gradient back to ``shape`` exactly as torch's engine does."""
+    if tuple(grad.shape) == tuple(shape):
+        return grad
+    if len(shape) == 0:
+        return grad.sum()
+    lead = grad.dim() - len(shape)
+    inner = [i for i in range(lead, grad.dim()) if shape[i - lead] == 1 and grad.shape[i] != 1]
+    if not inner:
+        # Only leading dims: summing them without keepdim gives the same values as torch's
+        # keepdim-then-view, and a tensor that is not a view (so .grad can keep it).
+        return grad.sum(list(range(lead))) if lead else grad
+    grad = grad.sum(list(range(lead)) + inner, keepdim=True)
+    return grad.view(shape) if lead > 0 else grad
+
+
+# ---------------------------------------------------------------------------------------------
+# The backward walk
+# ---------------------------------------------------------------------------------------------
+
+
+def _accumulate_leaf(leaf: Tensor, grad: Tensor, foreign: set[int]) -> None:
+    """Accumulate into ``leaf.grad`` as torch's AccumulateGrad does: store, then add in place."""
+    hooks = getattr(leaf, "_backward_hooks", None)
+    if hooks:
+        for hook in tuple(hooks.values()):
+            replaced = hook(grad)
+            if replaced is not None:
+                grad = replaced
+    if grad.dtype != leaf.dtype:
+        grad = grad.to(leaf.dtype)
+    old = leaf.grad
+    if old is None:
+        # .grad must own its memory (a later backward adds into it in place) and, like
+        # torch's, have the parameter's layout.
+        if grad._base is not None or id(grad) in foreign:
+            grad = grad.clone(memory_format=torch.preserve_format)
+        if not grad.is_contiguous() and grad.stride() != leaf.stride():
+            grad = torch.empty_like(leaf).copy_(grad)
+        foreign.add(id(grad))
+        leaf.grad = grad
+    else:
+        old.add_(grad)
+    post_hooks = getattr(leaf, "_post_accumulate_grad_hooks", None)
+    if post_hooks:
+        for hook in tuple(post_hooks.values()):
+            hook(leaf)
+
+
+def _run_tensor_hooks(node: Node, grad: Tensor) -> Tensor:
+    if node.hooks:
+        for hook in tuple(node.hooks):
+            replaced = hook(grad)
+            if replaced is not None:
+                grad = replaced
+    if node.retained:
+        for t in node.retained:
+            old = t.grad
+            t.grad = grad.clone() if old is None else old + grad
+    return grad
+
+
+def backward(
+    roots: Sequence[Tensor],
+    grads: Sequence[Tensor | None],
+    retain_graph: bool = False,
+    inputs: Iterable[Tensor] | None = None,
+) -> None:
+    """Backpropagate from ``roots``: run every reachable node's hand-written backward once.
+
+    Args:
+        roots: output tensors to differentiate.
+        grads: the gradient of each root (``None``: ones, for a single-element root).
+        retain_graph: keep saved tensors so the graph can be walked again.
+        inputs: if given, only these leaves receive ``.grad``.
+    """
+    prev_grad_mode = is_grad_enabled()
+    set_grad_enabled(False)
+    try:
+        with no_dispatch():
+            _backward(roots, grads, retain_graph, inputs)
+    finally:
+        set_grad_enabled(prev_grad_mode)
+
+
+def _root_grad(i: int, root: Tensor, grad: Tensor | None) -> Tensor:
+    if grad is None:
+        if root.numel() != 1:
+            raise RuntimeError("grad can be implicitly created only for scalar outputs")
+        if not root.dtype.is_floating_point and not root.dtype.is_complex:
+            raise RuntimeError(
+                f"grad can be implicitly created only for real scalar outputs but got {root.dtype}"
+            )
+        return torch.ones_like(root, memory_format=torch.contiguous_format)
+    if not isinstance(grad, Tensor):
+        raise TypeError(f"gradient must be a Tensor or None, but got {type(grad).__name__}")
+    if grad.shape != root.shape:
+        raise RuntimeError(
+            f"Mismatch in shape: grad_output[{i}] has a shape of {grad.shape} and output[{i}] "
+            f"has a shape of {root.shape}."
+        )
+    if grad.dtype != root.dtype:
+        grad = grad.to(root.dtype)
+    return grad
+
+
+def _backward(
+    roots: Sequence[Tensor],
+    grads: Sequence[Tensor | None],
+    retain_graph: bool,
+    inputs: Iterable[Tensor] | None,
+) -> None:
+    node_grads: dict[Node, Tensor] = {}
+    leaf_grads: dict[int, list[Any]] = {}  # id(leaf) -> [leaf, grad]; ids: Tensor hashing is slow
+    heap: list[tuple[int, Node]] = []
+    foreign: set[int] = set()  # gradients .grad must not alias: the caller's, and ones stored
+
+    def send(e: Edge, g: Tensor) -> None:
+        if type(e) is Node:
+            prev = node_grads.get(e)
+            if prev is None:
+                node_grads[e] = g
+                heapq.heappush(heap, (-e.seq, e))
+            else:
+                node_grads[e] = prev + g
+        else:
+            entry = leaf_grads.get(id(e))
+            if entry is None:
+                leaf_grads[id(e)] = [e, g]
+            else:
+                entry[1] = entry[1] + g
+
+    for i, (root, grad) in enumerate(zip(roots, grads)):
+        e = edge(root)
+        if e is None:
+            raise RuntimeError(
+                f"element {i} of tensors does not require grad and does not have a grad_fn"
+            )
+        g = _root_grad(i, root, grad)
+        if grad is not None:
+            foreign.add(id(g))
+        send(e, g)
+
+    while heap:
+        _, node = heapq.heappop(heap)
+        g = node_grads.pop(node)
+        if node.hooks or node.retained:
+            g = _run_tensor_hooks(node, g)
+        _check_saved(node)
+        input_grads = node.backward(g)  # type: ignore[misc]
+        if not retain_graph:
+            node.release()
+        for e, gi in zip(node.inputs, input_grads):
+            if e is not None and gi is not None:
+                send(e, gi)
+
+    if inputs is not None:
+        wanted = {id(t) for t in inputs}
+        leaf_grads = {k: v for k, v in leaf_grads.items() if k in wanted}
+    for leaf, g in leaf_grads.values():
+        _accumulate_leaf(leaf, g, foreign)
+
+
+# ---------------------------------------------------------------------------------------------
+# The tracked tensor
+# ---------------------------------------------------------------------------------------------
+
+HANDLED: dict[Any, Callable[..., Any]] = {}
+"""torch callables (``torch.add``, ``Tensor.add``, ``Tensor.__rsub__``...) -> shimnn ops."""
+
+
+def implements(*funcs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Route these torch callables, called on tracked tensors, to the decorated shimnn op."""
+
+    def register(op: Callable[..., Any]) -> Callable[..., Any]:
+        for f in funcs:
+            HANDLED[f] = op
+        return op
+
+    return register
+
+
+def _tensors_in(args: Iterable[Any]) -> list[Tensor]:
+    found: list[Tensor] = []
+    for a in args:
+        if isinstance(a, Tensor):
+            found.append(a)
+        elif isinstance(a, (list, tuple)):
+            found.extend(x for x in a if isinstance(x, Tensor))
+    return found
+
+
+def _op_name(func: Any) -> str:
+    name = getattr(func, "__name__", None) or repr(func)
+    if name == "__get__":  # a property getter: name the property
+        name = getattr(getattr(func, "__self__", None), "__name__", name)
+    return str(name)
+
+
+_NOT_INPLACE = {"requires_grad_", "share_memory_", "detach_", "pin_memory_", "rename_",
+                "refine_names_", "align_to_", "set_"}
+
+
+def _is_inplace(name: str) -> bool:
+    if name in _NOT_INPLACE:
+        return False
+    if name.startswith("__"):
+        return name in ("__iadd__", "__isub__", "__imul__", "__itruediv__", "__ipow__",
+                        "__imatmul__", "__setitem__", "__ifloordiv__", "__imod__")
+    return name.endswith("_")
+
+
+def _unsupported(name: str) -> BackwardFn:
+    def backward(grad: Tensor) -> Sequence[Tensor | None]:
+        raise NotImplementedError(
+            f"shimnn has no hand-written backward for '{name}', and a gradient flows through "
+            f"it. Its value was computed, but shimnn will not guess a derivative. Compute it "
+            f"on a detached tensor (or under torch.no_grad()) if it needs no gradient, or "
+            f"write it as a shimnn.Function with its own backward."
+        )
+
+    return backward
+
+
+def _poison(value: Any, name: str, inputs: tuple[Edge, ...]) -> Any:
+    if isinstance(value, Tensor):
+        if value.dtype.is_floating_point or value.dtype.is_complex:
+            return record(value, name, _unsupported(name), inputs)
+        return value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_poison(v, name, inputs) for v in value)
+    return value
+
+
+# Non-differentiable torch callables: their results carry no gradient in torch either.
+_NON_DIFFERENTIABLE: set[Any] = {
+    Tensor.detach, torch.detach, Tensor.data.__get__, Tensor.grad.__get__,  # type: ignore[attr-defined]
+    Tensor.new_zeros, Tensor.new_ones, Tensor.new_empty, Tensor.new_full, Tensor.new_tensor,
+    torch.zeros_like, torch.ones_like, torch.empty_like, torch.full_like, torch.rand_like,
+    torch.randn_like, torch.randint_like, Tensor.__repr__, Tensor.__format__,
+}
+
+
+def _stay_tracked(value: Any, inputs: list[Tensor]) -> Any:
+    """New floating results of ops on tracked tensors stay TrackedTensors (without a graph), so
+    that ``.backward()`` on them is shimnn's and raises as torch's would."""
+    if isinstance(value, Tensor):
+        if (type(value) is Tensor and (value.dtype.is_floating_point or value.dtype.is_complex)
+                and not any(value is t for t in inputs)):
+            return wrap(value)
+        return value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_stay_tracked(v, inputs) for v in value)
+    return value
+
+
+def _fallback(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Run a torch callable shimnn has no op for; never let a gradient through it silently."""
+    with no_dispatch():
+        name = _op_name(func)
+        tensors = _tensors_in(args) + _tensors_in(kwargs.values())
+        edges: tuple[Edge, ...] = ()
+        if (is_grad_enabled() and func not in _NON_DIFFERENTIABLE and name not in _NOT_INPLACE
+                and getattr(func, "__module__", None) != "torch.nn.init"):  # runs under no_grad
+            edges = tuple(edge(t) for t in tensors)
+        if not any(e is not None for e in edges):
+            result = func(*args, **kwargs)
+            if getattr(func, "__name__", None) == "__get__" or not any(
+                    type(t) is TrackedTensor for t in tensors):
+                return result  # a property, or an op on parameters/plain tensors (torch's way)
+            return _stay_tracked(result, tensors)
+        target = args[0] if args else None
+        if _is_inplace(name) and isinstance(target, Tensor):
+            if type(target) is not TrackedTensor or target._node is None:
+                if _requires_grad(target):
+                    raise RuntimeError(
+                        "a leaf Variable that requires grad is being used in an in-place "
+                        "operation."
+                    )
+            result = run_kernel(func, *args, **kwargs) if kwargs else run_kernel(func, *args)
+            if type(target) is TrackedTensor:
+                target._node = Node(name, _unsupported(name), edges)
+            return result
+        result = run_kernel(lambda: func(*args, **kwargs))
+        if any(result is t for t in tensors):
+            return result  # returned an input unchanged (x.float() on float x, .contiguous())
+        return _poison(result, name, edges)
+
+
+def _repr(t: Tensor, node: Node | None) -> str:
+    """torch's repr, with ``grad_fn=<Name>`` naming the shimnn node as torch names its own."""
+    with no_dispatch():
+        plain = t.detach()
+        if node is None:
+            if _requires_grad(t):
+                plain.requires_grad_(True)  # a fresh leaf alias: torch prints requires_grad=True
+            return torch._tensor_str._str(plain)
+        body = torch._tensor_str._str(plain)[:-1]
+    # Reproduce torch's _add_suffixes for the one suffix it would add last.
+    last_line = body[body.rfind("\n") + 1:]
+    wrapped_suffix = last_line.startswith(" ") and "=" in last_line and "[" not in last_line
+    used = len(last_line) if wrapped_suffix else len(last_line) + 2
+    suffix = f"grad_fn=<{node.name}>"
+    indent = len("tensor(")
+    if used + len(suffix) + 2 > torch._tensor_str.PRINT_OPTS.linewidth:
+        return f"{body},\n{' ' * indent}{suffix})"
+    return f"{body}, {suffix})"
+
+
+def _format(t: Tensor, spec: str) -> str:
+    with no_dispatch():
+        if t.dim() == 0:
+            return t.item().__format__(spec)
+    return object.__format__(t, spec)
+
+
+def _torch_function(
+    cls: type, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+) -> Any:
+    op = HANDLED.get(func)
+    if op is not None:
+        return op(*args, **(kwargs or {}))
+    if func is Tensor.__repr__:
+        t = args[0]
+        return _repr(t, t._node if type(t) is TrackedTensor else None)
+    if func is Tensor.__format__:
+        return _format(args[0], args[1])
+    return _fallback(func, args, kwargs or {})
+
+
+class TrackedTensor(Tensor):
+    """A ``torch.Tensor`` produced by a shimnn op: it remembers the node that made it.
+
+    It behaves as a tensor everywhere. Differentiable torch calls on it go to shimnn's
+    hand-written ops; others compute their value and, if a gradient would later flow through
+    them, make that backward raise an error naming the op. ``grad_fn`` is always ``None``:
+    ``shim_fn`` is the node, ``requires_grad`` and ``is_leaf`` answer as torch would.
+    """
+
+    _node: Node | None = None
+
+    __torch_function__ = classmethod(_torch_function)  # type: ignore[assignment]
+
+    @property
+    def shim_fn(self) -> Node | None:
+        """The shimnn node that computed this tensor (torch's ``grad_fn``, hand-written)."""
+        return self._node
+
+    @property  # type: ignore[override]
+    def grad_fn(self) -> None:
+        return None
+
+    @property  # type: ignore[override]
+    def requires_grad(self) -> bool:
+        return self._node is not None or _requires_grad(self)
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool) -> None:
+        self.requires_grad_(value)
+
+    @property  # type: ignore[override]
+    def is_leaf(self) -> bool:
+        return self._node is None
+
+    def requires_grad_(self, requires_grad: bool = True) -> TrackedTensor:
+        if self._node is not None:
+            if not requires_grad:
+                raise RuntimeError(
+                    "you can only change requires_grad flags of leaf variables. If you want to "
+                    "use a computed variable in a subgraph that doesn't require differentiation "
+                    "use var_no_grad = var.detach()."
+                )
+            return self
+        with no_dispatch():
+            _set_requires_grad(self, requires_grad)
+        return self
+
+    def detach_(self) -> TrackedTensor:
+        self._node = None
+        with no_dispatch():
+            _set_requires_grad(self, False)
+        return self
+
+    def retain_grad(self) -> None:
+        node = self._node
+        if node is None:
+            if not self.requires_grad:
+                raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
+            return
+        if node.retained is None:
+            node.retained = []
+        if not any(t is self for t in node.retained):
+            node.retained.append(self)
+
+    @property
+    def retains_grad(self) -> bool:
+        node = self._node
+        return node is not None and node.retained is not None and any(
+            t is self for t in node.retained
+        )
+
+    def register_hook(self, hook: Callable[[Tensor], Tensor | None]) -> Any:
+        node = self._node
+        if node is None:
+            return Tensor.register_hook(self, hook)
+        if node.hooks is None:
+            node.hooks = []
+        node.hooks.append(hook)
+        hooks = node.hooks
+
+        class _Handle:
+            def remove(self) -> None:
+                if hook in hooks:
+                    hooks.remove(hook)
+
+        return _Handle()
+
+    def backward(  # type: ignore[override]
+        self,
+        gradient: Tensor | None = None,
+        retain_graph: bool | None = None,
+        create_graph: bool = False,
+        inputs: Sequence[Tensor] | Tensor | None = None,
+    ) -> None:
+        """Compute gradients with shimnn's hand-written backward functions (no autograd)."""
+        if create_graph:
+            raise NotImplementedError(
+                "shimnn computes gradients by hand and does not record the backward pass: "
+                "create_graph=True (higher-order gradients) is not supported"
+            )
+        if isinstance(inputs, Tensor):
+            inputs = [inputs]
+        backward([self], [gradient], bool(retain_graph), inputs)
+
+    def numpy(self, *, force: bool = False) -> Any:
+        if self._node is not None and not force:
+            raise RuntimeError(
+                "Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() "
+                "instead."
+            )
+        with no_dispatch():
+            return Tensor.numpy(self, force=force)
+
+    def __reduce_ex__(self, proto: Any) -> Any:
+        # Saved as a plain tensor: a graph does not cross a pickle.
+        with no_dispatch():
+            plain = self.detach()
+            if _requires_grad(self):
+                plain.requires_grad_(True)
+        return plain.__reduce_ex__(proto)

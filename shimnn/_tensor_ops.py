@@ -1,0 +1,219 @@
+"""Arithmetic on tracked tensors (``-loss``, ``loss * 0.5``, ``loss1 + loss2``...).
+
+Reached through ``__torch_function__`` when a tracked tensor meets torch's operators and
+functions. Each op computes with the kernel torch uses and differentiates with torch's formula;
+gradients of broadcast operands are summed back to their shape and cast to their dtype, as
+torch's engine does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from numbers import Number
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ._graph import (
+    Edge,
+    Node,
+    TrackedTensor,
+    edge,
+    implements,
+    is_grad_enabled,
+    no_dispatch,
+    record,
+    run_kernel,
+    wrap,
+)
+from .functional import _check_real, _reduce_to
+
+Operand = Tensor | Number
+
+
+def _edge(x: Any) -> Edge:
+    return edge(x) if isinstance(x, Tensor) else None
+
+
+def _maybe_multiply(grad: Tensor, alpha: Any) -> Tensor:
+    return grad if alpha == 1 else grad * alpha
+
+
+def _binary(
+    name: str,
+    kernel: Callable[..., Tensor],
+    input: Any,
+    other: Any,
+    backward: Callable[[Tensor], Sequence[Tensor | None]],
+    saved: tuple[Tensor, ...],
+    out: Tensor | None,
+    **kwargs: Any,
+) -> Tensor:
+    """Compute ``kernel(input, other, **kwargs)``; record ``backward`` if a gradient is needed."""
+    with no_dispatch():
+        if is_grad_enabled():
+            edges = (_edge(input), _edge(other))
+            if edges[0] is not None or edges[1] is not None:
+                if out is not None:
+                    raise RuntimeError(
+                        f"{name}(): functions with out=... arguments don't support automatic "
+                        "differentiation, but one of the arguments requires grad."
+                    )
+                _check_real(name, *(t for t in (input, other) if isinstance(t, Tensor)))
+                result = run_kernel(lambda: kernel(input, other, **kwargs))
+                return record(result, name, backward, edges, saved)
+        if out is not None:
+            return kernel(input, other, out=out, **kwargs)
+        return wrap(kernel(input, other, **kwargs))
+
+
+def _tensors(*xs: Any) -> tuple[Tensor, ...]:
+    return tuple(x for x in xs if isinstance(x, Tensor))
+
+
+@implements(torch.add, Tensor.add, Tensor.__add__, Tensor.__radd__)
+def add(input: Any, other: Any, *, alpha: Any = 1, out: Tensor | None = None) -> Tensor:
+    """``input + alpha * other``. Backward: ``grad``; ``alpha * grad``; each summed to shape."""
+
+    def backward(grad: Tensor) -> Sequence[Tensor | None]:
+        return (_reduce_to(grad, input) if isinstance(input, Tensor) else None,
+                _reduce_to(_maybe_multiply(grad, alpha), other)
+                if isinstance(other, Tensor) else None)
+
+    return _binary("AddBackward0", torch.add, input, other, backward, (), out, alpha=alpha)
+
+
+@implements(torch.sub, torch.subtract, Tensor.sub, Tensor.subtract, Tensor.__sub__)
+def sub(input: Any, other: Any, *, alpha: Any = 1, out: Tensor | None = None) -> Tensor:
+    """``input - alpha * other``. Backward: ``grad``; ``-alpha * grad``; each summed to shape."""
+
+    def backward(grad: Tensor) -> Sequence[Tensor | None]:
+        return (_reduce_to(grad, input) if isinstance(input, Tensor) else None,
+                _reduce_to(_maybe_multiply(-grad, alpha), other)
+                if isinstance(other, Tensor) else None)
+
+    return _binary("SubBackward0", torch.sub, input, other, backward, (), out, alpha=alpha)
+
+
+@implements(Tensor.__rsub__, torch.rsub)
+def rsub(input: Any, other: Any, *, alpha: Any = 1) -> Tensor:
+    """``other - alpha * input``. Backward: ``-alpha * grad``; ``grad``; each summed to shape."""
+
+    def backward(grad: Tensor) -> Sequence[Tensor | None]:
+        return (_reduce_to(_maybe_multiply(-grad, alpha), input),
+                _reduce_to(grad, other) if isinstance(other, Tensor) else None)
+
+    return _binary("RsubBackward1", torch.rsub, input, other, backward, (), None, alpha=alpha)
+
+
+@implements(torch.mul, torch.multiply, Tensor.mul, Tensor.multiply, Tensor.__mul__,
+            Tensor.__rmul__)
+def mul(input: Any, other: Any, *, out: Tensor | None = None) -> Tensor:
+    """``input * other``. Backward: ``grad * other``; ``grad * input``; each summed to shape."""
+    needs = (_edge(input) is not None, _edge(other) is not None)
+
+    def backward(grad: Tensor) -> Sequence[Tensor | None]:
+        return (_reduce_to(grad * other, input) if needs[0] else None,
+                _reduce_to(grad * input, other) if needs[1] else None)
+
+    saved = _tensors(other if needs[0] else None, input if needs[1] else None)
+    return _binary("MulBackward0", torch.mul, input, other, backward, saved, out)
+
+
+@implements(torch.div, torch.divide, torch.true_divide, Tensor.div, Tensor.divide,
+            Tensor.true_divide, Tensor.__truediv__, Tensor.__div__)
+def div(input: Any, other: Any, *, rounding_mode: str | None = None,
+        out: Tensor | None = None) -> Tensor:
+    """``input / other``. Backward: ``grad / other``; ``-grad * (input / other) / other``.
+
+    With a ``rounding_mode`` the result is piecewise constant: both gradients are zero.
+    """
+    needs = (_edge(input) is not None, _edge(other) is not None)
+
+    def backward(grad: Tensor) -> Sequence[Tensor | None]:
+        if rounding_mode is not None:
+            return (torch.zeros_like(input) if needs[0] else None,
+                    torch.zeros_like(other) if needs[1] else None)
+        return (_reduce_to(grad / other, input) if needs[0] else None,
+                _reduce_to(-grad * ((input / other) / other), other) if needs[1] else None)
+
+    saved = _tensors(other if needs[0] or needs[1] else None, input if needs[1] else None)
+    kwargs = {"rounding_mode": rounding_mode} if rounding_mode is not None else {}
+    return _binary("DivBackward0", torch.div, input, other, backward, saved, out, **kwargs)
+
+
+@implements(torch.neg, torch.negative, Tensor.neg, Tensor.negative, Tensor.__neg__)
+def neg(input: Tensor) -> Tensor:
+    """``-input``. Backward: ``-grad``."""
+    with no_dispatch():
+        if is_grad_enabled():
+            e_input = edge(input)
+            if e_input is not None:
+                result = run_kernel(torch.neg, input)
+                return record(result, "NegBackward0", lambda grad: (grad.neg(),), (e_input,))
+        return wrap(torch.neg(input))
+
+
+@implements(torch.reciprocal, Tensor.reciprocal)
+def reciprocal(input: Tensor) -> Tensor:
+    """``1 / input``. Backward: ``-grad * result * result``."""
+    with no_dispatch():
+        if is_grad_enabled():
+            e_input = edge(input)
+            if e_input is not None:
+                _check_real("reciprocal", input)
+                result = run_kernel(torch.reciprocal, input)
+
+                def backward(grad: Tensor) -> Sequence[Tensor | None]:
+                    return (-grad * (result * result),)
+
+                return record(result, "ReciprocalBackward0", backward, (e_input,), (result,))
+        return wrap(torch.reciprocal(input))
+
+
+@implements(Tensor.__rdiv__, Tensor.__rtruediv__)
+def rdiv(input: Tensor, other: Any) -> Tensor:
+    """``other / input``, computed as torch does: ``input.reciprocal() * other``."""
+    return mul(reciprocal(input), other)
+
+
+def _add_inplace(name: str, kernel: Callable[..., Tensor], sign: int) -> Callable[..., Tensor]:
+    """In-place ``self += sign * alpha * other``. Backward: ``grad``; ``sign * alpha * grad``."""
+
+    def op(self: Tensor, other: Any, *, alpha: Any = 1) -> Tensor:
+        with no_dispatch():
+            e_self = edge(self) if is_grad_enabled() else None
+            e_other = _edge(other) if is_grad_enabled() else None
+            if e_self is None and e_other is None:
+                kernel(self, other, alpha=alpha)
+                return self if type(self) is TrackedTensor else wrap(self)
+            if e_self is self:
+                raise RuntimeError(
+                    "a leaf Variable that requires grad is being used in an in-place operation."
+                )
+            if type(self) is Tensor:
+                # A plain tensor that receives a gradient-carrying value becomes part of the
+                # graph, as in torch; it must be a TrackedTensor to carry its node.
+                self.__class__ = TrackedTensor
+            elif type(self) is not TrackedTensor:
+                raise NotImplementedError(
+                    f"shimnn: in-place {kernel.__name__} into a {type(self).__name__} of a "
+                    "value that needs a gradient; write `x = x + y` instead"
+                )
+
+            def backward(grad: Tensor) -> Sequence[Tensor | None]:
+                g_other = None
+                if e_other is not None:
+                    g_other = _reduce_to(_maybe_multiply(grad if sign > 0 else -grad, alpha), other)
+                return grad, g_other
+
+            run_kernel(lambda: kernel(self, other, alpha=alpha))
+            self._node = Node(name, backward, (e_self, e_other))
+            return self
+
+    return op
+
+
+add_ = implements(Tensor.add_, Tensor.__iadd__)(_add_inplace("AddBackward0", Tensor.add_, 1))
+sub_ = implements(Tensor.sub_, Tensor.__isub__)(_add_inplace("SubBackward0", Tensor.sub_, -1))

@@ -1,0 +1,79 @@
+"""Linear layers."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .. import functional as F
+from .module import Module, Parameter
+
+__all__ = ["Linear"]
+
+
+class Linear(Module):
+    r"""Apply an affine transformation :math:`y = xA^T + b`.
+
+    Args:
+        in_features: size of each input sample.
+        out_features: size of each output sample.
+        bias: if ``False``, the layer learns no additive bias. Default: ``True``.
+        device, dtype: where and how the parameters are created.
+
+    Shape:
+        - Input: :math:`(*, H_{in})`, any number of leading dimensions including none.
+        - Output: :math:`(*, H_{out})`.
+
+    Attributes:
+        weight: :math:`(H_{out}, H_{in})`, initialised from :math:`\mathcal{U}(-\sqrt{k},
+            \sqrt{k})`, :math:`k = 1/H_{in}`, consuming the RNG exactly as ``torch.nn.Linear``.
+        bias: :math:`(H_{out})`, initialised the same way.
+
+    Backward: see :func:`shimnn.functional.linear`.
+    """
+
+    __constants__ = ["in_features", "out_features"]
+    in_features: int
+    out_features: int
+    weight: Tensor
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        factory_kwargs = {"device": device, "dtype": dtype}
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight = Parameter(torch.empty((out_features, in_features), **factory_kwargs))
+        if bias:
+            self.bias = Parameter(torch.empty(out_features, **factory_kwargs))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Draw weight, then bias, from :math:`\\mathcal{U}(-1/\\sqrt{H_{in}}, 1/\\sqrt{H_{in}})`.
+
+        Uses torch's own init functions, so the RNG stream and the bounds are torch's.
+        """
+        torch.nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in, _ = torch.nn.init._calculate_fan_in_and_fan_out(self.weight)
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+            torch.nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.linear(input, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}"
+        )

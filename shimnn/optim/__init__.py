@@ -1,0 +1,18 @@
+"""shimnn's optimizers, under torch.optim's names.
+
+A name shimnn does not implement yet resolves to torch.optim's (optimizers only read ``.grad``,
+which shimnn fills), so ``import shimnn.optim as optim`` never breaks a script.
+"""
+
+from typing import Any
+
+import torch.optim
+from torch.optim import Optimizer, lr_scheduler
+
+from .sgd import SGD
+
+__all__ = ["SGD", "Optimizer", "lr_scheduler"]
+
+
+def __getattr__(name: str) -> Any:
+    return getattr(torch.optim, name)
