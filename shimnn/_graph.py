@@ -34,6 +34,9 @@ set_grad_enabled = torch._C._set_grad_enabled
 is_grad_enabled = torch._C.is_grad_enabled
 _requires_grad = torch._C.TensorBase.requires_grad.__get__  # type: ignore[attr-defined]
 _set_requires_grad = torch._C.TensorBase.requires_grad.__set__  # type: ignore[attr-defined]
+# A non-view alias sharing storage and version counter (as_subclass would make a view whose
+# _base keeps the plain result alive).
+_make_subclass = Tensor._make_subclass
 
 Edge = Union["Node", Tensor, None]
 """Where an input's gradient goes: its producer node, a leaf tensor, or nowhere (None)."""
@@ -128,7 +131,7 @@ def edge(t: Tensor | None) -> Edge:
 
 def wrap(result: Tensor) -> TrackedTensor:
     """The plain kernel result as a TrackedTensor without a graph."""
-    out = result.as_subclass(TrackedTensor)
+    out = _make_subclass(TrackedTensor, result)
     return out  # type: ignore[return-value]
 
 
@@ -144,7 +147,7 @@ def record(
     Every tensor that ``backward`` reads must be in ``saved``: that is what makes in-place
     changes detectable and lets the graph be freed.
     """
-    out = result.as_subclass(TrackedTensor)
+    out = _make_subclass(TrackedTensor, result)
     out._node = Node(name, backward, inputs, saved)
     return out  # type: ignore[return-value]
 

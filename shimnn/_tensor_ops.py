@@ -217,3 +217,70 @@ def _add_inplace(name: str, kernel: Callable[..., Tensor], sign: int) -> Callabl
 
 add_ = implements(Tensor.add_, Tensor.__iadd__)(_add_inplace("AddBackward0", Tensor.add_, 1))
 sub_ = implements(Tensor.sub_, Tensor.__isub__)(_add_inplace("SubBackward0", Tensor.sub_, -1))
+
+
+# ---------------------------------------------------------------------------------------------
+# reductions
+# ---------------------------------------------------------------------------------------------
+
+
+def _reduced_dims(input: Tensor, dim: Any) -> list[int] | None:
+    """The reduced dims, non-negative and sorted; None for a full reduction."""
+    if dim is None or (isinstance(dim, (list, tuple)) and len(dim) == 0):
+        return None
+    dims = [dim] if isinstance(dim, int) else list(dim)
+    n = max(input.dim(), 1)
+    return sorted(d % n for d in dims)
+
+
+def _sum_backward(grad: Tensor, shape: torch.Size, dims: list[int] | None, keepdim: bool
+                  ) -> Tensor:
+    """torch's sum_backward: re-insert reduced dims, then expand (a stride-0 view, as torch)."""
+    if dims is not None and not keepdim and len(shape) > 0:
+        for d in dims:
+            grad = grad.unsqueeze(d)
+    return grad.expand(shape)
+
+
+def _reduction(name: str, kernel: Callable[..., Tensor], scale: bool) -> Callable[..., Tensor]:
+    """``sum``/``mean`` over all or some dims. Backward: ``grad`` expanded back to the input's
+    shape (divided by the number of reduced elements for the mean)."""
+
+    def op(input: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        with no_dispatch():
+            e_input = edge(input) if is_grad_enabled() else None
+            if e_input is None:
+                return wrap(kernel(input, *args, **kwargs))
+            if kwargs.get("out") is not None:
+                raise RuntimeError(
+                    f"{kernel.__name__}(): functions with out=... arguments don't support "
+                    "automatic differentiation, but one of the arguments requires grad.")
+            _check_real(kernel.__name__, input)
+            result = run_kernel(lambda: kernel(input, *args, **kwargs))
+            dim = args[0] if args else kwargs.get("dim")
+            keepdim = bool(args[1] if len(args) > 1 else kwargs.get("keepdim", False))
+            if isinstance(dim, torch.dtype):  # torch.sum(x, torch.float64)
+                dim = None
+            dims = _reduced_dims(input, dim)
+            shape, dtype = input.shape, input.dtype
+            count = input.numel()
+            if dims is not None and input.dim() > 0:
+                count = 1
+                for d in dims:
+                    count *= shape[d]
+
+            def backward(grad: Tensor) -> Sequence[Tensor | None]:
+                g = _sum_backward(grad, shape, dims, keepdim)
+                if scale:
+                    g = g / count
+                return (g if g.dtype == dtype else g.to(dtype),)
+
+            node_name = f"{name}{0 if dims is None else 1}"
+            return record(result, node_name, backward, (e_input,))
+
+    op.__name__ = kernel.__name__
+    return op
+
+
+sum = implements(torch.sum, Tensor.sum)(_reduction("SumBackward", torch.sum, scale=False))
+mean = implements(torch.mean, Tensor.mean)(_reduction("MeanBackward", torch.mean, scale=True))
