@@ -34,6 +34,7 @@ set_grad_enabled = torch._C._set_grad_enabled
 is_grad_enabled = torch._C.is_grad_enabled
 _requires_grad = torch._C.TensorBase.requires_grad.__get__  # type: ignore[attr-defined]
 _set_requires_grad = torch._C.TensorBase.requires_grad.__set__  # type: ignore[attr-defined]
+_grad_fn = torch._C.TensorBase.grad_fn.__get__  # type: ignore[attr-defined]
 # A non-view alias sharing storage and version counter (as_subclass would make a view whose
 # _base keeps the plain result alive).
 _make_subclass = Tensor._make_subclass
@@ -125,6 +126,14 @@ def edge(t: Tensor | None) -> Edge:
         if node is not None:
             return node
     if _requires_grad(t):
+        if _grad_fn(t) is not None:
+            raise RuntimeError(
+                f"shimnn: a tensor recorded by torch.autograd ({_grad_fn(t).name()}) reached a "
+                "shimnn operation. Operations between plain tensors that require grad are "
+                "recorded by torch, not by shimnn, and their gradient would be lost. Make the "
+                "leaf a shimnn.Parameter (or a shimnn.TrackedTensor via "
+                "t.as_subclass(shimnn.TrackedTensor)) so shimnn records those operations."
+            )
         return t
     return None
 
