@@ -2,7 +2,7 @@
 
 ``import shimnn as nn`` in place of ``import torch.nn as nn`` (and ``shimnn.optim`` for
 ``torch.optim``): the same classes, signatures and numbers, while ``loss.backward()`` runs
-shimnn's hand-written backward functions and ``torch.autograd`` never runs.
+shimnn's hand-written backward functions and torch's autograd engine never runs.
 
 A ``torch.nn`` name shimnn does not implement resolves to torch's own; a gradient that would
 flow through it raises an error naming it instead of being silently wrong.
@@ -14,7 +14,7 @@ import torch.nn
 
 from . import _tensor_ops, functional, optim  # noqa: F401  (_tensor_ops registers operators)
 from ._graph import Node, TrackedTensor
-from .modules import Linear, MSELoss, Module, Parameter, ReLU, Sequential, Tanh
+from .modules import Linear, Module, MSELoss, Parameter, ReLU, Sequential, Tanh
 
 __version__ = "0.1.0"
 

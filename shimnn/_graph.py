@@ -9,7 +9,7 @@ buffers do, and accumulates into leaf ``.grad`` the way torch's ``AccumulateGrad
 
 Kernels always run with torch function dispatch for subclasses disabled and, while a graph is
 recorded, with grad mode off, so torch never records a graph of its own: no tensor shimnn
-returns has a ``grad_fn`` and ``torch.autograd`` never runs.
+returns has a ``grad_fn`` and torch's autograd engine never runs.
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ _sequence = itertools.count()
 no_dispatch = torch._C.DisableTorchFunctionSubclass
 set_grad_enabled = torch._C._set_grad_enabled
 is_grad_enabled = torch._C.is_grad_enabled
-_requires_grad = torch._C.TensorBase.requires_grad.__get__  # type: ignore[attr-defined]
-_set_requires_grad = torch._C.TensorBase.requires_grad.__set__  # type: ignore[attr-defined]
-_grad_fn = torch._C.TensorBase.grad_fn.__get__  # type: ignore[attr-defined]
+# torch's own attribute accessors, called directly (TrackedTensor overrides these properties).
+_requires_grad: Any = vars(torch._C.TensorBase)["requires_grad"].__get__
+_set_requires_grad: Any = vars(torch._C.TensorBase)["requires_grad"].__set__
+_grad_fn: Any = vars(torch._C.TensorBase)["grad_fn"].__get__
 # A non-view alias sharing storage and version counter (as_subclass would make a view whose
 # _base keeps the plain result alive).
 _make_subclass = Tensor._make_subclass
@@ -128,7 +129,7 @@ def edge(t: Tensor | None) -> Edge:
     if _requires_grad(t):
         if _grad_fn(t) is not None:
             raise RuntimeError(
-                f"shimnn: a tensor recorded by torch.autograd ({_grad_fn(t).name()}) reached a "
+                f"shimnn: a tensor recorded by torch's autograd ({_grad_fn(t).name()}) reached a "
                 "shimnn operation. Operations between plain tensors that require grad are "
                 "recorded by torch, not by shimnn, and their gradient would be lost. Make the "
                 "leaf a shimnn.Parameter (or a shimnn.TrackedTensor via "
@@ -406,7 +407,8 @@ def _poison(value: Any, name: str, inputs: tuple[Edge, ...]) -> Any:
 
 # Non-differentiable torch callables: their results carry no gradient in torch either.
 _NON_DIFFERENTIABLE: set[Any] = {
-    Tensor.detach, torch.detach, Tensor.data.__get__, Tensor.grad.__get__,  # type: ignore[attr-defined]
+    Tensor.detach, torch.detach, vars(torch._C.TensorBase)["data"].__get__,
+    vars(torch._C.TensorBase)["grad"].__get__,
     Tensor.new_zeros, Tensor.new_ones, Tensor.new_empty, Tensor.new_full, Tensor.new_tensor,
     torch.zeros_like, torch.ones_like, torch.empty_like, torch.full_like, torch.rand_like,
     torch.randn_like, torch.randint_like, Tensor.__repr__, Tensor.__format__,
@@ -465,7 +467,7 @@ def _repr(t: Tensor, node: Node | None) -> str:
         plain = t.detach()
         if node is None:
             if _requires_grad(t):
-                plain.requires_grad_(True)  # a fresh leaf alias: torch prints requires_grad=True
+                _set_requires_grad(plain, True)  # torch prints requires_grad=True
             return torch._tensor_str._str(plain)
         body = torch._tensor_str._str(plain)[:-1]
     # Reproduce torch's _add_suffixes for the one suffix it would add last.
@@ -511,27 +513,27 @@ class TrackedTensor(Tensor):
 
     _node: Node | None = None
 
-    __torch_function__ = classmethod(_torch_function)  # type: ignore[assignment]
+    __torch_function__: Any = classmethod(_torch_function)
 
     @property
     def shim_fn(self) -> Node | None:
         """The shimnn node that computed this tensor (torch's ``grad_fn``, hand-written)."""
         return self._node
 
-    @property  # type: ignore[override]
-    def grad_fn(self) -> None:
+    @property
+    def grad_fn(self) -> None:  # type: ignore[override]
         return None
 
-    @property  # type: ignore[override]
-    def requires_grad(self) -> bool:
+    @property
+    def requires_grad(self) -> bool:  # type: ignore[override]
         return self._node is not None or _requires_grad(self)
 
     @requires_grad.setter
     def requires_grad(self, value: bool) -> None:
         self.requires_grad_(value)
 
-    @property  # type: ignore[override]
-    def is_leaf(self) -> bool:
+    @property
+    def is_leaf(self) -> bool:  # type: ignore[override]
         return self._node is None
 
     def requires_grad_(self, requires_grad: bool = True) -> TrackedTensor:
@@ -565,7 +567,7 @@ class TrackedTensor(Tensor):
             node.retained.append(self)
 
     @property
-    def retains_grad(self) -> bool:
+    def retains_grad(self) -> bool:  # type: ignore[override]
         node = self._node
         return node is not None and node.retained is not None and any(
             t is self for t in node.retained
@@ -618,5 +620,5 @@ class TrackedTensor(Tensor):
         with no_dispatch():
             plain = self.detach()
             if _requires_grad(self):
-                plain.requires_grad_(True)
+                _set_requires_grad(plain, True)
         return plain.__reduce_ex__(proto)

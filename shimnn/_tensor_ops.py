@@ -9,7 +9,6 @@ torch's engine does.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from numbers import Number
 from typing import Any
 
 import torch
@@ -28,8 +27,6 @@ from ._graph import (
     wrap,
 )
 from .functional import _check_real, _reduce_to
-
-Operand = Tensor | Number
 
 
 def _edge(x: Any) -> Edge:
@@ -209,7 +206,7 @@ def _add_inplace(name: str, kernel: Callable[..., Tensor], sign: int) -> Callabl
                 return grad, g_other
 
             run_kernel(lambda: kernel(self, other, alpha=alpha))
-            self._node = Node(name, backward, (e_self, e_other))
+            self._node = Node(name, backward, (e_self, e_other))  # type: ignore[attr-defined]
             return self
 
     return op

@@ -246,7 +246,8 @@ def relu_(input: Tensor) -> Tensor:
                 def backward(grad: Tensor) -> Sequence[Tensor | None]:
                     return (_threshold_backward(grad, result, 0),)
 
-                input._node = Node("ReluBackward1", backward, (e_input,), (result,))
+                input._node = Node(  # type: ignore[attr-defined]
+                    "ReluBackward1", backward, (e_input,), (result,))
                 return input
         torch.relu_(input)
         return input if type(input) is TrackedTensor else wrap(input)
@@ -337,7 +338,7 @@ def mse_loss(
 
                 saved = (expanded_input, expanded_target)
                 return record(out, "MseLossBackward0", backward, (e_input, e_target), saved)
-        return wrap(_mse_loss(expanded_input, expanded_target, enum))
+        return wrap(_mse_loss(expanded_input, expanded_target, enum))  # type: ignore[arg-type]
 
 
 def __getattr__(name: str) -> Any:

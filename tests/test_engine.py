@@ -262,7 +262,7 @@ def test_torch_autograd_history_entering_a_shimnn_graph_is_refused() -> None:
     # a * 2 on a plain leaf is recorded by torch, not shimnn: its gradient cannot reach `a`.
     a = torch.randn(3, requires_grad=True)
     lin = shimnn.Linear(3, 1)
-    with pytest.raises(RuntimeError, match="recorded by torch.autograd"):
+    with pytest.raises(RuntimeError, match="recorded by torch.s autograd"):
         lin(a * 2)
     p = shimnn.Parameter(torch.randn(3))
     lin(p * 2).sum().backward()  # a shimnn Parameter records its own arithmetic

@@ -142,8 +142,9 @@ def test_closure_and_step_hooks() -> None:
                                     dict(lr=0.1, momentum=0.9, dampening=0.1, nesterov=True),
                                     dict(lr=torch.tensor([0.1, 0.2]))])
 def test_invalid_hyperparameters_raise_like_torch(kwargs: dict) -> None:
-    ref_exc, shim_exc = check_raises_like(lambda: torch.optim.SGD(_params(torch.float32), **kwargs),
-                                          lambda: shimnn.optim.SGD(_params(torch.float32), **kwargs))
+    params = _params(torch.float32)
+    ref_exc, shim_exc = check_raises_like(lambda: torch.optim.SGD(params, **kwargs),
+                                          lambda: shimnn.optim.SGD(params, **kwargs))
     assert str(shim_exc) == str(ref_exc)
 
 

@@ -32,7 +32,7 @@ class Parameter(torch.nn.Parameter):
             Default: ``True``.
     """
 
-    __torch_function__ = classmethod(_torch_function)  # type: ignore[assignment]
+    __torch_function__: Any = classmethod(_torch_function)
 
     def __new__(cls, data: Tensor | None = None, requires_grad: bool = True) -> Parameter:
         if data is None:
@@ -62,8 +62,8 @@ class Module(torch.nn.Module):
 
     def _backward_hooks_unsupported(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(
-            f"{type(self).__name__}: module backward hooks run inside torch.autograd, which "
-            "shimnn replaces; register a hook on the output tensor instead "
+            f"{type(self).__name__}: module backward hooks run inside torch's autograd engine, "
+            "which shimnn replaces; register a hook on the output tensor instead "
             "(output.register_hook(fn))"
         )
 

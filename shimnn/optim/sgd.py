@@ -181,7 +181,7 @@ class SGD(Optimizer):
 
 def sgd(
     params: list[Tensor],
-    grads: list[Tensor],
+    grads: list[Tensor] | tuple[Tensor, ...],
     momentum_buffer_list: list[Tensor | None],
     *,
     weight_decay: float | Tensor,
@@ -202,7 +202,7 @@ def sgd(
         for i, (p, g) in enumerate(zip(params, grads)):
             g = -g if maximize else g
             if weight_decay != 0:
-                g = g.add(p, alpha=weight_decay)
+                g = g.add(p, alpha=float(weight_decay))
             if momentum != 0:
                 buf = momentum_buffer_list[i]
                 if buf is None:
@@ -217,7 +217,7 @@ def sgd(
         grads = torch._foreach_neg(grads)
         grads_owned = True
     if weight_decay != 0:
-        grads = torch._foreach_add(grads, params, alpha=weight_decay)
+        grads = torch._foreach_add(grads, params, alpha=float(weight_decay))
         grads_owned = True
     if momentum != 0:
         if all(b is not None for b in momentum_buffer_list):
