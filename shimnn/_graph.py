@@ -22,7 +22,7 @@ from typing import Any, Union
 import torch
 from torch import Tensor
 
-__all__ = ["Node", "TrackedTensor", "backward", "edge", "record", "wrap"]
+__all__ = ["Node", "Recorded", "TrackedTensor", "apply", "backward", "edge", "record", "wrap"]
 
 # The sequence number orders nodes by creation. A node is always created after its inputs, so
 # running the highest number first is a topological order, and it is the order torch's engine
@@ -44,6 +44,8 @@ Edge = Union["Node", Tensor, None]
 """Where an input's gradient goes: its producer node, a leaf tensor, or nowhere (None)."""
 BackwardFn = Callable[[Tensor], Sequence[Tensor | None]]
 """Maps the gradient of an op's output to the gradients of its inputs (None where unneeded)."""
+Recorded = tuple[Tensor, BackwardFn, tuple[Tensor, ...], str]
+"""What an op's forward returns: output, backward function, the tensors it saved, node name."""
 
 FREED_MESSAGE = (
     "Trying to backward through the graph a second time (or directly access saved tensors after "
@@ -64,7 +66,8 @@ class Node:
             after a backward without ``retain_graph``.
     """
 
-    __slots__ = ("name", "backward", "inputs", "saved", "versions", "seq", "hooks", "retained")
+    __slots__ = ("name", "backward", "inputs", "saved", "versions", "seq", "hooks", "retained",
+                 "takes_retain")
 
     def __init__(
         self,
@@ -81,6 +84,8 @@ class Node:
         self.seq = next(_sequence)
         self.hooks: list[Callable[[Tensor], Tensor | None]] | None = None
         self.retained: list[TrackedTensor] | None = None
+        # A node whose backward is called as backward(grad, retain_graph), to free as it goes.
+        self.takes_retain = False
 
     @property
     def next_functions(self) -> tuple[tuple[Node | str | None, int], ...]:
@@ -162,6 +167,17 @@ def record(
     return out  # type: ignore[return-value]
 
 
+def apply(forward: Callable[..., Recorded], inputs: tuple[Edge, ...], *args: Any
+          ) -> TrackedTensor:
+    """Run an op's ``forward(*args)`` with grad mode off and record its backward."""
+    set_grad_enabled(False)
+    try:
+        out, backward, saved, name = forward(*args)
+    finally:
+        set_grad_enabled(True)
+    return record(out, name, backward, inputs, saved)
+
+
 def run_kernel(fn: Callable[..., Any], *args: Any) -> Any:
     """Call ``fn`` with grad mode off, so torch records nothing for leaves that require grad."""
     set_grad_enabled(False)
@@ -194,27 +210,28 @@ def sum_to(grad: Tensor, shape: Sequence[int]) -> Tensor:
 
 def _accumulate_leaf(leaf: Tensor, grad: Tensor, foreign: set[int]) -> None:
     """Accumulate into ``leaf.grad`` as torch's AccumulateGrad does: store, then add in place."""
-    hooks = getattr(leaf, "_backward_hooks", None)
+    hooks = leaf._backward_hooks
     if hooks:
         for hook in tuple(hooks.values()):
             replaced = hook(grad)
             if replaced is not None:
                 grad = replaced
-    if grad.dtype != leaf.dtype:
+    if grad.dtype is not leaf.dtype:
         grad = grad.to(leaf.dtype)
     old = leaf.grad
     if old is None:
         # .grad must own its memory (a later backward adds into it in place) and, like
         # torch's, have the parameter's layout.
-        if grad._base is not None or id(grad) in foreign:
-            grad = grad.clone(memory_format=torch.preserve_format)
-        if not grad.is_contiguous() and grad.stride() != leaf.stride():
-            grad = torch.empty_like(leaf).copy_(grad)
+        if grad._base is not None or id(grad) in foreign or not grad.is_contiguous():
+            if grad.is_contiguous() or grad.stride() == leaf.stride():
+                grad = grad.clone(memory_format=torch.preserve_format)
+            else:
+                grad = torch.empty_like(leaf).copy_(grad)
         foreign.add(id(grad))
         leaf.grad = grad
     else:
         old.add_(grad)
-    post_hooks = getattr(leaf, "_post_accumulate_grad_hooks", None)
+    post_hooks = leaf._post_accumulate_grad_hooks
     if post_hooks:
         for hook in tuple(post_hooks.values()):
             hook(leaf)
@@ -256,7 +273,10 @@ def backward(
         set_grad_enabled(prev_grad_mode)
 
 
-def _root_grad(i: int, root: Tensor, grad: Tensor | None) -> Tensor:
+_ONES: dict[tuple[torch.dtype, torch.device], Tensor] = {}
+
+
+def _root_grad(i: int, root: Tensor, grad: Tensor | None, shareable: bool) -> Tensor:
     if grad is None:
         if root.numel() != 1:
             raise RuntimeError("grad can be implicitly created only for scalar outputs")
@@ -264,6 +284,13 @@ def _root_grad(i: int, root: Tensor, grad: Tensor | None) -> Tensor:
             raise RuntimeError(
                 f"grad can be implicitly created only for real scalar outputs but got {root.dtype}"
             )
+        if shareable and root.dim() == 0:
+            # The implicit 1 of a scalar loss is only read by backward functions: reuse it.
+            key = (root.dtype, root.device)
+            ones = _ONES.get(key)
+            if ones is None:
+                ones = _ONES[key] = torch.ones((), dtype=root.dtype, device=root.device)
+            return ones
         return torch.ones_like(root, memory_format=torch.contiguous_format)
     if not isinstance(grad, Tensor):
         raise TypeError(f"gradient must be a Tensor or None, but got {type(grad).__name__}")
@@ -283,25 +310,10 @@ def _backward(
     retain_graph: bool,
     inputs: Iterable[Tensor] | None,
 ) -> None:
-    node_grads: dict[Node, Tensor] = {}
+    node_grads: dict[Node, Tensor] = {}  # gradient of each pending node's output
     leaf_grads: dict[int, list[Any]] = {}  # id(leaf) -> [leaf, grad]; ids: Tensor hashing is slow
     heap: list[tuple[int, Node]] = []
     foreign: set[int] = set()  # gradients .grad must not alias: the caller's, and ones stored
-
-    def send(e: Edge, g: Tensor) -> None:
-        if type(e) is Node:
-            prev = node_grads.get(e)
-            if prev is None:
-                node_grads[e] = g
-                heapq.heappush(heap, (-e.seq, e))
-            else:
-                node_grads[e] = prev + g
-        else:
-            entry = leaf_grads.get(id(e))
-            if entry is None:
-                leaf_grads[id(e)] = [e, g]
-            else:
-                entry[1] = entry[1] + g
 
     for i, (root, grad) in enumerate(zip(roots, grads)):
         e = edge(root)
@@ -309,29 +321,63 @@ def _backward(
             raise RuntimeError(
                 f"element {i} of tensors does not require grad and does not have a grad_fn"
             )
-        g = _root_grad(i, root, grad)
+        g = _root_grad(i, root, grad, type(e) is Node and not (e.hooks or e.retained))
         if grad is not None:
             foreign.add(id(g))
-        send(e, g)
+        _send(e, g, node_grads, leaf_grads, heap)
 
+    pop, push = heapq.heappop, heapq.heappush
     while heap:
-        _, node = heapq.heappop(heap)
+        _, node = pop(heap)
         g = node_grads.pop(node)
         if node.hooks or node.retained:
             g = _run_tensor_hooks(node, g)
         _check_saved(node)
-        input_grads = node.backward(g)  # type: ignore[misc]
+        if node.takes_retain:
+            input_grads = node.backward(g, retain_graph)  # type: ignore[misc, call-arg]
+        else:
+            input_grads = node.backward(g)  # type: ignore[misc]
         if not retain_graph:
             node.release()
         for e, gi in zip(node.inputs, input_grads):
-            if e is not None and gi is not None:
-                send(e, gi)
+            if e is None or gi is None:
+                continue
+            if type(e) is Node:  # torch's input buffer: the first gradient, then old + new
+                prev = node_grads.get(e)
+                if prev is None:
+                    node_grads[e] = gi
+                    push(heap, (-e.seq, e))
+                else:
+                    node_grads[e] = prev + gi
+            else:
+                entry = leaf_grads.get(id(e))
+                if entry is None:
+                    leaf_grads[id(e)] = [e, gi]
+                else:
+                    entry[1] = entry[1] + gi
 
     if inputs is not None:
         wanted = {id(t) for t in inputs}
         leaf_grads = {k: v for k, v in leaf_grads.items() if k in wanted}
     for leaf, g in leaf_grads.values():
         _accumulate_leaf(leaf, g, foreign)
+
+
+def _send(e: Edge, g: Tensor, node_grads: dict[Node, Tensor], leaf_grads: dict[int, list[Any]],
+          heap: list[tuple[int, Node]]) -> None:
+    if type(e) is Node:
+        prev = node_grads.get(e)
+        if prev is None:
+            node_grads[e] = g
+            heapq.heappush(heap, (-e.seq, e))
+        else:
+            node_grads[e] = prev + g
+    else:
+        entry = leaf_grads.get(id(e))
+        if entry is None:
+            leaf_grads[id(e)] = [e, g]
+        else:
+            entry[1] = entry[1] + g
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -20,12 +20,13 @@ from torch import Tensor
 
 from ._graph import (
     Node,
+    Recorded,
     TrackedTensor,
+    apply,
     edge,
     implements,
     is_grad_enabled,
     no_dispatch,
-    record,
     run_kernel,
     sum_to,
     wrap,
@@ -64,27 +65,16 @@ def _check_real(name: str, *tensors: Tensor | None) -> None:
 
 
 def _is_column_major(m: Tensor) -> bool:
-    """torch's mm backward test: a column-major operand gets its gradient computed transposed."""
+    """torch's mm backward test (on the operand's metadata at forward time): a column-major
+    operand gets its gradient computed in transposed form, with another operand order."""
     stride = m.stride()
     return stride[0] == 1 and stride[1] == m.shape[0]
 
 
-def _mm_mat1_backward(grad: Tensor, mat1: Tensor, weight: Tensor) -> Tensor:
-    """Gradient of ``mat1`` in ``mat1 @ weight.t()``: ``grad @ weight``."""
-    if _is_column_major(mat1):
-        return weight.t().mm(grad.t()).t()
-    return grad.mm(weight)
-
-
-def _mm_weight_backward(grad: Tensor, mat1: Tensor, weight: Tensor) -> Tensor:
-    """Gradient of ``weight`` in ``mat1 @ weight.t()``: ``grad.t() @ mat1``.
-
-    torch differentiates ``weight.t()`` (column-major when ``weight`` is contiguous) and then
-    transposes back, which picks the operand order below.
-    """
-    if _is_column_major(weight.t()):
-        return grad.t().mm(mat1)
-    return mat1.t().mm(grad).t()
+def _weight_is_row_major(weight: Tensor) -> bool:
+    """``weight.t()`` is column-major (the usual case: a contiguous weight)."""
+    stride = weight.stride()
+    return stride[1] == 1 and stride[0] == weight.shape[1]
 
 
 def _flat_rows(input: Tensor) -> int:
@@ -124,70 +114,102 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tracked
     """
     with no_dispatch():
         if is_grad_enabled():
-            e_input, e_weight, e_bias = edge(input), edge(weight), edge(bias)
-            if e_input is not None or e_weight is not None or e_bias is not None:
-                return _linear_recorded(input, weight, bias, e_input, e_weight, e_bias)
+            edges = (edge(input), edge(weight), edge(bias))
+            if edges[0] is not None or edges[1] is not None or edges[2] is not None:
+                return apply(linear_forward, edges, input, weight, bias,
+                             edges[0] is not None, edges[1] is not None, edges[2] is not None)
         return wrap(_linear(input, weight, bias))
 
 
-def _linear_recorded(input, weight, bias, e_input, e_weight, e_bias) -> TrackedTensor:  # type: ignore[no-untyped-def]
-    _check_real("linear", input, weight, bias)
-    need_input, need_weight = e_input is not None, e_weight is not None
+def linear_forward(input: Tensor, weight: Tensor, bias: Tensor | None, need_input: bool,
+                   need_weight: bool, need_bias: bool) -> Recorded:
+    """The forward/backward pair of :func:`linear` (grad mode off, plain tensors).
+
+    Follows the path torch's ``linear`` takes, because each path has its own kernels: addmm on
+    the input flattened to rows (a bias and a contiguous or 2-d input), one mm on the rows
+    (matmul folding the batch), or batched matmul; the last two add the bias afterwards.
+    """
     dim = input.dim()
     if dim == 0 or weight.dim() != 2:
-        run_kernel(_linear, input, weight, bias)  # raises torch's own error
+        _linear(input, weight, bias)  # raises torch's own error for bad ranks
     out_features = weight.shape[0]
-    # Follow the path torch's linear takes, because each path has its own kernels:
-    # addmm on the input flattened to rows (bias and a contiguous or 2-d input), one mm on the
-    # rows (matmul that folds), or batched matmul; the bias of the last two is added after.
+    input_shape = input.shape
     addmm = bias is not None and (dim == 2 or input.is_contiguous())
-    if addmm or dim <= 2 or _folds(input, need_weight):
-        if dim == 2:
-            rows = input
-        elif dim == 1:
-            rows = input.unsqueeze(0) if not addmm else input.reshape(1, input.shape[0])
-        else:
-            rows = input.reshape(_flat_rows(input), input.shape[-1])
-        if addmm:
-            out = run_kernel(_linear, input, weight, bias)
-        else:
-            out = run_kernel(_matmul_rows, input, rows, weight, bias)
+    if not (addmm or dim <= 2 or _folds(input, need_weight)):
+        return _linear_bmm(input, weight, bias, need_input, need_bias)
+    if dim == 2:
+        rows = input
+    elif dim == 1:
+        rows = input.reshape(1, input.shape[0]) if addmm else input.unsqueeze(0)
+    else:
+        rows = input.reshape(_flat_rows(input), input.shape[-1])
+    out = _linear(input, weight, bias) if addmm else _matmul_rows(input, rows, weight, bias)
+    if out.is_complex():
+        _check_real("linear", input, weight, bias)
 
-        def backward(grad: Tensor) -> Sequence[Tensor | None]:
-            g = grad if dim == 2 else grad.reshape(rows.shape[0], out_features)
-            grad_input = grad_weight = grad_bias = None
-            if need_input:
-                grad_input = _mm_mat1_backward(g, rows, weight)
-                if dim != 2:
-                    grad_input = grad_input.reshape(input.shape)
-            if need_weight:
-                grad_weight = _mm_weight_backward(g, rows, weight)
-            if e_bias is not None:
-                grad_bias = sum_to(g if addmm else grad, bias.shape)
-            return grad_input, grad_weight, grad_bias
+    # torch's mm derivatives pick operand orders from the operands' layout at forward time.
+    rows_column_major = need_input and _is_column_major(rows)
+    weight_row_major = need_weight and _weight_is_row_major(weight)
 
-        saved = tuple(t for t, keep in ((rows, need_weight), (weight, need_input)) if keep)
-        return record(out, _linear_node_name(dim, addmm, bias is not None), backward,
-                      (e_input, e_weight, e_bias), saved)
+    def backward(grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        g = grad if dim == 2 else grad.reshape(rows.shape[0], out_features)
+        grad_input, grad_weight, grad_bias = linear_rows_backward(
+            g, rows, weight, need_input, need_weight, need_bias and addmm, rows_column_major,
+            weight_row_major)
+        if grad_input is not None and dim != 2:
+            grad_input = grad_input.reshape(input_shape)
+        if need_bias and not addmm:
+            grad_bias = sum_to(grad, (out_features,))
+        return grad_input, grad_weight, grad_bias
 
-    # Batched matmul: torch's matmul broadcasts the weight over the batch and runs bmm. The
-    # weight needs no gradient here (otherwise torch folds), so only the input's is computed.
-    out = run_kernel(_linear, input, weight, bias)
-    batch = math.prod(input.shape[:-2])
+    if need_weight:
+        saved: tuple[Tensor, ...] = (rows, weight) if need_input else (rows,)
+    else:
+        saved = (weight,) if need_input else ()
+    return out, backward, saved, _linear_node_name(dim, addmm, bias is not None)
 
-    def backward_bmm(grad: Tensor) -> Sequence[Tensor | None]:
+
+def linear_rows_backward(
+    g: Tensor, rows: Tensor, weight: Tensor, need_input: bool, need_weight: bool,
+    need_bias: bool, rows_column_major: bool, weight_row_major: bool,
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """The gradients of ``rows @ weight.t() + bias`` for a matrix ``rows``, given ``G = g``.
+
+    ``grad_rows = G @ W``, ``grad_weight = G.t() @ rows``, ``grad_bias`` = the rows of G
+    summed. torch computes each from the operands' layout at forward time: a column-major
+    ``rows`` gets ``(W.t() @ G.t()).t()``, and ``W.t()`` (column-major when ``W`` is contiguous)
+    is differentiated then transposed back, hence ``G.t() @ rows`` (else ``(rows.t() @ G).t()``).
+    """
+    grad_input = grad_weight = grad_bias = None
+    if need_input:
+        grad_input = weight.t().mm(g.t()).t() if rows_column_major else g.mm(weight)
+    if need_weight:
+        grad_weight = g.t().mm(rows) if weight_row_major else rows.t().mm(g).t()
+    if need_bias:
+        grad_bias = g.sum(0)
+    return grad_input, grad_weight, grad_bias
+
+
+def _linear_bmm(input: Tensor, weight: Tensor, bias: Tensor | None, need_input: bool,
+                need_bias: bool) -> Recorded:
+    """torch's matmul broadcasting the weight over the batch (bmm). The weight needs no
+    gradient on this path (torch folds otherwise): only the input's and bias's are computed."""
+    out = _linear(input, weight, bias)
+    batch, n, out_features = math.prod(input.shape[:-2]), input.shape[-2], weight.shape[0]
+    input_shape = input.shape
+
+    def backward(grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         grad_input = grad_bias = None
         if need_input:
-            g = grad.reshape(batch, input.shape[-2], out_features)
+            g = grad.reshape(batch, n, out_features)
             w = weight.t().expand(batch, *weight.t().shape).transpose(1, 2)
-            grad_input = g.bmm(w).reshape(input.shape)
-        if e_bias is not None:
-            grad_bias = sum_to(grad, bias.shape)
+            grad_input = g.bmm(w).reshape(input_shape)
+        if need_bias:
+            grad_bias = sum_to(grad, (out_features,))
         return grad_input, None, grad_bias
 
     saved = (weight,) if need_input else ()
-    name = _linear_node_name(dim, False, bias is not None)
-    return record(out, name, backward_bmm, (e_input, None, e_bias), saved)
+    return out, backward, saved, _linear_node_name(input.dim(), False, bias is not None)
 
 
 def _linear_node_name(dim: int, addmm: bool, has_bias: bool) -> str:
@@ -196,12 +218,49 @@ def _linear_node_name(dim: int, addmm: bool, has_bias: bool) -> str:
         return "AddmmBackward0" if dim == 2 else "ViewBackward0"
     if has_bias:
         return "AddBackward0"
-    return {1: "SqueezeBackward4", 2: "MmBackward0"}.get(dim, "UnsafeViewBackward0")
+    return _MATMUL_NODE_NAMES.get(dim, "UnsafeViewBackward0")
+
+
+_MATMUL_NODE_NAMES = {1: "SqueezeBackward4", 2: "MmBackward0"}
 
 
 # ---------------------------------------------------------------------------------------------
 # activations
 # ---------------------------------------------------------------------------------------------
+
+
+def relu_forward(input: Tensor) -> Recorded:
+    """The forward/backward pair of :func:`relu` (grad mode off, plain tensors)."""
+    _check_real("relu", input)
+    result = torch.relu(input)
+
+    def backward(grad: Tensor) -> tuple[Tensor]:
+        return (_threshold_backward(grad, result, 0),)
+
+    return result, backward, (result,), "ReluBackward0"
+
+
+def relu_inplace_forward(input: Tensor) -> Recorded:
+    """The forward/backward pair of :func:`relu_`: ``input`` is overwritten."""
+    _check_real("relu_", input)
+    torch.relu_(input)
+    result = input.detach()  # an alias that shares the version counter, without a graph
+
+    def backward(grad: Tensor) -> tuple[Tensor]:
+        return (_threshold_backward(grad, result, 0),)
+
+    return input, backward, (result,), "ReluBackward1"
+
+
+def tanh_forward(input: Tensor) -> Recorded:
+    """The forward/backward pair of :func:`tanh` (grad mode off, plain tensors)."""
+    _check_real("tanh", input)
+    result = torch.tanh(input)
+
+    def backward(grad: Tensor) -> tuple[Tensor]:
+        return (_tanh_backward(grad, result),)
+
+    return result, backward, (result,), "TanhBackward0"
 
 
 @implements(torch.relu, torch.Tensor.relu, torch.nn.functional.relu)
@@ -213,44 +272,23 @@ def relu(input: Tensor, inplace: bool = False) -> TrackedTensor:
     """
     if inplace:
         return relu_(input)
-    with no_dispatch():
-        if is_grad_enabled():
-            e_input = edge(input)
-            if e_input is not None:
-                _check_real("relu", input)
-                result = run_kernel(torch.relu, input)
-
-                def backward(grad: Tensor) -> Sequence[Tensor | None]:
-                    return (_threshold_backward(grad, result, 0),)
-
-                return record(result, "ReluBackward0", backward, (e_input,), (result,))
-        return wrap(torch.relu(input))
+    return _unary(relu_forward, torch.relu, input)
 
 
 @implements(torch.relu_, torch.Tensor.relu_, torch.nn.functional.relu_)
-def relu_(input: Tensor) -> Tensor:
+def relu_(input: Tensor) -> TrackedTensor:
     """In-place :func:`relu`; returns ``input``. Backward as :func:`relu`."""
     with no_dispatch():
-        if is_grad_enabled():
-            e_input = edge(input)
-            if e_input is not None:
-                if e_input is input:
-                    raise RuntimeError(
-                        "a leaf Variable that requires grad is being used in an in-place "
-                        "operation."
-                    )
-                _check_real("relu_", input)
-                run_kernel(torch.relu_, input)
-                result = input.detach()  # an alias that shares the version counter
-
-                def backward(grad: Tensor) -> Sequence[Tensor | None]:
-                    return (_threshold_backward(grad, result, 0),)
-
-                input._node = Node(  # type: ignore[attr-defined]
-                    "ReluBackward1", backward, (e_input,), (result,))
-                return input
-        torch.relu_(input)
-        return input if type(input) is TrackedTensor else wrap(input)
+        e_input = edge(input) if is_grad_enabled() else None
+        if e_input is None:
+            torch.relu_(input)
+            return input if type(input) is TrackedTensor else wrap(input)
+        if e_input is input:
+            raise RuntimeError(
+                "a leaf Variable that requires grad is being used in an in-place operation.")
+        _, backward, saved, name = run_kernel(relu_inplace_forward, input)
+        input._node = Node(name, backward, (e_input,), saved)  # type: ignore[attr-defined]
+        return input  # type: ignore[return-value]
 
 
 @implements(torch.tanh, torch.Tensor.tanh, torch.nn.functional.tanh)
@@ -260,18 +298,17 @@ def tanh(input: Tensor) -> TrackedTensor:
     Backward: :math:`grad \cdot (1 - y^2)` with :math:`y = \tanh(x)`, computed by torch's fused
     ``tanh_backward(grad, y)`` kernel (the plain formula differs in the last bit).
     """
+    return _unary(tanh_forward, torch.tanh, input)
+
+
+def _unary(forward: Callable[[Tensor], Recorded], kernel: Callable[[Tensor], Tensor],
+           input: Tensor) -> TrackedTensor:
     with no_dispatch():
         if is_grad_enabled():
             e_input = edge(input)
             if e_input is not None:
-                _check_real("tanh", input)
-                result = run_kernel(torch.tanh, input)
-
-                def backward(grad: Tensor) -> Sequence[Tensor | None]:
-                    return (_tanh_backward(grad, result),)
-
-                return record(result, "TanhBackward0", backward, (e_input,), (result,))
-        return wrap(torch.tanh(input))
+                return apply(forward, (e_input,), input)
+        return wrap(kernel(input))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,7 +347,9 @@ def mse_loss(
     """
     if weight is not None:
         raise NotImplementedError("shimnn.functional.mse_loss does not support weight= yet")
-    if target.size() != input.size():
+    with no_dispatch():
+        same_shape = target.shape == input.shape
+    if not same_shape:
         warnings.warn(
             f"Using a target size ({target.size()}) that is different to the input size "
             f"({input.size()}). This will likely lead to incorrect results due to broadcasting. "
@@ -319,26 +358,42 @@ def mse_loss(
         )
     enum = _reduction_enum(size_average, reduce, reduction)
     with no_dispatch():
-        expanded_input, expanded_target = torch.broadcast_tensors(input, target)
         if is_grad_enabled():
             e_input, e_target = edge(input), edge(target)
             if e_input is not None or e_target is not None:
-                _check_real("mse_loss", input, target)
-                out = run_kernel(_mse_loss, expanded_input, expanded_target, enum)
+                return apply(mse_loss_forward, (e_input, e_target), input, target, enum,
+                             e_input is not None, e_target is not None)
+        if not same_shape:
+            input, target = torch.broadcast_tensors(input, target)
+        return wrap(_mse_loss(input, target, enum))  # type: ignore[arg-type]
 
-                def backward(grad: Tensor) -> Sequence[Tensor | None]:
-                    grad_input = grad_target = None
-                    if e_input is not None:
-                        g = _mse_loss_backward(grad, expanded_input, expanded_target, enum)
-                        grad_input = _reduce_to(g, input)
-                    if e_target is not None:
-                        g = _mse_loss_backward(grad, expanded_target, expanded_input, enum)
-                        grad_target = _reduce_to(g, target)
-                    return grad_input, grad_target
 
-                saved = (expanded_input, expanded_target)
-                return record(out, "MseLossBackward0", backward, (e_input, e_target), saved)
-        return wrap(_mse_loss(expanded_input, expanded_target, enum))  # type: ignore[arg-type]
+def mse_loss_forward(input: Tensor, target: Tensor, reduction: int, need_input: bool,
+                     need_target: bool) -> Recorded:
+    """The forward/backward pair of :func:`mse_loss` (grad mode off, plain tensors)."""
+    _check_real("mse_loss", input, target)
+    if input.shape == target.shape:
+        # Broadcasting to the same shape changes neither values nor kernels: skip it.
+        expanded_input, expanded_target = input, target
+        reduce_back = input.dtype is not target.dtype  # the gradient may need a cast back
+    else:
+        expanded_input, expanded_target = torch.broadcast_tensors(input, target)
+        reduce_back = True
+    out = _mse_loss(expanded_input, expanded_target, reduction)  # type: ignore[arg-type]
+
+    def backward(grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        grad_input = grad_target = None
+        if need_input:
+            grad_input = _mse_loss_backward(grad, expanded_input, expanded_target, reduction)
+            if reduce_back:
+                grad_input = _reduce_to(grad_input, input)
+        if need_target:
+            grad_target = _mse_loss_backward(grad, expanded_target, expanded_input, reduction)
+            if reduce_back:
+                grad_target = _reduce_to(grad_target, target)
+        return grad_input, grad_target
+
+    return out, backward, (expanded_input, expanded_target), "MseLossBackward0"
 
 
 def __getattr__(name: str) -> Any:

@@ -172,3 +172,11 @@ def test_weights_random_gradient_nonsymmetric() -> None:
     check_module(ref, shim, [x])
     g = random_like(torch.empty(5, 3), 1)
     assert math.isfinite(float(g.sum()))
+
+
+def test_mse_loss_mixed_dtypes() -> None:
+    x32, y64 = torch.randn(4, 3), torch.randn(4, 3, dtype=torch.float64)
+    for args in ([x32, y64], [y64, x32], [x32, y64[0]]):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            check_module(torch.nn.MSELoss(), shimnn.MSELoss(), args, [True, True])

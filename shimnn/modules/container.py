@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
-import torch
+from typing import Any
 
+import torch
+from torch import Tensor
+from torch.nn.modules import module as _torch_module
+
+from .. import functional as F
+from .._graph import (
+    Edge,
+    Node,
+    TrackedTensor,
+    edge,
+    is_grad_enabled,
+    no_dispatch,
+    set_grad_enabled,
+    wrap,
+)
 from .module import Module
 
 __all__ = ["Sequential"]
@@ -14,4 +29,184 @@ class Sequential(torch.nn.Sequential, Module):
 
     Exactly ``torch.nn.Sequential`` (positional modules or an ``OrderedDict``; indexing,
     slicing, ``len``, iteration, ``append``, ``insert``, ``extend``), as a shimnn module.
+
+    When every child is a plain shimnn layer (``Linear``, ``ReLU``, ``Tanh``...) and no hook is
+    registered, the chain runs as one recorded node: the same kernels in the same order, without
+    a tracked tensor and a module call per layer. Its backward runs the layers' backward
+    functions in reverse and frees each layer's saved tensors as soon as it is done.
     """
+
+    def forward(self, input: Any) -> Any:
+        layers = _fusable_layers(self, input)
+        if layers is None:
+            return torch.nn.Sequential.forward(self, input)
+        return _run_chain(layers, input)
+
+
+def _fusable_layers(seq: Sequential, input: Any) -> tuple[Any, ...] | None:
+    """The children, if the chain can run fused: all of them plain shimnn layers (exact types:
+    a subclass may override forward), no hook anywhere, no tracing, no in-place first layer
+    (it would have to rewrite the caller's tensor's node)."""
+    if (_torch_module._global_forward_hooks or _torch_module._global_forward_pre_hooks
+            or _torch_module._global_backward_hooks or _torch_module._global_backward_pre_hooks
+            or not isinstance(input, Tensor) or torch._C._get_tracing_state() is not None):
+        return None
+    layers = tuple(seq._modules.values())
+    cache = seq.__dict__.get("_shim_chain_types")
+    if cache is None or cache[0] != layers:  # identity comparison of the children
+        ok = bool(layers) and all(type(m) in CHAIN_STEPS for m in layers)
+        cache = seq.__dict__["_shim_chain_types"] = (layers, ok)
+    if not cache[1]:
+        return None
+    for m in layers:
+        if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks:
+            return None
+    if vars(layers[0]).get("inplace", False):
+        return None
+    return layers
+
+
+ChainStep = Any
+CHAIN_STEPS: dict[type, ChainStep] = {}
+"""Layer type -> ``step(layer, input, need_input)`` returning ``(output, backward, saved,
+node name, parameter edges)``, or ``plain(layer, input)`` under ``no_grad`` (see the layers)."""
+
+
+def _run_chain(layers: tuple[Any, ...], input: Tensor) -> Tensor:
+    with no_dispatch():
+        if not is_grad_enabled():
+            h = input
+            for m in layers:
+                h = CHAIN_STEPS[type(m)].plain(m, h)
+            return h if type(h) is TrackedTensor else wrap(h)
+        e_input = edge(input)
+        if input.dim() == 2 and all(CHAIN_STEPS[type(m)].kind is not None for m in layers):
+            return _run_mlp(layers, input, e_input)
+        upstream = e_input is not None  # does anything before this layer need a gradient?
+        steps: list[tuple[Any, int]] = []
+        param_edges: list[tuple[Edge, ...]] = []
+        saved: list[Tensor] = []
+        name = ""
+        h = input
+        set_grad_enabled(False)
+        try:
+            for m in layers:
+                h, backward, layer_saved, name, edges = CHAIN_STEPS[type(m)].step(m, h, upstream)
+                if upstream or not all(e is None for e in edges):
+                    steps.append((backward, len(edges)))
+                    param_edges.append(edges)
+                    saved += layer_saved
+                    upstream = True
+        finally:
+            set_grad_enabled(True)
+        if not steps:
+            return wrap(h)
+        # Newest layer first: the order torch's engine sums gradients of a shared parameter in.
+        inputs = (e_input, *[e for edges in reversed(param_edges) for e in edges])
+        out = Tensor._make_subclass(TrackedTensor, h)
+
+        def backward(grad: Tensor, retain_graph: bool) -> list[Tensor | None]:
+            grads: list[Tensor | None] = []
+            g: Tensor | None = grad
+            for i in range(len(steps) - 1, -1, -1):
+                layer_backward, n = steps[i]
+                if not retain_graph:
+                    steps[i] = (None, n)  # free this layer's saved tensors now, as torch does
+                if g is None:
+                    grads.extend([None] * n)
+                    continue
+                result = layer_backward(g)
+                g = result[0]
+                grads.extend(result[1:])
+            grads.insert(0, g if e_input is not None else None)
+            return grads
+
+        node = Node(name, backward, inputs, tuple(saved))
+        node.takes_retain = True
+        out._node = node
+        return out
+
+
+LINEAR, RELU, TANH = range(3)
+"""Layer kinds the matrix fast path knows (``CHAIN_STEPS[type].kind``)."""
+
+
+def _run_mlp(layers: tuple[Any, ...], input: Tensor, e_input: Edge) -> Tensor:
+    """The chain for a matrix input through Linear and element-wise layers: the same kernels
+    and formulas as the layers' own (``functional.linear_rows_backward``, ``relu_forward``,
+    ``tanh_forward``), in one loop, with one record per layer instead of a closure."""
+    h = input
+    upstream = e_input is not None
+    records: list[tuple[Any, ...]] = []
+    param_edges: list[Edge] = []
+    saved: list[Tensor] = []
+    name = ""
+    set_grad_enabled(False)
+    try:
+        for m in layers:
+            kind = CHAIN_STEPS[type(m)].kind
+            if kind == LINEAR:
+                params = m._parameters
+                weight, bias = params["weight"], params["bias"]
+                e_weight, e_bias = edge(weight), edge(bias)
+                rows = h
+                h = F._linear(rows, weight, bias)
+                name = "MmBackward0" if bias is None else "AddmmBackward0"
+                if upstream or e_weight is not None or e_bias is not None:
+                    need_weight = e_weight is not None
+                    records.append((LINEAR, rows, weight, upstream, need_weight,
+                                    e_bias is not None, upstream and F._is_column_major(rows),
+                                    need_weight and F._weight_is_row_major(weight)))
+                    param_edges.append(e_bias)
+                    param_edges.append(e_weight)
+                    if need_weight:
+                        saved.append(rows)
+                    if upstream:
+                        saved.append(weight)
+                    upstream = True
+            elif kind == TANH:
+                h = torch.tanh(h)
+                name = "TanhBackward0"
+                if upstream:
+                    records.append((TANH, h))
+                    saved.append(h)
+            else:  # ReLU: torch.relu_ overwrites the previous layer's fresh output
+                inplace = m.inplace
+                h = torch.relu_(h) if inplace else torch.relu(h)
+                name = "ReluBackward1" if inplace else "ReluBackward0"
+                if upstream:
+                    records.append((RELU, h))
+                    saved.append(h)
+    finally:
+        set_grad_enabled(True)
+    if not records:
+        return wrap(h)
+    if h.is_complex():
+        F._check_real("Sequential", h)
+    out = Tensor._make_subclass(TrackedTensor, h)
+    param_edges.append(e_input)
+    param_edges.reverse()  # input first, then the newest layer's weight and bias first
+
+    def backward(grad: Tensor, retain_graph: bool) -> list[Tensor | None]:
+        grads: list[Tensor | None] = []
+        g: Tensor | None = grad
+        for i in range(len(records) - 1, -1, -1):
+            r = records[i]
+            if not retain_graph:
+                records[i] = ()  # free this layer's saved tensors now, as torch does
+            kind = r[0]
+            if kind == LINEAR:
+                g, grad_weight, grad_bias = F.linear_rows_backward(g, *r[1:])  # type: ignore[arg-type]
+                grads.append(grad_weight)
+                grads.append(grad_bias)
+            elif kind == RELU:
+                g = F._threshold_backward(g, r[1], 0)
+            else:
+                g = F._tanh_backward(g, r[1])
+        grads.insert(0, g)
+        return grads
+
+    node = Node(name, backward, tuple(param_edges), tuple(saved))
+    node.takes_retain = True
+    out._node = node
+    return out

@@ -9,6 +9,8 @@ import torch
 from torch import Tensor
 
 from .. import functional as F
+from .._graph import Recorded, edge
+from .container import CHAIN_STEPS, LINEAR
 from .module import Module, Parameter
 
 __all__ = ["Linear"]
@@ -78,3 +80,26 @@ class Linear(Module):
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"bias={self.bias is not None}"
         )
+
+
+class _LinearChainStep:
+    """How a fused ``Sequential`` runs a ``Linear`` (see ``container.CHAIN_STEPS``)."""
+
+    kind = LINEAR
+
+    @staticmethod
+    def step(m: Linear, input: Tensor, need_input: bool) -> tuple[Any, ...]:
+        params = m._parameters
+        weight, bias = params["weight"], params["bias"]
+        e_weight, e_bias = edge(weight), edge(bias)
+        recorded: Recorded = F.linear_forward(input, weight, bias, need_input,
+                                              e_weight is not None, e_bias is not None)
+        return (*recorded, (e_weight, e_bias))
+
+    @staticmethod
+    def plain(m: Linear, input: Tensor) -> Tensor:
+        params = m._parameters
+        return F._linear(input, params["weight"], params["bias"])
+
+
+CHAIN_STEPS[Linear] = _LinearChainStep

@@ -139,15 +139,19 @@ class SGD(Optimizer):
         params: list[Tensor] = []
         grads: list[Tensor] = []
         for p in group["params"]:
-            if p.grad is not None:
+            grad = p.grad
+            if grad is not None:
                 params.append(p)
-                grads.append(p.grad)
+                grads.append(grad)
         if not params:
             return
         momentum = group["momentum"]
         bufs: list[Tensor | None] = []
+        states: list[dict[str, Any]] = []
         if momentum != 0:
-            bufs = [self.state[p].get("momentum_buffer") for p in params]
+            state = self.state
+            states = [state[p] for p in params]
+            bufs = [s.get("momentum_buffer") for s in states]
         sgd(
             params,
             grads,
@@ -160,9 +164,8 @@ class SGD(Optimizer):
             maximize=group["maximize"],
             foreach=group["foreach"],
         )
-        if momentum != 0:
-            for p, buf in zip(params, bufs):
-                self.state[p]["momentum_buffer"] = buf
+        for s, buf in zip(states, bufs):
+            s["momentum_buffer"] = buf
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Reset the gradients: ``None`` (default) or zeros, as ``torch.optim`` does."""
@@ -198,7 +201,7 @@ def sgd(
     ``torch._foreach_*`` calls run those same kernels tensor by tensor, in one dispatch.
     """
     alpha = -float(lr)
-    if any(g.is_sparse for g in grads):
+    if any([g.is_sparse for g in grads]):
         for i, (p, g) in enumerate(zip(params, grads)):
             g = -g if maximize else g
             if weight_decay != 0:
@@ -220,7 +223,7 @@ def sgd(
         grads = torch._foreach_add(grads, params, alpha=float(weight_decay))
         grads_owned = True
     if momentum != 0:
-        if all(b is not None for b in momentum_buffer_list):
+        if not any([b is None for b in momentum_buffer_list]):
             bufs: list[Tensor] = momentum_buffer_list  # type: ignore[assignment]
             torch._foreach_mul_(bufs, momentum)
             torch._foreach_add_(bufs, grads, alpha=1 - dampening)
