@@ -42,8 +42,10 @@ _make_subclass = Tensor._make_subclass
 
 Edge = Union["Node", Tensor, None]
 """Where an input's gradient goes: its producer node, a leaf tensor, or nowhere (None)."""
-BackwardFn = Callable[[Tensor], Sequence[Tensor | None]]
-"""Maps the gradient of an op's output to the gradients of its inputs (None where unneeded)."""
+BackwardFn = Callable[..., Sequence[Tensor | None]]
+"""Maps the gradient of an op's output to the gradients of its inputs (None where unneeded);
+called as ``backward(grad)``, or ``backward(grad, retain_graph)`` for a node that
+``takes_retain``."""
 Recorded = tuple[Tensor, BackwardFn, tuple[Tensor, ...], str]
 """What an op's forward returns: output, backward function, the tensors it saved, node name."""
 

@@ -89,7 +89,7 @@ class _LinearChainStep:
 
     @staticmethod
     def step(m: Linear, input: Tensor, need_input: bool) -> tuple[Any, ...]:
-        params = m._parameters
+        params: dict[str, Any] = m._parameters
         weight, bias = params["weight"], params["bias"]
         e_weight, e_bias = edge(weight), edge(bias)
         recorded: Recorded = F.linear_forward(input, weight, bias, need_input,
@@ -98,7 +98,7 @@ class _LinearChainStep:
 
     @staticmethod
     def plain(m: Linear, input: Tensor) -> Tensor:
-        params = m._parameters
+        params: dict[str, Any] = m._parameters
         return F._linear(input, params["weight"], params["bias"])
 
 
