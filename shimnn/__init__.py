@@ -12,25 +12,13 @@ from typing import Any
 
 import torch.nn
 
-from . import _tensor_ops, functional, optim  # noqa: F401  (_tensor_ops registers operators)
+from . import _tensor_ops, functional, modules, optim  # noqa: F401  (_tensor_ops: operators)
 from ._graph import Node, TrackedTensor
-from .modules import Linear, Module, MSELoss, Parameter, ReLU, Sequential, Tanh
+from .modules import *  # noqa: F403
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Linear",
-    "MSELoss",
-    "Module",
-    "Node",
-    "Parameter",
-    "ReLU",
-    "Sequential",
-    "Tanh",
-    "TrackedTensor",
-    "functional",
-    "optim",
-]
+__all__ = ["Node", "TrackedTensor", "functional", "optim", *modules.__all__]
 
 
 def __getattr__(name: str) -> Any:

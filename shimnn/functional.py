@@ -396,6 +396,14 @@ def mse_loss_forward(input: Tensor, target: Tensor, reduction: int, need_input: 
     return out, backward, (expanded_input, expanded_target), "MseLossBackward0"
 
 
+# The other op families; each module's __all__ is public here.
+from . import _activations, _losses  # noqa: E402
+from ._activations import *  # noqa: E402,F403
+from ._losses import *  # noqa: E402,F403
+
+__all__ += _activations.__all__ + _losses.__all__
+
+
 def __getattr__(name: str) -> Any:
     # torch.nn.functional's other names: computed by torch, and a gradient through them raises.
     return getattr(torch.nn.functional, name)

@@ -1,9 +1,14 @@
-"""shimnn's modules, under torch.nn's names."""
+"""shimnn's modules, under torch.nn's names (each submodule's ``__all__`` is public here)."""
 
-from .activation import ReLU, Tanh
-from .container import Sequential
-from .linear import Linear
-from .loss import MSELoss
-from .module import Module, Parameter
+from . import activation, container, dropout, linear, loss, module
+from .activation import *  # noqa: F403
+from .container import *  # noqa: F403
+from .dropout import *  # noqa: F403
+from .linear import *  # noqa: F403
+from .loss import *  # noqa: F403
+from .module import *  # noqa: F403
 
-__all__ = ["Linear", "MSELoss", "Module", "Parameter", "ReLU", "Sequential", "Tanh"]
+__all__ = [
+    *module.__all__, *container.__all__, *linear.__all__, *activation.__all__,
+    *dropout.__all__, *loss.__all__,
+]
