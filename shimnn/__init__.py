@@ -12,7 +12,7 @@ from typing import Any
 
 import torch.nn
 
-from . import _tensor_ops, functional, modules, optim  # noqa: F401  (_tensor_ops: operators)
+from . import _shape_ops, _tensor_ops, functional, modules, optim  # noqa: F401 (operators)
 from ._graph import Node, TrackedTensor
 from .modules import *  # noqa: F403
 

@@ -132,6 +132,12 @@ def edge(t: Tensor | None) -> Edge:
     if type(t) is TrackedTensor:
         node = t._node
         if node is not None:
+            if t._view_version is not None and t._version != t._view_version:
+                raise RuntimeError(
+                    f"shimnn: a view ({node.name}) of a tensor that was later modified in place "
+                    "(or that was itself modified in place) is used in a computation that needs "
+                    "a gradient; shimnn does not rebase views. Take the view after the in-place "
+                    "operation, or use an out-of-place operation.")
             return node
     if _requires_grad(t):
         if _grad_fn(t) is not None:
@@ -144,6 +150,15 @@ def edge(t: Tensor | None) -> Edge:
             )
         return t
     return None
+
+
+def check_inplace_target(t: Tensor, name: str) -> None:
+    """An in-place op on a view of a tracked tensor would have to rebase the view's base (torch
+    does); shimnn refuses it rather than give the base a wrong gradient."""
+    if type(t) is TrackedTensor and t._view_version is not None and t._node is not None:
+        raise NotImplementedError(
+            f"shimnn: in-place {name} on a view of a tensor that needs a gradient is not "
+            "supported; use an out-of-place operation (x = x.op(...)).")
 
 
 def wrap(result: Tensor) -> TrackedTensor:
@@ -382,6 +397,24 @@ def _send(e: Edge, g: Tensor, node_grads: dict[Node, Tensor], leaf_grads: dict[i
             entry[1] = entry[1] + g
 
 
+def tensor_backward(
+    self: Tensor,
+    gradient: Tensor | None = None,
+    retain_graph: bool | None = None,
+    create_graph: bool = False,
+    inputs: Sequence[Tensor] | Tensor | None = None,
+) -> None:
+    """``Tensor.backward`` for shimnn's tensors (tracked tensors and parameters)."""
+    if create_graph:
+        raise NotImplementedError(
+            "shimnn computes gradients by hand and does not record the backward pass: "
+            "create_graph=True (higher-order gradients) is not supported"
+        )
+    if isinstance(inputs, Tensor):
+        inputs = [inputs]
+    backward([self], [gradient], bool(retain_graph), inputs)
+
+
 # ---------------------------------------------------------------------------------------------
 # The tracked tensor
 # ---------------------------------------------------------------------------------------------
@@ -493,6 +526,7 @@ def _fallback(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             return _stay_tracked(result, tensors)
         target = args[0] if args else None
         if _is_inplace(name) and isinstance(target, Tensor):
+            check_inplace_target(target, name)
             if type(target) is not TrackedTensor or target._node is None:
                 if _requires_grad(target):
                     raise RuntimeError(
@@ -560,6 +594,7 @@ class TrackedTensor(Tensor):
     """
 
     _node: Node | None = None
+    _view_version: int | None = None  # set on views: the storage version when taken
 
     __torch_function__: Any = classmethod(_torch_function)
 
@@ -645,14 +680,7 @@ class TrackedTensor(Tensor):
         inputs: Sequence[Tensor] | Tensor | None = None,
     ) -> None:
         """Compute gradients with shimnn's hand-written backward functions (no autograd)."""
-        if create_graph:
-            raise NotImplementedError(
-                "shimnn computes gradients by hand and does not record the backward pass: "
-                "create_graph=True (higher-order gradients) is not supported"
-            )
-        if isinstance(inputs, Tensor):
-            inputs = [inputs]
-        backward([self], [gradient], bool(retain_graph), inputs)
+        tensor_backward(self, gradient, retain_graph, create_graph, inputs)
 
     def numpy(self, *, force: bool = False) -> Any:
         if self._node is not None and not force:

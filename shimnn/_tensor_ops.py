@@ -17,7 +17,10 @@ from torch import Tensor
 from ._graph import (
     Edge,
     Node,
+    Recorded,
     TrackedTensor,
+    apply,
+    check_inplace_target,
     edge,
     implements,
     is_grad_enabled,
@@ -189,6 +192,7 @@ def _add_inplace(name: str, kernel: Callable[..., Tensor], sign: int) -> Callabl
                 raise RuntimeError(
                     "a leaf Variable that requires grad is being used in an in-place operation."
                 )
+            check_inplace_target(self, kernel.__name__)
             if type(self) is Tensor:
                 # A plain tensor that receives a gradient-carrying value becomes part of the
                 # graph, as in torch; it must be a TrackedTensor to carry its node.
@@ -281,3 +285,139 @@ def _reduction(name: str, kernel: Callable[..., Tensor], scale: bool) -> Callabl
 
 sum = implements(torch.sum, Tensor.sum)(_reduction("SumBackward", torch.sum, scale=False))
 mean = implements(torch.mean, Tensor.mean)(_reduction("MeanBackward", torch.mean, scale=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# element-wise math
+# ---------------------------------------------------------------------------------------------
+
+
+def _op1(forward: Callable[..., Recorded], kernel: Callable[..., Tensor], input: Tensor,
+         *args: Any) -> Tensor:
+    """Record ``forward(input, *args)`` if ``input`` needs a gradient, else just compute."""
+    with no_dispatch():
+        if is_grad_enabled():
+            e_input = edge(input)
+            if e_input is not None:
+                return apply(forward, (e_input,), input, *args)
+        return wrap(kernel(input, *args))
+
+
+def _exp_forward(input: Tensor) -> Recorded:
+    _check_real("exp", input)
+    result = torch.exp(input)
+    return result, lambda grad: (grad * result,), (result,), "ExpBackward0"
+
+
+@implements(torch.exp, Tensor.exp)
+def exp(input: Tensor) -> Tensor:
+    """``e ** input``. Backward: ``grad * result``."""
+    return _op1(_exp_forward, torch.exp, input)
+
+
+def _log_forward(input: Tensor) -> Recorded:
+    _check_real("log", input)
+    return torch.log(input), lambda grad: (grad.div(input),), (input,), "LogBackward0"
+
+
+@implements(torch.log, Tensor.log)
+def log(input: Tensor) -> Tensor:
+    """Natural logarithm. Backward: ``grad / input``."""
+    return _op1(_log_forward, torch.log, input)
+
+
+def _abs_forward(input: Tensor) -> Recorded:
+    _check_real("abs", input)
+    return torch.abs(input), lambda grad: (grad * input.sgn(),), (input,), "AbsBackward0"
+
+
+@implements(torch.abs, torch.absolute, Tensor.abs, Tensor.absolute, Tensor.__abs__)
+def abs(input: Tensor) -> Tensor:
+    """``|input|``. Backward: ``grad * sgn(input)`` (0 at 0)."""
+    return _op1(_abs_forward, torch.abs, input)
+
+
+def _pow_forward(input: Tensor, exponent: Any) -> Recorded:
+    _check_real("pow", input)
+    result = torch.pow(input, exponent)
+    e = float(exponent)  # torch's pow_backward works with the exponent as a double
+    shape, dtype = input.shape, input.dtype
+
+    def backward(grad: Tensor) -> tuple[Tensor]:
+        if e == 0.0:
+            return (torch.zeros(shape, dtype=dtype, device=grad.device),)
+        return (grad * (input.pow(e - 1) * e),)
+
+    return result, backward, (input,), "PowBackward0"
+
+
+@implements(torch.pow, Tensor.pow, Tensor.__pow__)
+def pow(input: Any, exponent: Any, *, out: Tensor | None = None) -> Tensor:
+    """``input ** exponent`` for a number exponent.
+
+    Backward: ``grad * (exponent * input ** (exponent - 1))``; zero for exponent 0. A tensor
+    exponent or base-number form has no hand-written backward (it raises at backward).
+    """
+    if out is not None or not isinstance(input, Tensor) or isinstance(exponent, Tensor):
+        from ._graph import _fallback
+
+        kwargs = {"out": out} if out is not None else {}
+        return _fallback(torch.pow, (input, exponent), kwargs)  # type: ignore[no-any-return]
+    return _op1(_pow_forward, torch.pow, input, exponent)
+
+
+def _clamp_forward(input: Tensor, min: Any, max: Any, kernel: Callable[..., Tensor], name: str
+                   ) -> Recorded:
+    _check_real("clamp", input)
+    result = kernel(input, min, max) if kernel is torch.clamp else kernel(
+        input, max if min is None else min)
+
+    def backward(grad: Tensor) -> tuple[Tensor]:
+        # Gradient 1 inside [min, max] including the bounds (torch's subgradient), 0 outside.
+        zero = torch.scalar_tensor(0.0, dtype=grad.dtype, device=grad.device)
+        if min is not None and max is not None:
+            return (torch.where((input >= min).logical_and_(input <= max), grad, zero),)
+        if min is not None:
+            return (torch.where(input >= min, grad, zero),)
+        return (torch.where(input <= max, grad, zero),)
+
+    return result, backward, (input,), name
+
+
+def _clamp(input: Tensor, min: Any, max: Any, kernel: Callable[..., Tensor], name: str,
+           out: Tensor | None) -> Tensor:
+    if out is not None or isinstance(min, Tensor) or isinstance(max, Tensor) or (
+            min is None and max is None):
+        from ._graph import _fallback  # tensor bounds: computed, but raise at backward
+
+        kwargs = {"out": out} if out is not None else {}
+        args = (input, min, max) if kernel is torch.clamp else (input, max if min is None else min)
+        return _fallback(kernel, args, kwargs)  # type: ignore[no-any-return]
+    with no_dispatch():
+        if is_grad_enabled():
+            e_input = edge(input)
+            if e_input is not None:
+                return apply(_clamp_forward, (e_input,), input, min, max, kernel, name)
+        result = kernel(input, min, max) if kernel is torch.clamp else kernel(
+            input, max if min is None else min)
+        return wrap(result)
+
+
+@implements(torch.clamp, torch.clip, Tensor.clamp, Tensor.clip)
+def clamp(input: Tensor, min: Any = None, max: Any = None, *, out: Tensor | None = None
+          ) -> Tensor:
+    """Clamp into ``[min, max]`` (number bounds). Backward: ``grad`` where
+    ``min <= input <= max`` (bounds included), else 0. Tensor bounds raise at backward."""
+    return _clamp(input, min, max, torch.clamp, "ClampBackward1", out)
+
+
+@implements(torch.clamp_min, Tensor.clamp_min)
+def clamp_min(input: Tensor, min: Any) -> Tensor:
+    """``max(input, min)``. Backward: ``grad`` where ``input >= min``, else 0."""
+    return _clamp(input, min, None, torch.clamp_min, "ClampMinBackward0", None)
+
+
+@implements(torch.clamp_max, Tensor.clamp_max)
+def clamp_max(input: Tensor, max: Any) -> Tensor:
+    """``min(input, max)``. Backward: ``grad`` where ``input <= max``, else 0."""
+    return _clamp(input, None, max, torch.clamp_max, "ClampMaxBackward0", None)

@@ -23,6 +23,7 @@ from ._graph import (
     Recorded,
     TrackedTensor,
     apply,
+    check_inplace_target,
     edge,
     implements,
     is_grad_enabled,
@@ -286,6 +287,7 @@ def relu_(input: Tensor) -> TrackedTensor:
         if e_input is input:
             raise RuntimeError(
                 "a leaf Variable that requires grad is being used in an in-place operation.")
+        check_inplace_target(input, "relu_")
         _, backward, saved, name = run_kernel(relu_inplace_forward, input)
         input._node = Node(name, backward, (e_input,), saved)  # type: ignore[attr-defined]
         return input  # type: ignore[return-value]

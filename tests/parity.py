@@ -92,3 +92,25 @@ def check_raises_like(torch_call: Callable[[], Any], shim_call: Callable[[], Any
         raise AssertionError(f"shimnn did not raise; torch raised {ref_exc!r}")
     assert type(shim_exc) is type(ref_exc), f"shimnn raised {shim_exc!r}, torch {ref_exc!r}"
     return ref_exc, shim_exc
+
+
+def check_function(f: Callable[..., Any], *inputs: torch.Tensor, seed: int = 0,
+                   requires_grad: Sequence[bool] | None = None) -> None:
+    """``f`` applied to the same inputs under torch (leaves that require grad) and under
+    shimnn (the leaves as shimnn Parameters, so every torch call in ``f`` reaches shimnn's
+    ops): same output, same input gradients, bit for bit, with a random upstream gradient."""
+    if requires_grad is None:
+        requires_grad = [t.dtype.is_floating_point for t in inputs]
+    ref_in = _inputs(inputs, requires_grad)
+    shim_in = [shimnn.Parameter(t.detach().clone(), requires_grad=rg) if rg else t.clone()
+               for t, rg in zip(inputs, requires_grad)]
+    ref_out = f(*ref_in)
+    grad = random_like(ref_out, seed)
+    ref_out.backward(grad)
+    with autograd_forbidden():
+        shim_out = f(*shim_in)
+        assert_no_autograd_graph(shim_out)
+        shim_out.backward(grad.clone())
+    assert_same(shim_out, ref_out, "output")
+    for i, (a, b) in enumerate(zip(shim_in, ref_in)):
+        assert_same(a.grad, b.grad, f"grad of input {i}")

@@ -156,3 +156,19 @@ def test_module_backward_hooks_are_refused() -> None:
     m = shimnn.Linear(2, 2)
     with pytest.raises(NotImplementedError, match="register_hook"):
         m.register_full_backward_hook(lambda *a: None)
+
+
+@pytest.mark.parametrize("dims", [(1, -1), (0, -1), (1, 2), (-2, -1)])
+def test_flatten_unflatten(dims: tuple[int, int]) -> None:
+    x = torch.randn(2, 3, 4, 2)
+    check_module(torch.nn.Flatten(*dims), shimnn.Flatten(*dims), [x])
+    assert repr(shimnn.Flatten(*dims)) == repr(torch.nn.Flatten(*dims))
+    ref, shim = twin_modules(lambda nn: nn.Sequential(nn.Flatten(), nn.Linear(24, 6),
+                                                      nn.Unflatten(1, (2, 3)), nn.Tanh()))
+    assert repr(shim) == repr(ref)
+    check_module(ref, shim, [x])
+    with pytest.raises(TypeError) as ref_exc:
+        torch.nn.Unflatten(1, (2, 3.0))
+    with pytest.raises(TypeError) as shim_exc:
+        shimnn.Unflatten(1, (2, 3.0))
+    assert str(shim_exc.value) == str(ref_exc.value)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._graph import _torch_function, no_dispatch
+from .._graph import _torch_function, no_dispatch, tensor_backward
 
 __all__ = ["Module", "Parameter"]
 
@@ -45,6 +45,8 @@ class Parameter(torch.nn.Parameter):
     def __reduce_ex__(self, proto: Any) -> Any:
         with no_dispatch():
             return (_rebuild_parameter, (self.detach(), self.requires_grad, OrderedDict()))
+
+    backward = tensor_backward  # a parameter used as a loss: shimnn's engine, never autograd
 
 
 class Module(torch.nn.Module):
