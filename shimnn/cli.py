@@ -1,8 +1,9 @@
-"""The ``shimnn`` command line: ``shimnn demo`` (more commands as they land)."""
+"""The ``shimnn`` command line: ``shimnn demo``, ``shimnn run``, ``shimnn compare``."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -57,6 +58,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--momentum", type=float, default=0.0)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    run = sub.add_parser(
+        "run", help="run an unmodified PyTorch script with shimnn serving torch.nn/optim",
+        description="Run SCRIPT as __main__ with the torch.nn, torch.nn.functional and "
+                    "torch.optim names that shimnn implements served by shimnn. Random seeds "
+                    "are left alone unless --seed is given.")
+    run.add_argument("--seed", type=int, default=None,
+                     help="seed Python's, NumPy's and torch's RNGs before the script runs")
+    run.add_argument("--torch", action="store_true",
+                     help="run with torch itself (no shimnn), e.g. for a comparison")
+    run.add_argument("script", help="path to the Python script")
+    run.add_argument("args", nargs=argparse.REMAINDER, help="the script's own arguments")
+    compare = sub.add_parser(
+        "compare", help="run a script under torch and under shimnn and compare what it prints",
+        description="Run SCRIPT twice in fresh processes from the same seeds (Python, NumPy, "
+                    "torch): with torch, then with shimnn serving torch.nn/optim. Reports "
+                    "whether every number printed is identical (first difference shown) and "
+                    "the wall-time ratio. Exit status 0 when identical.")
+    compare.add_argument("--seed", type=int, default=0, help="seed for both runs (default 0)")
+    compare.add_argument("script", help="path to the Python script")
+    compare.add_argument("args", nargs=argparse.REMAINDER, help="the script's own arguments")
     return parser
 
 
@@ -94,9 +115,18 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.command == "demo":
         return _demo(args)
+    from . import runner
+
+    if not os.path.isfile(args.script):
+        parser.error(f"{args.command}: no such script: {args.script}")
+    if args.command == "run":
+        return runner.run_script(args.script, args.args, seed=args.seed, use_shimnn=not args.torch)
+    if args.command == "compare":
+        return runner.compare_script(args.script, args.args, seed=args.seed)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -39,7 +39,7 @@ class Sequential(torch.nn.Sequential, Module):
     def forward(self, input: Any) -> Any:
         layers = _fusable_layers(self, input)
         if layers is None:
-            return torch.nn.Sequential.forward(self, input)
+            return super().forward(input)
         return _run_chain(layers, input)
 
 

@@ -19,11 +19,14 @@ from .._graph import _torch_function, no_dispatch, tensor_backward
 __all__ = ["Module", "Parameter"]
 
 
+_TorchParameter = torch.nn.parameter.Parameter  # torch's class, even while shimnn serves torch.nn
+
+
 def _rebuild_parameter(data: Tensor, requires_grad: bool, hooks: Any = None) -> Parameter:
     return Parameter(data, requires_grad)
 
 
-class Parameter(torch.nn.Parameter):
+class Parameter(_TorchParameter):
     r"""A tensor that is a module parameter (``torch.nn.Parameter``), differentiated by shimnn.
 
     Args:
@@ -57,9 +60,8 @@ class Module(torch.nn.Module):
     """
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, torch.nn.Parameter) and not isinstance(value, Parameter):
-            if type(value) is torch.nn.Parameter:
-                value.__class__ = Parameter
+        if type(value) is _TorchParameter:
+            value.__class__ = Parameter
         super().__setattr__(name, value)
 
     def _backward_hooks_unsupported(self, *args: Any, **kwargs: Any) -> Any:
