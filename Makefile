@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check shimnn tests
+	$(BIN)/ruff check shimnn tests examples bench
 	$(BIN)/mypy
 
 clean:

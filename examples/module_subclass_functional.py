@@ -1,4 +1,4 @@
-"""A `class Net(nn.Module)` with its own forward using F.relu, Adam-free SGD, `from torch import nn`."""
+"""A `class Net(nn.Module)` with its own forward using F.relu; `from torch import nn`."""
 
 import torch
 import torch.nn.functional as F

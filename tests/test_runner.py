@@ -48,8 +48,8 @@ def test_patch_serves_shimnn_and_restores_torch() -> None:
     originals = (torch.nn.Linear, torch.nn.functional.relu, torch.optim.SGD, torch.nn.Parameter)
     state = torch.random.get_rng_state()
     with shimnn.patch_torch():
-        from torch import nn
         import torch.nn.functional as F
+        from torch import nn
 
         assert nn.Linear is shimnn.Linear and F.relu is shimnn.functional.relu
         assert torch.optim.SGD is shimnn.optim.SGD and nn.Parameter is shimnn.Parameter
