@@ -15,11 +15,13 @@ import torch.nn
 from . import _shape_ops, _tensor_ops, functional, modules, optim  # noqa: F401 (operators)
 from ._graph import Node, TrackedTensor
 from ._patch import patch_torch
+from .function import Function, FunctionCtx
 from .modules import *  # noqa: F403
 
 __version__ = "0.1.0"
 
-__all__ = ["Node", "TrackedTensor", "functional", "optim", "patch_torch", *modules.__all__]
+__all__ = ["Function", "FunctionCtx", "Node", "TrackedTensor", "functional", "optim",
+           "patch_torch", *modules.__all__]
 
 
 def __getattr__(name: str) -> Any:

@@ -24,7 +24,8 @@ import torch
 __all__ = ["patch_torch", "patched_names"]
 
 # shimnn names that are not a torch.nn replacement.
-_KEEP_TORCH = {"Module", "Node", "TrackedTensor", "functional", "optim", "init", "patch_torch"}
+_KEEP_TORCH = {"Module", "Node", "TrackedTensor", "functional", "optim", "init", "patch_torch",
+               "Function", "FunctionCtx"}
 
 
 def _replacements() -> list[tuple[ModuleType, str, Any]]:

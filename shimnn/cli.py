@@ -47,17 +47,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
         "demo", help="train the seed report's disc network with shimnn and with torch",
-        description="Train the seed report's network (points inside a disc) with shimnn and "
-                    "with torch from the same seed, side by side.")
-    demo.add_argument("--epochs", type=_positive(int), default=25)
+        description="Train the seed report's network (points inside a disc) with torch and "
+                    "with shimnn from the same seeds: a table at epoch milestones (loss, "
+                    "errors, bit-identity, time per epoch) and PNG figures.")
+    demo.add_argument("--epochs", type=_positive(int), default=100)
     demo.add_argument("--batch-size", type=_positive(int), default=50)
     demo.add_argument("--lr", type=_positive(float), default=0.1)
     demo.add_argument("--hidden", type=_hidden, default=(25, 25, 25),
                       help="hidden layer sizes, comma separated (default 25,25,25)")
     demo.add_argument("--activation", choices=["ReLU", "Tanh"], default="ReLU")
-    demo.add_argument("--momentum", type=float, default=0.0)
+    demo.add_argument("--optimizer", choices=["SGD", "Adam", "AdamW", "RMSprop", "Adagrad"],
+                      default="SGD")
+    demo.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (default 0)")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--runs", type=_positive(int), default=1,
+                      help="average over this many seeds, as the report did (default 1)")
     demo.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    demo.add_argument("--out", default="demo-output", help="folder for the PNG figures")
+    demo.add_argument("--no-figures", action="store_true", help="skip the figures")
+    demo.add_argument("--progress", action="store_true",
+                      help="show the progress bar even when stderr is not a terminal")
     run = sub.add_parser(
         "run", help="run an unmodified PyTorch script with shimnn serving torch.nn/optim",
         description="Run SCRIPT as __main__ with the torch.nn, torch.nn.functional and "
@@ -78,40 +87,22 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--seed", type=int, default=0, help="seed for both runs (default 0)")
     compare.add_argument("script", help="path to the Python script")
     compare.add_argument("args", nargs=argparse.REMAINDER, help="the script's own arguments")
+    sub.add_parser("support", help="print the support table (Markdown)",
+                   description="Print which torch.nn, torch.nn.functional and torch.optim "
+                               "names shimnn implements.")
     return parser
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import shimnn
-    import shimnn.optim
-    from shimnn.disc import disc_data, train
+    from .demo import DemoConfig, run_demo
 
-    torch.set_num_threads(1)
-    dtype = getattr(torch, args.dtype)
-    data = disc_data(seed=args.seed, dtype=dtype)
-    kwargs = dict(seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                  hidden=args.hidden, activation=args.activation,
-                  optimizer_options={"momentum": args.momentum} if args.momentum else None)
-    print(f"disc task: 1000 train / 1000 test points, network 2-"
-          f"{'-'.join(map(str, args.hidden))}-1 ({args.activation}, Tanh out), MSE, "
-          f"SGD lr {args.lr}, batch {args.batch_size}, {args.dtype}, seed {args.seed}")
-    ref = train(torch.nn, torch.optim, data, **kwargs)
-    shim = train(shimnn, shimnn.optim, data, **kwargs)
-    header = (f"{'epoch':>5}  {'loss torch':>11} {'loss shimnn':>11}  {'test err torch':>14} "
-              f"{'test err shimnn':>15}  {'same':>4}")
-    print(header)
-    for e in range(args.epochs):
-        same = ref.epoch_loss[e] == shim.epoch_loss[e] and ref.test_error[e] == shim.test_error[e]
-        print(f"{e + 1:>5}  {ref.epoch_loss[e]:>11.6f} {shim.epoch_loss[e]:>11.6f}  "
-              f"{ref.test_error[e]:>14.2%} {shim.test_error[e]:>15.2%}  "
-              f"{'yes' if same else 'NO':>4}")
-    identical = ref.losses == shim.losses and all(
-        torch.equal(a, b) for a, b in zip(ref.model.parameters(), shim.model.parameters()))
-    t_ref, t_shim = sum(ref.epoch_seconds), sum(shim.epoch_seconds)
-    print(f"every loss and parameter bit-identical: {'yes' if identical else 'NO'}")
-    print(f"training time: torch {t_ref / args.epochs * 1e3:.1f} ms/epoch, shimnn "
-          f"{t_shim / args.epochs * 1e3:.1f} ms/epoch ({t_ref / t_shim:.2f}x)")
-    return 0 if identical else 1
+    if args.momentum and args.optimizer != "SGD":
+        raise SystemExit("shimnn demo: error: --momentum applies to --optimizer SGD only")
+    cfg = DemoConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                     hidden=args.hidden, activation=args.activation, optimizer=args.optimizer,
+                     momentum=args.momentum, seed=args.seed, runs=args.runs, dtype=args.dtype,
+                     out=args.out, figures=not args.no_figures)
+    return run_demo(cfg, show_progress=True if args.progress else None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -119,6 +110,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "demo":
         return _demo(args)
+    if args.command == "support":
+        from .support import support_table
+
+        print(support_table())
+        return 0
     from . import runner
 
     if not os.path.isfile(args.script):

@@ -10,7 +10,8 @@ the module namespace (``torch.nn`` or ``shimnn``) and optimizer namespace (``tor
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -18,7 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["Run", "error_rate", "generate_disc_set", "make_network", "train"]
+__all__ = ["Run", "disc_data", "error_rate", "generate_disc_set", "make_network", "train",
+           "train_epochs"]
 
 RADIUS = 1 / math.sqrt(2 * math.pi)
 
@@ -66,6 +68,26 @@ def train(
     optim: ModuleType,
     data: tuple[Tensor, Tensor, Tensor, Tensor],
     *,
+    on_epoch: Callable[[int, Run], None] | None = None,
+    **options: Any,
+) -> Run:
+    """Train the report's network on ``data`` = (train_x, train_y, test_x, test_y).
+
+    Options as :func:`train_epochs`; ``on_epoch(epoch, run)`` is called after each epoch.
+    """
+    run: Run | None = None
+    for epoch, run in enumerate(train_epochs(nn, optim, data, **options)):
+        if on_epoch is not None:
+            on_epoch(epoch, run)
+    assert run is not None
+    return run
+
+
+def train_epochs(
+    nn: ModuleType,
+    optim: ModuleType,
+    data: tuple[Tensor, Tensor, Tensor, Tensor],
+    *,
     seed: int = 0,
     epochs: int = 100,
     batch_size: int = 50,
@@ -75,15 +97,11 @@ def train(
     optimizer: str = "SGD",
     optimizer_options: dict[str, Any] | None = None,
     evaluate: bool = True,
-    on_epoch: Callable[[int, Run], None] | None = None,
-) -> Run:
-    """Train the report's network on ``data`` = (train_x, train_y, test_x, test_y).
-
-    The weights come from ``torch.manual_seed(seed)``; mini-batches are taken in order, so two
-    runs that differ only in ``nn``/``optim`` see exactly the same numbers.
+) -> Iterator[Run]:
+    """Train epoch by epoch, yielding the :class:`Run` after each (so two frameworks can be
+    trained interleaved). The weights come from ``torch.manual_seed(seed)``; mini-batches are
+    taken in order, so runs that differ only in ``nn``/``optim`` see exactly the same numbers.
     """
-    import time
-
     train_x, train_y, test_x, test_y = data
     torch.manual_seed(seed)
     model = make_network(nn, hidden, activation, train_x.dtype)
@@ -91,7 +109,7 @@ def train(
     opt = getattr(optim, optimizer)(model.parameters(), lr=lr, **(optimizer_options or {}))
     run = Run(model)
     n = train_x.shape[0]
-    for epoch in range(epochs):
+    for _ in range(epochs):
         start = time.perf_counter()
         total = 0.0
         for i in range(0, n, batch_size):
@@ -108,9 +126,7 @@ def train(
         if evaluate:
             run.train_error.append(error_rate(model, train_x, train_y))
             run.test_error.append(error_rate(model, test_x, test_y))
-        if on_epoch is not None:
-            on_epoch(epoch, run)
-    return run
+        yield run
 
 
 def disc_data(seed: int = 0, n_train: int = 1000, n_test: int = 1000,

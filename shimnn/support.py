@@ -1,0 +1,85 @@
+"""The support table: which torch.nn / functional / optim names shimnn implements.
+
+Generated from the code (``shimnn support``), so it cannot go stale: the README embeds its
+output and a test fails when they differ.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable
+from types import ModuleType
+
+import torch
+
+__all__ = ["support_table"]
+
+
+# torch.nn.functional helpers that are not operations.
+_NOT_OPS = {"assert_int_or_pair", "boolean_dispatch", "handle_torch_function",
+            "has_torch_function", "has_torch_function_unary", "has_torch_function_variadic"}
+
+
+def _public(module: ModuleType, kind: str) -> list[str]:
+    names = []
+    for name in dir(module):
+        if name.startswith("_") or name in _NOT_OPS:
+            continue
+        value = getattr(module, name)
+        if kind == "module" and inspect.isclass(value) and issubclass(value, torch.nn.Module):
+            names.append(name)
+        elif kind == "function" and callable(value) and not inspect.isclass(value) and (
+                getattr(value, "__module__", "") or "").startswith("torch"):
+            names.append(name)
+        elif kind == "optimizer" and inspect.isclass(value) and issubclass(
+                value, torch.optim.Optimizer) and value is not torch.optim.Optimizer:
+            names.append(name)
+    return sorted(names)
+
+
+def _shim_owned(shim_module: ModuleType, names: Iterable[str]) -> set[str]:
+    owned = set()
+    for name in names:
+        value = shim_module.__dict__.get(name)
+        if value is not None and (getattr(value, "__module__", "") or "").startswith("shimnn"):
+            owned.add(name)
+    return owned
+
+
+def _tensor_ops() -> list[str]:
+    from ._graph import HANDLED
+
+    names = set()
+    for func in HANDLED:
+        name = getattr(func, "__name__", "")
+        if name == "__get__":
+            name = getattr(getattr(func, "__self__", None), "__name__", name)
+        names.add(name.strip("_"))
+    return sorted(n for n in names if n)
+
+
+def support_table() -> str:
+    """Markdown: for each torch namespace, the names shimnn implements and those it lacks."""
+    import shimnn
+    import shimnn.functional
+    import shimnn.optim
+
+    rows = []
+    for title, torch_module, shim_module, kind in (
+            ("`torch.nn` modules", torch.nn, shimnn, "module"),
+            ("`torch.nn.functional`", torch.nn.functional, shimnn.functional, "function"),
+            ("`torch.optim`", torch.optim, shimnn.optim, "optimizer")):
+        names = _public(torch_module, kind)
+        owned = _shim_owned(shim_module, names)
+        have = ", ".join(f"`{n}`" for n in names if n in owned)
+        lack = ", ".join(f"`{n}`" for n in names if n not in owned)
+        rows.append(f"| {title} ({len(owned)} of {len(names)}) | {have} | {lack} |")
+    ops = ", ".join(f"`{n}`" for n in _tensor_ops())
+    return "\n".join([
+        "| torch namespace | implemented by shimnn (hand-written backward) | not yet: torch's "
+        "own, and a gradient through them raises naming them |",
+        "|---|---|---|",
+        *rows,
+        "",
+        f"Operations on tracked tensors (`torch.X`, `Tensor.X`, operators): {ops}.",
+    ])
