@@ -28,3 +28,8 @@ clean:
 
 readme: $(STAMP)
 	$(BIN)/python docs/update_readme.py
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.ratios $(ARGS)
+	$(BIN)/python -m bench.memory
+	$(BIN)/python -m bench.seed_experiment

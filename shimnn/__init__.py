@@ -12,7 +12,7 @@ from typing import Any
 
 import torch.nn
 
-from . import _shape_ops, _tensor_ops, functional, modules, optim  # noqa: F401 (operators)
+from . import _shape_ops, _tensor_ops, functional, init, modules, optim  # noqa: F401
 from ._graph import Node, TrackedTensor
 from ._patch import patch_torch
 from .function import Function, FunctionCtx
@@ -20,7 +20,7 @@ from .modules import *  # noqa: F403
 
 __version__ = "0.1.0"
 
-__all__ = ["Function", "FunctionCtx", "Node", "TrackedTensor", "functional", "optim",
+__all__ = ["Function", "FunctionCtx", "Node", "TrackedTensor", "functional", "init", "optim",
            "patch_torch", *modules.__all__]
 
 

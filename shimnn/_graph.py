@@ -77,12 +77,15 @@ class Node:
         backward: BackwardFn,
         inputs: tuple[Edge, ...],
         saved: tuple[Tensor, ...] = (),
+        versions: tuple[int, ...] | None = None,
     ) -> None:
         self.name = name
         self.backward: BackwardFn | None = backward
         self.inputs = inputs
         self.saved: tuple[Tensor, ...] | None = saved
-        self.versions = tuple([t._version for t in saved])
+        # The versions at save time (a fused chain passes them: its later layers may modify
+        # what an earlier one saved before the node exists).
+        self.versions = tuple([t._version for t in saved]) if versions is None else versions
         self.seq = next(_sequence)
         self.hooks: list[Callable[[Tensor], Tensor | None]] | None = None
         self.retained: list[TrackedTensor] | None = None
@@ -350,12 +353,16 @@ def _backward(
         if node.hooks or node.retained:
             g = _run_tensor_hooks(node, g)
         _check_saved(node)
-        if node.takes_retain:
-            input_grads = node.backward(g, retain_graph)  # type: ignore[misc, call-arg]
-        else:
-            input_grads = node.backward(g)  # type: ignore[misc]
+        backward_fn = node.backward
         if not retain_graph:
+            # The node's own references go now: a node that frees as it goes (a fused chain)
+            # then holds each saved tensor only as long as its backward needs it.
             node.release()
+        if node.takes_retain:
+            input_grads = backward_fn(g, retain_graph)  # type: ignore[misc, call-arg]
+        else:
+            input_grads = backward_fn(g)  # type: ignore[misc]
+        del backward_fn
         for e, gi in zip(node.inputs, input_grads):
             if e is None or gi is None:
                 continue

@@ -86,6 +86,7 @@ def _run_chain(layers: tuple[Any, ...], input: Tensor) -> Tensor:
         steps: list[tuple[Any, int]] = []
         param_edges: list[tuple[Edge, ...]] = []
         saved: list[Tensor] = []
+        versions: list[int] = []
         name = ""
         h = input
         set_grad_enabled(False)
@@ -96,6 +97,7 @@ def _run_chain(layers: tuple[Any, ...], input: Tensor) -> Tensor:
                     steps.append((backward, len(edges)))
                     param_edges.append(edges)
                     saved += layer_saved
+                    versions += [t._version for t in layer_saved]
                     upstream = True
         finally:
             set_grad_enabled(True)
@@ -121,7 +123,7 @@ def _run_chain(layers: tuple[Any, ...], input: Tensor) -> Tensor:
             grads.insert(0, g if e_input is not None else None)
             return grads
 
-        node = Node(name, backward, inputs, tuple(saved))
+        node = Node(name, backward, inputs, tuple(saved), tuple(versions))
         node.takes_retain = True
         out._node = node
         return out
@@ -140,6 +142,7 @@ def _run_mlp(layers: tuple[Any, ...], input: Tensor, e_input: Edge) -> Tensor:
     records: list[tuple[Any, ...]] = []
     param_edges: list[Edge] = []
     saved: list[Tensor] = []
+    versions: list[int] = []  # at save time: a later in-place layer may modify a saved tensor
     name = ""
     set_grad_enabled(False)
     try:
@@ -161,8 +164,10 @@ def _run_mlp(layers: tuple[Any, ...], input: Tensor, e_input: Edge) -> Tensor:
                     param_edges.append(e_weight)
                     if need_weight:
                         saved.append(rows)
+                        versions.append(rows._version)
                     if upstream:
                         saved.append(weight)
+                        versions.append(weight._version)
                     upstream = True
             elif kind == TANH:
                 h = torch.tanh(h)
@@ -170,6 +175,7 @@ def _run_mlp(layers: tuple[Any, ...], input: Tensor, e_input: Edge) -> Tensor:
                 if upstream:
                     records.append((TANH, h))
                     saved.append(h)
+                    versions.append(h._version)
             else:  # ReLU: torch.relu_ overwrites the previous layer's fresh output
                 inplace = m.inplace
                 h = torch.relu_(h) if inplace else torch.relu(h)
@@ -177,6 +183,7 @@ def _run_mlp(layers: tuple[Any, ...], input: Tensor, e_input: Edge) -> Tensor:
                 if upstream:
                     records.append((RELU, h))
                     saved.append(h)
+                    versions.append(h._version)
     finally:
         set_grad_enabled(True)
     if not records:
@@ -206,7 +213,7 @@ def _run_mlp(layers: tuple[Any, ...], input: Tensor, e_input: Edge) -> Tensor:
         grads.insert(0, g)
         return grads
 
-    node = Node(name, backward, tuple(param_edges), tuple(saved))
+    node = Node(name, backward, tuple(param_edges), tuple(saved), tuple(versions))
     node.takes_retain = True
     out._node = node
     return out

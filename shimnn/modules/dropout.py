@@ -2,4 +2,47 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from torch import Tensor
+
+from .. import functional as F
+from .module import Module
+
+__all__ = ["Dropout"]
+
+
+class _DropoutNd(Module):
+    __constants__ = ["p", "inplace"]
+    p: float
+    inplace: bool
+
+    def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
+        super().__init__()
+        if p < 0 or p > 1:
+            raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+        self.p = p
+        self.inplace = inplace
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, inplace={self.inplace}"
+
+
+class Dropout(_DropoutNd):
+    r"""In training, zero each element with probability ``p`` and scale the others by
+    :math:`1/(1-p)`; in eval mode (``.eval()``), the identity.
+
+    The mask is drawn from torch's global generator exactly as ``torch.nn.Dropout`` draws it on
+    CPU: the same seed gives the same mask, and leaves the generator in the same state.
+
+    Args:
+        p: probability of an element to be zeroed. Default: 0.5. Outside :math:`[0, 1]` it
+            raises torch's ValueError.
+        inplace: overwrite the input. Default: ``False``.
+
+    Shape: any, unchanged. Backward: see :func:`shimnn.functional.dropout`.
+
+    A fused ``Sequential`` does not chain it (the chain runs unfused): in eval mode it returns
+    its input itself, which an in-place layer after it must not overwrite unrecorded.
+    """
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.dropout(input, self.p, self.training, self.inplace)

@@ -1,0 +1,196 @@
+"""The benchmarked configurations and the closures that run them, shared by every benchmark.
+
+A configuration is a network, a batch size and an optimizer; for each framework (``torch.nn`` +
+``torch.optim`` or ``shimnn`` + ``shimnn.optim``) the model is built from the same seed, so both
+frameworks start from the same weights, see the same data, and (shimnn being bit-identical)
+compute the same numbers at every step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import Tensor
+
+import shimnn
+import shimnn.optim
+from shimnn.disc import disc_data, make_network
+
+__all__ = [
+    "FRAMEWORKS",
+    "NETWORKS",
+    "OPTIMIZERS",
+    "SEED_TASK",
+    "Network",
+    "Workload",
+    "epoch_workload",
+    "sklearn_epoch",
+    "workload",
+]
+
+FRAMEWORKS: dict[str, tuple[ModuleType, ModuleType]] = {
+    "torch": (torch.nn, torch.optim),
+    "shimnn": (shimnn, shimnn.optim),
+}
+"""Framework name -> (module namespace, optimizer namespace)."""
+
+OPTIMIZERS: dict[str, dict[str, float]] = {
+    "sgd": {"lr": 0.1},
+    "momentum": {"lr": 0.1, "momentum": 0.9},
+}
+"""Optimizer name -> ``SGD`` keyword arguments."""
+
+
+@dataclass(frozen=True)
+class Network:
+    """A multi-layer perceptron: Linear + ReLU hidden layers, a Linear output (then Tanh for the
+    seed network), MSE loss; trained on the disc task or on random inputs and targets."""
+
+    sizes: tuple[int, ...]
+    batch: int
+    seed_task: bool = False
+
+    @property
+    def name(self) -> str:
+        shape = "-".join(map(str, self.sizes))
+        return f"{'seed ' if self.seed_task else ''}{shape} b{self.batch}"
+
+    @property
+    def slug(self) -> str:
+        """The name without spaces, for benchmark ids."""
+        return self.name.replace(" ", "-")
+
+
+SEED_TASK = Network((2, 25, 25, 25, 1), 50, seed_task=True)
+
+NETWORKS: tuple[Network, ...] = (
+    SEED_TASK,
+    Network((2, 25, 25, 25, 1), 1000, seed_task=True),
+    Network((64, 256, 256, 10), 64),
+    Network((784, 1024, 1024, 10), 256),
+)
+
+
+def build_model(nn: ModuleType, network: Network, seed: int = 0) -> Any:
+    """The network under ``nn`` with weights from ``torch.manual_seed(seed)``; the seed network
+    is ``shimnn.disc.make_network`` itself (ReLU hidden layers, Tanh output)."""
+    torch.manual_seed(seed)
+    if network.seed_task:
+        return make_network(nn, network.sizes[1:-1])
+    layers: list[Any] = []
+    for i, (a, b) in enumerate(zip(network.sizes, network.sizes[1:])):
+        if i:
+            layers.append(nn.ReLU())
+        layers.append(nn.Linear(a, b))
+    return nn.Sequential(*layers)
+
+
+def batch_data(network: Network, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """One batch: the first ``batch`` disc training points for the seed network, otherwise
+    standard normal inputs and targets from a generator seeded with ``seed``."""
+    if network.seed_task:
+        x, y = disc_data(seed, n_train=max(network.batch, 1000))[:2]
+        return x[:network.batch], y[:network.batch]
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(network.batch, network.sizes[0], generator=g)
+    return x, torch.randn(network.batch, network.sizes[-1], generator=g)
+
+
+@dataclass
+class Workload:
+    """A model with its optimizer, loss and batch, and the operations timed on it."""
+
+    model: Any
+    optimizer: Any
+    criterion: Any
+    x: Tensor
+    y: Tensor
+
+    def step(self) -> Tensor:
+        """One training step: forward, loss, zero_grad, backward, optimizer step."""
+        loss = self.criterion(self.model(self.x), self.y)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return loss
+
+    def forward(self) -> Tensor:
+        """The forward pass in grad mode (torch builds its graph, shimnn records its node)."""
+        return self.model(self.x)
+
+    def forward_no_grad(self) -> Tensor:
+        """The forward pass under ``torch.no_grad()``."""
+        with torch.no_grad():
+            return self.model(self.x)
+
+
+def workload(framework: str, network: Network, optimizer: str = "sgd",
+             seed: int = 0) -> Workload:
+    """``network`` under ``framework`` with the ``optimizer`` of ``OPTIMIZERS``."""
+    nn, optim = FRAMEWORKS[framework]
+    model = build_model(nn, network, seed)
+    opt = optim.SGD(model.parameters(), **OPTIMIZERS[optimizer])
+    return Workload(model, opt, nn.MSELoss(), *batch_data(network, seed))
+
+
+def epoch_workload(framework: str, optimizer: str = "sgd", seed: int = 0,
+                   batch_size: int = 50) -> Callable[[], float]:
+    """One epoch of the seed task as ``shimnn.disc.train`` runs it (1000 disc points in order,
+    mini-batches of ``batch_size``, each loss read with ``.item()``, as scikit-learn also
+    accumulates each batch's loss); returns the mean batch loss."""
+    nn, optim = FRAMEWORKS[framework]
+    model = build_model(nn, SEED_TASK, seed)
+    opt = optim.SGD(model.parameters(), **OPTIMIZERS[optimizer])
+    criterion = nn.MSELoss()
+    x, y = disc_data(seed)[:2]
+    starts = range(0, x.shape[0], batch_size)
+    batches = [(x[i:i + batch_size], y[i:i + batch_size]) for i in starts]
+
+    def epoch() -> float:
+        total = 0.0
+        for xb, yb in batches:
+            loss = criterion(model(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item()
+        return total / len(batches)
+
+    return epoch
+
+
+def sklearn_epoch(optimizer: str = "sgd", seed: int = 0,
+                  batch_size: int = 50) -> Callable[[], object]:
+    """One epoch of scikit-learn's ``MLPRegressor`` on the same 1000 disc points.
+
+    Settings that match the torch loop: ``solver='sgd'``, hidden layers (25, 25, 25) with ReLU,
+    constant learning rate 0.1, the same batch size, ``momentum`` 0 or 0.9 without Nesterov,
+    no L2 penalty (``alpha=0``; scikit-learn's default 1e-4 is weight decay, which plain SGD
+    does not do), no shuffling (the torch loop takes batches in order), float32 data (kept as
+    float32 by scikit-learn). Differences that remain: an identity output instead of Tanh, its
+    own initialisation; neither changes the work per epoch meaningfully.
+
+    An epoch is one ``partial_fit`` call, not ``fit`` with ``max_iter=1, warm_start=True``:
+    ``partial_fit`` runs exactly one pass over the data and keeps the optimizer between calls,
+    as an epoch loop does, whereas each ``fit`` call builds a new ``SGDOptimizer`` (resetting
+    the momentum velocities, so momentum 0.9 would not be the same algorithm) and warns about
+    non-convergence every time. The first call (weight initialisation) happens here, untimed.
+    Each timed call still includes scikit-learn's per-call input and parameter validation: that
+    is the cost of its epoch API.
+    """
+    from sklearn.neural_network import MLPRegressor
+
+    x, y = disc_data(seed)[:2]
+    x_np, y_np = x.numpy(), y.numpy().ravel()
+    momentum = OPTIMIZERS[optimizer].get("momentum", 0.0)
+    model = MLPRegressor(
+        hidden_layer_sizes=(25, 25, 25), activation="relu", solver="sgd", alpha=0.0,
+        batch_size=batch_size, learning_rate="constant", learning_rate_init=0.1,
+        momentum=momentum, nesterovs_momentum=False, shuffle=False, random_state=seed,
+    )
+    model.partial_fit(x_np, y_np)
+    return lambda: model.partial_fit(x_np, y_np)
