@@ -604,6 +604,8 @@ class TrackedTensor(Tensor):
     _view_version: int | None = None  # set on views: the storage version when taken
 
     __torch_function__: Any = classmethod(_torch_function)
+    # Identity hashing, as Tensor.__hash__, without a Python-level call (optimizer state).
+    __hash__ = object.__hash__
 
     @property
     def shim_fn(self) -> Node | None:

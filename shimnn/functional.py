@@ -324,9 +324,13 @@ def _legacy_reduction(size_average: bool | None, reduce: bool | None) -> str:
 
 
 def _reduction_enum(size_average: bool | None, reduce: bool | None, reduction: str) -> int:
-    if size_average is not None or reduce is not None:
+    if size_average is None and reduce is None:
+        enum = _REDUCTIONS.get(reduction)
+        if enum is not None:
+            return enum
+    else:
         reduction = _legacy_reduction(size_average, reduce)
-    return torch.nn._reduction.get_enum(reduction)
+    return torch.nn._reduction.get_enum(reduction)  # torch's own messages and warnings
 
 
 @implements(torch.nn.functional.mse_loss)

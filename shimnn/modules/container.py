@@ -37,16 +37,16 @@ class Sequential(torch.nn.Sequential, Module):
     """
 
     def forward(self, input: Any) -> Any:
-        layers = _fusable_layers(self, input)
-        if layers is None:
+        plan = _fusable_layers(self, input)
+        if plan is None:
             return super().forward(input)
-        return _run_chain(layers, input)
+        return _run_chain(plan[0], input, plan[1])
 
 
-def _fusable_layers(seq: Sequential, input: Any) -> tuple[Any, ...] | None:
-    """The children, if the chain can run fused: all of them plain shimnn layers (exact types:
-    a subclass may override forward), no hook anywhere, no tracing, no in-place first layer
-    (it would have to rewrite the caller's tensor's node)."""
+def _fusable_layers(seq: Sequential, input: Any) -> tuple[tuple[Any, ...], bool] | None:
+    """The children and whether all have a matrix fast path, if the chain can run fused: all of
+    them plain shimnn layers (exact types: a subclass may override forward), no hook anywhere,
+    no tracing, no in-place first layer (it would have to rewrite the caller's tensor's node)."""
     if (_torch_module._global_forward_hooks or _torch_module._global_forward_pre_hooks
             or _torch_module._global_backward_hooks or _torch_module._global_backward_pre_hooks
             or not isinstance(input, Tensor) or torch._C._get_tracing_state() is not None):
@@ -55,7 +55,8 @@ def _fusable_layers(seq: Sequential, input: Any) -> tuple[Any, ...] | None:
     cache = seq.__dict__.get("_shim_chain_types")
     if cache is None or cache[0] != layers:  # identity comparison of the children
         ok = bool(layers) and all(type(m) in CHAIN_STEPS for m in layers)
-        cache = seq.__dict__["_shim_chain_types"] = (layers, ok)
+        matrix = ok and all(CHAIN_STEPS[type(m)].kind is not None for m in layers)
+        cache = seq.__dict__["_shim_chain_types"] = (layers, ok, matrix)
     if not cache[1]:
         return None
     for m in layers:
@@ -63,7 +64,7 @@ def _fusable_layers(seq: Sequential, input: Any) -> tuple[Any, ...] | None:
             return None
     if vars(layers[0]).get("inplace", False):
         return None
-    return layers
+    return layers, cache[2]
 
 
 ChainStep = Any
@@ -72,7 +73,7 @@ CHAIN_STEPS: dict[type, ChainStep] = {}
 node name, parameter edges)``, or ``plain(layer, input)`` under ``no_grad`` (see the layers)."""
 
 
-def _run_chain(layers: tuple[Any, ...], input: Tensor) -> Tensor:
+def _run_chain(layers: tuple[Any, ...], input: Tensor, matrix_path: bool) -> Tensor:
     with no_dispatch():
         if not is_grad_enabled():
             h = input
@@ -80,7 +81,7 @@ def _run_chain(layers: tuple[Any, ...], input: Tensor) -> Tensor:
                 h = CHAIN_STEPS[type(m)].plain(m, h)
             return h if type(h) is TrackedTensor else wrap(h)
         e_input = edge(input)
-        if input.dim() == 2 and all(CHAIN_STEPS[type(m)].kind is not None for m in layers):
+        if matrix_path and input.dim() == 2:
             return _run_mlp(layers, input, e_input)
         upstream = e_input is not None  # does anything before this layer need a gradient?
         steps: list[tuple[Any, int]] = []

@@ -36,6 +36,8 @@ class Parameter(_TorchParameter):
     """
 
     __torch_function__: Any = classmethod(_torch_function)
+    # Identity hashing, as Tensor.__hash__, without a Python-level call (optimizer state).
+    __hash__ = object.__hash__
 
     def __new__(cls, data: Tensor | None = None, requires_grad: bool = True) -> Parameter:
         if data is None:

@@ -9,9 +9,12 @@ from typing import Any
 import torch.optim
 from torch.optim import Optimizer, lr_scheduler
 
+from .adagrad import Adagrad
+from .adam import Adam, AdamW
+from .rmsprop import RMSprop
 from .sgd import SGD
 
-__all__ = ["SGD", "Optimizer", "lr_scheduler"]
+__all__ = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Optimizer", "lr_scheduler"]
 
 
 def __getattr__(name: str) -> Any:

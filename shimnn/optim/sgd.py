@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from itertools import chain
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.optim.optimizer import (
-    Optimizer,
-    ParamsT,
-    _global_optimizer_post_hooks,
-    _global_optimizer_pre_hooks,
-)
+from torch.optim.optimizer import ParamsT
 
-from .._graph import is_grad_enabled, no_dispatch, set_grad_enabled
+from .optimizer import ShimOptimizer
 
 __all__ = ["SGD", "sgd"]
 
 
-class SGD(Optimizer):
+class SGD(ShimOptimizer):
     r"""Stochastic gradient descent, optionally with momentum (``torch.optim.SGD``'s contract).
 
     For each parameter :math:`p` with gradient :math:`g` (parameters without ``.grad`` are
@@ -72,10 +65,7 @@ class SGD(Optimizer):
             raise ValueError(f"Invalid momentum value: {momentum}")
         if weight_decay < 0.0:
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        if differentiable:
-            raise NotImplementedError("shimnn.optim.SGD: differentiable=True needs autograd")
-        if fused:
-            raise NotImplementedError("shimnn.optim.SGD: fused=True is not supported")
+        self._unsupported(differentiable=differentiable, fused=fused)
         defaults = {
             "lr": lr,
             "momentum": momentum,
@@ -99,41 +89,6 @@ class SGD(Optimizer):
             group.setdefault("foreach", None)
             group.setdefault("differentiable", False)
             group.setdefault("fused", False)
-
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
-        """Perform one optimization step.
-
-        Args:
-            closure: re-evaluates the model and returns the loss (run with grad enabled).
-        """
-        args: tuple[Any, ...] = (closure,)
-        kwargs: dict[str, Any] = {}
-        for pre_hook in chain(_global_optimizer_pre_hooks.values(),
-                              self._optimizer_step_pre_hooks.values()):
-            result = pre_hook(self, args, kwargs)
-            if result is not None:
-                args, kwargs = result
-        closure = kwargs.get("closure", args[0] if args else None)
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        prev_grad_mode = is_grad_enabled()
-        set_grad_enabled(False)
-        try:
-            with no_dispatch():
-                for group in self.param_groups:
-                    self._step_group(group)
-        finally:
-            set_grad_enabled(prev_grad_mode)
-        for post_hook in chain(self._optimizer_step_post_hooks.values(),
-                               _global_optimizer_post_hooks.values()):
-            post_hook(self, args, kwargs)
-        return loss
-
-    # torch.optim.Optimizer wraps `step` in a profiler scope unless it is marked hooked; this
-    # step runs the step hooks itself, and skips the scope's cost.
-    step.hooked = True  # type: ignore[attr-defined]
 
     def _step_group(self, group: dict[str, Any]) -> None:
         params: list[Tensor] = []
@@ -166,20 +121,6 @@ class SGD(Optimizer):
         )
         for s, buf in zip(states, bufs):
             s["momentum_buffer"] = buf
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """Reset the gradients: ``None`` (default) or zeros, as ``torch.optim`` does."""
-        with no_dispatch():
-            for group in self.param_groups:
-                for p in group["params"]:
-                    grad = p.grad
-                    if grad is None:
-                        continue
-                    if set_to_none:
-                        p.grad = None
-                    else:
-                        grad.requires_grad_(False)
-                        grad.zero_()
 
 
 def sgd(

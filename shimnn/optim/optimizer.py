@@ -1,0 +1,160 @@
+"""The step machinery shared by shimnn's optimizers.
+
+``torch.optim.Optimizer`` provides parameter groups, ``state``, ``state_dict`` and hooks; this
+subclass runs the step itself (step hooks, closure, grad mode off, no subclass dispatch) so
+each optimizer only writes its update rule in ``_step_group``. Also the helpers torch's adaptive
+optimizers share (the ``step`` counter tensor, old state-dict upgrades, foreach defaults).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from itertools import chain
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim.optimizer import (
+    Optimizer,
+    _default_to_fused_or_foreach,
+    _global_optimizer_post_hooks,
+    _global_optimizer_pre_hooks,
+)
+
+from .._graph import is_grad_enabled, no_dispatch, set_grad_enabled
+
+__all__ = ["ShimOptimizer"]
+
+
+def _to_scalar(x: Any) -> Any:
+    """A multi-dimensional 1-element tensor hyper-parameter squeezed to 0-d (torch's rule)."""
+    if isinstance(x, Tensor) and x.dim() != 0:
+        return x.squeeze()
+    return x
+
+
+def _scalar_dtype() -> torch.dtype:
+    """The dtype torch gives ``state['step']`` (non-fused): float64 only under that default."""
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+def _default_foreach(params: list[Tensor], lr: Any = None) -> bool:
+    """torch's choice when ``foreach`` is ``None``: multi-tensor only for plain tensors on
+    foreach devices (never on CPU, never for shimnn parameters); Adam also never with a
+    tensor lr."""
+    _, foreach = _default_to_fused_or_foreach(params, False, use_fused=False)
+    return bool(foreach) and not isinstance(lr, Tensor)
+
+
+def _step_tensor() -> Tensor:
+    return torch.tensor(0.0, dtype=_scalar_dtype())
+
+
+def _upgrade_steps(opt: Optimizer) -> None:
+    """Old state dicts stored ``step`` as a number: make it the tensor torch stores (on the
+    parameter's device, float32 when fused, for capturable or fused groups)."""
+    for group in opt.param_groups:
+        fused = group.get("fused")
+        on_device = group.get("capturable") or fused
+        for p in group["params"]:
+            p_state = opt.state.get(p, [])
+            if len(p_state) != 0 and not torch.is_tensor(p_state["step"]):
+                step_val = float(p_state["step"])
+                p_state["step"] = (
+                    torch.tensor(step_val, dtype=torch.float32 if fused else _scalar_dtype(),
+                                 device=p.device)
+                    if on_device else torch.tensor(step_val, dtype=_scalar_dtype()))
+
+
+def _view_as_real(params: list[Tensor], *state_and_grads: list[Tensor]) -> None:
+    for i, p in enumerate(params):
+        if torch.is_complex(p):
+            params[i] = torch.view_as_real(params[i])
+            for s in state_and_grads:
+                s[i] = torch.view_as_real(s[i])
+
+
+def _add_one(steps: list[Tensor]) -> None:
+    """torch's multi-tensor step count: one wrapped 1.0 for CPU steps, else the number 1."""
+    if steps[0].is_cpu:
+        torch._foreach_add_(steps, torch.tensor(1.0, device="cpu"), alpha=1.0)
+    else:
+        torch._foreach_add_(steps, 1)
+
+
+class ShimOptimizer(Optimizer):
+    """The step shared by shimnn's optimizers: hooks, closure, grad mode off, no dispatch.
+
+    Subclasses implement ``_step_group(group)``.
+    """
+
+    def _unsupported(self, **flags: Any) -> None:
+        name = f"shimnn.optim.{type(self).__name__}"
+        if flags.get("differentiable"):
+            raise NotImplementedError(
+                f"{name}: differentiable=True needs autograd (shimnn does not differentiate "
+                "through the optimizer step)")
+        if flags.get("fused"):
+            raise NotImplementedError(f"{name}: fused=True is not supported")
+        if flags.get("capturable"):
+            raise NotImplementedError(
+                f"{name}: capturable=True (CUDA graph capture) is not supported")
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """Perform one optimization step.
+
+        Args:
+            closure: re-evaluates the model and returns the loss (run with grad enabled).
+        """
+        args: tuple[Any, ...] = (closure,)
+        kwargs: dict[str, Any] = {}
+        for pre_hook in chain(_global_optimizer_pre_hooks.values(),
+                              self._optimizer_step_pre_hooks.values()):
+            result = pre_hook(self, args, kwargs)
+            if result is not None:
+                if isinstance(result, tuple) and len(result) == 2:
+                    args, kwargs = result
+                else:
+                    raise RuntimeError(
+                        f"{type(self).step} must return None or a tuple of "
+                        f"(new_args, new_kwargs), but got {result}.")
+        closure = kwargs.get("closure", args[0] if args else None)
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        prev_grad_mode = is_grad_enabled()
+        set_grad_enabled(False)
+        try:
+            with no_dispatch():
+                for group in self.param_groups:
+                    self._unsupported(**group)  # a loaded state dict may carry these flags
+                    self._step_group(group)
+        finally:
+            set_grad_enabled(prev_grad_mode)
+        self._optimizer_step_code()
+        for post_hook in chain(self._optimizer_step_post_hooks.values(),
+                               _global_optimizer_post_hooks.values()):
+            post_hook(self, args, kwargs)
+        return loss
+
+    # torch.optim.Optimizer wraps `step` in a profiler scope unless it is marked hooked; this
+    # step runs the step hooks itself, and skips the scope's cost.
+    step.hooked = True  # type: ignore[attr-defined]
+
+    def _step_group(self, group: dict[str, Any]) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Reset the gradients: ``None`` (default) or zeros, as ``torch.optim`` does."""
+        with no_dispatch():
+            for group in self.param_groups:
+                for p in group["params"]:
+                    grad = p.grad
+                    if grad is None:
+                        continue
+                    if set_to_none:
+                        p.grad = None
+                    else:
+                        grad.requires_grad_(False)
+                        grad.zero_()
