@@ -108,17 +108,18 @@ class ShimOptimizer(Optimizer):
         """
         args: tuple[Any, ...] = (closure,)
         kwargs: dict[str, Any] = {}
-        for pre_hook in chain(_global_optimizer_pre_hooks.values(),
-                              self._optimizer_step_pre_hooks.values()):
-            result = pre_hook(self, args, kwargs)
-            if result is not None:
-                if isinstance(result, tuple) and len(result) == 2:
-                    args, kwargs = result
-                else:
-                    raise RuntimeError(
-                        f"{type(self).step} must return None or a tuple of "
-                        f"(new_args, new_kwargs), but got {result}.")
-        closure = kwargs.get("closure", args[0] if args else None)
+        if _global_optimizer_pre_hooks or self._optimizer_step_pre_hooks:
+            for pre_hook in chain(_global_optimizer_pre_hooks.values(),
+                                  self._optimizer_step_pre_hooks.values()):
+                result = pre_hook(self, args, kwargs)
+                if result is not None:
+                    if isinstance(result, tuple) and len(result) == 2:
+                        args, kwargs = result
+                    else:
+                        raise RuntimeError(
+                            f"{type(self).step} must return None or a tuple of "
+                            f"(new_args, new_kwargs), but got {result}.")
+            closure = kwargs.get("closure", args[0] if args else None)
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -128,15 +129,20 @@ class ShimOptimizer(Optimizer):
         try:
             with no_dispatch():
                 for group in self.param_groups:
-                    self._unsupported(**group)  # a loaded state dict may carry these flags
+                    # A loaded or edited group may carry these flags: refuse, never ignore.
+                    if group.get("differentiable") or group.get("fused") or group.get(
+                            "capturable"):
+                        self._unsupported(**group)
                     self._step_group(group)
         finally:
             set_grad_enabled(prev_grad_mode)
         self._optimizer_step_code()
-        for post_hook in chain(self._optimizer_step_post_hooks.values(),
-                               _global_optimizer_post_hooks.values()):
-            post_hook(self, args, kwargs)
+        if self._optimizer_step_post_hooks or _global_optimizer_post_hooks:
+            for post_hook in chain(self._optimizer_step_post_hooks.values(),
+                                   _global_optimizer_post_hooks.values()):
+                post_hook(self, args, kwargs)
         return loss
+
 
     # torch.optim.Optimizer wraps `step` in a profiler scope unless it is marked hooked; this
     # step runs the step hooks itself, and skips the scope's cost.
