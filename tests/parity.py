@@ -114,3 +114,12 @@ def check_function(f: Callable[..., Any], *inputs: torch.Tensor, seed: int = 0,
     assert_same(shim_out, ref_out, "output")
     for i, (a, b) in enumerate(zip(shim_in, ref_in)):
         assert_same(a.grad, b.grad, f"grad of input {i}")
+
+
+def assert_error_like(ref: BaseException, shim: BaseException, module: str | None = None) -> None:
+    """Same exception type, and torch's message kept whole; a module's forward prefixes it with
+    the module and its inputs (``module`` names the class expected in that prefix)."""
+    assert type(shim) is type(ref), f"{type(shim).__name__} vs {type(ref).__name__}"
+    assert str(shim).endswith(str(ref)), f"{shim!s} does not end with torch's {ref!s}"
+    if module is not None:
+        assert str(shim).startswith(module), f"{shim!s} does not name {module}"

@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 
 import shimnn
 from conftest import assert_same, autograd_forbidden
-from parity import check_module, check_raises_like, random_like, twin_modules
+from parity import (
+    assert_error_like,
+    check_module,
+    check_raises_like,
+    random_like,
+    twin_modules,
+)
 
 DTYPES = [torch.float32, torch.float64]
 
@@ -120,7 +126,7 @@ def test_mse_loss_invalid_reduction() -> None:
     x, y = torch.randn(3), torch.randn(3)
     ref, shim = check_raises_like(lambda: torch.nn.MSELoss(reduction="avg")(x, y),
                                   lambda: shimnn.MSELoss(reduction="avg")(x, y))
-    assert str(shim) == str(ref)
+    assert_error_like(ref, shim, "MSELoss()")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -180,3 +186,18 @@ def test_mse_loss_mixed_dtypes() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             check_module(torch.nn.MSELoss(), shimnn.MSELoss(), args, [True, True])
+
+
+def test_errors_name_the_module_and_its_inputs() -> None:
+    ref, shim = twin_modules(lambda nn: nn.Sequential(nn.Linear(3, 4), nn.ReLU(),
+                                                      nn.Linear(5, 1)))
+    x = torch.randn(2, 3)
+    for grad_mode in (True, False):
+        with torch.set_grad_enabled(grad_mode):
+            r, s = check_raises_like(lambda: ref(x), lambda: shim(x))
+        # the failing layer is named, with the shape it received
+        assert_error_like(r, s, "Linear(in_features=5, out_features=1, bias=True) got input "
+                                "shape (2, 4) float32")
+    r, s = check_raises_like(lambda: torch.nn.MSELoss()(torch.randn(2, 3), torch.randn(4, 3)),
+                             lambda: shimnn.MSELoss()(torch.randn(2, 3), torch.randn(4, 3)))
+    assert_error_like(r, s, "MSELoss() got input shape (2, 3) float32, target shape (4, 3)")

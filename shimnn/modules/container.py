@@ -19,7 +19,7 @@ from .._graph import (
     set_grad_enabled,
     wrap,
 )
-from .module import Module
+from .module import _CONTEXT_ERRORS, Module, _add_context
 
 __all__ = ["Sequential"]
 
@@ -77,8 +77,13 @@ def _run_chain(layers: tuple[Any, ...], input: Tensor, matrix_path: bool) -> Ten
     with no_dispatch():
         if not is_grad_enabled():
             h = input
-            for m in layers:
-                h = CHAIN_STEPS[type(m)].plain(m, h)
+            try:
+                for m in layers:
+                    layer_input = h
+                    h = CHAIN_STEPS[type(m)].plain(m, h)
+            except _CONTEXT_ERRORS as error:
+                _add_context(error, m, (layer_input,))  # name the layer
+                raise
             return h if type(h) is TrackedTensor else wrap(h)
         e_input = edge(input)
         if matrix_path and input.dim() == 2:
@@ -93,6 +98,7 @@ def _run_chain(layers: tuple[Any, ...], input: Tensor, matrix_path: bool) -> Ten
         set_grad_enabled(False)
         try:
             for m in layers:
+                layer_input = h
                 h, backward, layer_saved, name, edges = CHAIN_STEPS[type(m)].step(m, h, upstream)
                 if upstream or not all(e is None for e in edges):
                     steps.append((backward, len(edges)))
@@ -100,6 +106,9 @@ def _run_chain(layers: tuple[Any, ...], input: Tensor, matrix_path: bool) -> Ten
                     saved += layer_saved
                     versions += [t._version for t in layer_saved]
                     upstream = True
+        except _CONTEXT_ERRORS as error:
+            _add_context(error, m, (layer_input,))  # name the layer, not just the Sequential
+            raise
         finally:
             set_grad_enabled(True)
         if not steps:
@@ -148,6 +157,7 @@ def _run_mlp(layers: tuple[Any, ...], input: Tensor, e_input: Edge) -> Tensor:
     set_grad_enabled(False)
     try:
         for m in layers:
+            layer_input = h
             kind = CHAIN_STEPS[type(m)].kind
             if kind == LINEAR:
                 params = m._parameters
@@ -185,6 +195,9 @@ def _run_mlp(layers: tuple[Any, ...], input: Tensor, e_input: Edge) -> Tensor:
                     records.append((RELU, h))
                     saved.append(h)
                     versions.append(h._version)
+    except _CONTEXT_ERRORS as error:
+        _add_context(error, m, (layer_input,))  # name the layer, not just the Sequential
+        raise
     finally:
         set_grad_enabled(True)
     if not records:

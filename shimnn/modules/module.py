@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.nn.modules import module as _torch_module
 
 from .._graph import _torch_function, no_dispatch, tensor_backward
 
@@ -66,6 +67,22 @@ class Module(torch.nn.Module):
             value.__class__ = Parameter
         super().__setattr__(name, value)
 
+    def _call_impl(self, *args: Any, **kwargs: Any) -> Any:
+        # torch's fast path (no hooks) with the same frame depth, so warnings' stack levels
+        # point where torch's do; an error is re-raised (same exception, same type) with a
+        # message that names this module and its inputs.
+        if (self._forward_hooks or self._forward_pre_hooks or self._backward_hooks
+                or self._backward_pre_hooks or _has_global_hooks()
+                or torch._C._get_tracing_state()):
+            return super()._call_impl(*args, **kwargs)
+        try:
+            return self.forward(*args, **kwargs)
+        except _CONTEXT_ERRORS as error:
+            _add_context(error, self, args)
+            raise
+
+    __call__ = torch.nn.Module.__call__  # (torch's __call__ dispatches to _call_impl)
+
     def _backward_hooks_unsupported(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(
             f"{type(self).__name__}: module backward hooks run inside torch's autograd engine, "
@@ -76,3 +93,33 @@ class Module(torch.nn.Module):
     register_full_backward_hook = _backward_hooks_unsupported  # type: ignore[assignment]
     register_full_backward_pre_hook = _backward_hooks_unsupported  # type: ignore[assignment]
     register_backward_hook = _backward_hooks_unsupported  # type: ignore[assignment]
+
+
+_CONTEXT_ERRORS = (RuntimeError, ValueError, TypeError, IndexError)
+
+
+def _has_global_hooks() -> bool:
+    m = _torch_module
+    return bool(m._global_forward_hooks or m._global_forward_pre_hooks
+                or m._global_backward_hooks or m._global_backward_pre_hooks)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Tensor):
+        with no_dispatch():
+            return f"shape {tuple(value.shape)} {str(value.dtype).replace('torch.', '')}"
+    return type(value).__name__
+
+
+def _add_context(error: BaseException, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
+    """Prefix the message of ``error`` with the module and its inputs (innermost module only)."""
+    if getattr(error, "_shimnn_context", False) or not error.args or not isinstance(
+            error.args[0], str):
+        return
+    names = ("input", "target") if len(args) == 2 else tuple(f"input {i}" for i in range(
+        len(args))) if len(args) > 2 else ("input",)
+    inputs = ", ".join(f"{name} {_describe(a)}" for name, a in zip(names, args))
+    extra = module.extra_repr()
+    label = f"{type(module).__name__}({extra})" if "\n" not in extra else type(module).__name__
+    error.args = (f"{label} got {inputs}: {error.args[0]}", *error.args[1:])
+    error._shimnn_context = True  # type: ignore[attr-defined]
