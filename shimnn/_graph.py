@@ -164,6 +164,10 @@ def check_inplace_target(t: Tensor, name: str) -> None:
             "supported; use an out-of-place operation (x = x.op(...)).")
 
 
+def _torch_recorded(t: Tensor) -> bool:
+    return type(t) is not TrackedTensor and _grad_fn(t) is not None
+
+
 def wrap(result: Tensor) -> TrackedTensor:
     """The plain kernel result as a TrackedTensor without a graph."""
     out = _make_subclass(TrackedTensor, result)
@@ -524,7 +528,9 @@ def _fallback(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         edges: tuple[Edge, ...] = ()
         if (is_grad_enabled() and func not in _NON_DIFFERENTIABLE and name not in _NOT_INPLACE
                 and getattr(func, "__module__", None) != "torch.nn.init"):  # runs under no_grad
-            edges = tuple(edge(t) for t in tensors)
+            # A tensor with torch autograd history is torch's to differentiate (and the op
+            # may not even be differentiable, like torch.equal): no shimnn edge for it.
+            edges = tuple(None if _torch_recorded(t) else edge(t) for t in tensors)
         if not any(e is not None for e in edges):
             result = func(*args, **kwargs)
             if getattr(func, "__name__", None) == "__get__" or not any(

@@ -284,3 +284,11 @@ def test_inplace_layer_after_a_saving_layer_raises_in_a_fused_chain(act: str) ->
     _, shim_exc = check_raises_like(lambda: ref_out.sum().backward(),
                                     lambda: shim_out.sum().backward())
     assert "modified by an inplace operation" in str(shim_exc)
+
+
+def test_non_differentiable_torch_call_mixing_torch_and_shimnn_graphs() -> None:
+    ref, shim = _pair(lambda nn: nn.Linear(3, 2))
+    x = torch.randn(4, 3)
+    out_ref, out_shim = ref(x), shim(x)  # one recorded by torch, one by shimnn
+    assert torch.equal(out_ref, out_shim)
+    assert torch.allclose(out_shim, out_ref) and bool((out_shim == out_ref).all())

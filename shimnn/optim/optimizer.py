@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import (
     Optimizer,
-    _default_to_fused_or_foreach,
+    _get_foreach_kernels_supported_devices,
     _global_optimizer_post_hooks,
     _global_optimizer_pre_hooks,
 )
@@ -39,11 +39,13 @@ def _scalar_dtype() -> torch.dtype:
 
 
 def _default_foreach(params: list[Tensor], lr: Any = None) -> bool:
-    """torch's choice when ``foreach`` is ``None``: multi-tensor only for plain tensors on
-    foreach devices (never on CPU, never for shimnn parameters); Adam also never with a
-    tensor lr."""
-    _, foreach = _default_to_fused_or_foreach(params, False, use_fused=False)
-    return bool(foreach) and not isinstance(lr, Tensor)
+    """torch's choice when ``foreach`` is ``None``, as torch makes it for the same model's
+    ``torch.nn.Parameter``s: the multi-tensor path only when every parameter is on a device with
+    foreach kernels (CUDA-like; never CPU). Adam also never takes it with a tensor lr."""
+    devices = _get_foreach_kernels_supported_devices()
+    foreach = all(p is None or (isinstance(p, Tensor) and p.device.type in devices)
+                  for p in params)
+    return foreach and not isinstance(lr, Tensor) and not torch.jit.is_scripting()
 
 
 def _step_tensor() -> Tensor:

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import ParamsT
 
-from .optimizer import ShimOptimizer
+from .optimizer import ShimOptimizer, _default_foreach
 
 __all__ = ["SGD", "sgd"]
 
@@ -138,11 +138,16 @@ def sgd(
 ) -> None:
     """Apply one SGD update in place; new momentum buffers are stored in the list.
 
-    Each tensor sees exactly the kernels of torch's single-tensor SGD in the same order; the
-    ``torch._foreach_*`` calls run those same kernels tensor by tensor, in one dispatch.
+    ``foreach=None`` makes torch's choice (its single-tensor path on CPU). Each tensor sees
+    exactly the kernels of torch's single-tensor SGD in the same order; on CPU the
+    ``torch._foreach_*`` calls run those same kernels tensor by tensor, in one dispatch, so
+    they serve both paths there. Elsewhere the single-tensor path loops, as torch's does.
     """
     alpha = -float(lr)
-    if any([g.is_sparse for g in grads]):
+    cpu_only = all([p.is_cpu for p in params])
+    if foreach is None:  # torch never picks its multi-tensor path on CPU
+        foreach = not cpu_only and _default_foreach(params)
+    if any([g.is_sparse for g in grads]) or not (foreach or cpu_only):
         for i, (p, g) in enumerate(zip(params, grads)):
             g = -g if maximize else g
             if weight_decay != 0:
