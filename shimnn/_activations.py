@@ -38,7 +38,6 @@ from ._graph import (
     implements,
     is_grad_enabled,
     no_dispatch,
-    record,
     run_kernel,
     wrap,
 )
@@ -640,21 +639,14 @@ def _dropout_kernel_(input: Tensor, p: float) -> Tensor:
     return input.mul_(_dropout_noise(input, p))
 
 
-def _identity_backward(grad: Tensor) -> tuple[Tensor]:
-    return (grad,)
-
-
 def _returned_input(input: Tensor) -> TrackedTensor:
-    """What torch's dropout returns when it does nothing: the input itself. A tensor that is
-    not a TrackedTensor is returned as one (an alias), with a pass-through node when it is a
-    leaf that needs a gradient."""
+    """What torch's dropout returns when it does nothing: the input itself. So is a leaf that
+    needs a gradient (an in-place op on the result must raise torch's leaf error); another
+    plain tensor is returned as a TrackedTensor alias without a graph."""
     with no_dispatch():
-        if type(input) is TrackedTensor:
+        if type(input) is TrackedTensor or (is_grad_enabled() and edge(input) is input):
             return input  # type: ignore[return-value]
-        e_input = edge(input) if is_grad_enabled() else None
-        if e_input is None:
-            return wrap(input)
-        return record(input, "AliasBackward0", _identity_backward, (e_input,))
+        return wrap(input)
 
 
 def _dropout(input: Tensor, p: float, train: bool, inplace: bool) -> TrackedTensor:

@@ -143,16 +143,26 @@ def edge(t: Tensor | None) -> Edge:
                     "operation, or use an out-of-place operation.")
             return node
     if _requires_grad(t):
-        if _grad_fn(t) is not None:
-            raise RuntimeError(
-                f"shimnn: a tensor recorded by torch's autograd ({_grad_fn(t).name()}) reached a "
-                "shimnn operation. Operations between plain tensors that require grad are "
-                "recorded by torch, not by shimnn, and their gradient would be lost. Make the "
-                "leaf a shimnn.Parameter (or a shimnn.TrackedTensor via "
-                "t.as_subclass(shimnn.TrackedTensor)) so shimnn records those operations."
-            )
+        grad_fn = _grad_fn(t)
+        if grad_fn is not None:
+            return _torch_recorded(grad_fn.name())
         return t
     return None
+
+
+def _torch_recorded(name: str) -> Node:
+    """The edge of a tensor torch's autograd recorded (a torch module with parameters of its
+    own, or an op between plain tensors that require grad): shimnn's graph cannot reach torch's,
+    so a gradient through it raises, naming torch's node, instead of being silently lost."""
+
+    def backward(grad: Tensor) -> Sequence[Tensor | None]:
+        raise NotImplementedError(
+            f"shimnn: a gradient must flow into a tensor computed by torch's autograd ({name}): "
+            "a torch operation or module shimnn does not implement, applied to tensors that "
+            "require grad. shimnn's backward cannot enter torch's graph. Use shimnn's version "
+            "of it, or make its leaves shimnn Parameters so shimnn records their operations.")
+
+    return Node(name, backward, ())
 
 
 def check_inplace_target(t: Tensor, name: str) -> None:
@@ -164,7 +174,7 @@ def check_inplace_target(t: Tensor, name: str) -> None:
             "supported; use an out-of-place operation (x = x.op(...)).")
 
 
-def _torch_recorded(t: Tensor) -> bool:
+def _has_torch_graph(t: Tensor) -> bool:
     return type(t) is not TrackedTensor and _grad_fn(t) is not None
 
 
@@ -530,7 +540,7 @@ def _fallback(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
                 and getattr(func, "__module__", None) != "torch.nn.init"):  # runs under no_grad
             # A tensor with torch autograd history is torch's to differentiate (and the op
             # may not even be differentiable, like torch.equal): no shimnn edge for it.
-            edges = tuple(None if _torch_recorded(t) else edge(t) for t in tensors)
+            edges = tuple(None if _has_torch_graph(t) else edge(t) for t in tensors)
         if not any(e is not None for e in edges):
             result = func(*args, **kwargs)
             if getattr(func, "__name__", None) == "__get__" or not any(

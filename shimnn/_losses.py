@@ -14,6 +14,7 @@ tensor it flows to).
 
 from __future__ import annotations
 
+import math
 import sys
 import warnings
 from collections.abc import Callable
@@ -875,7 +876,10 @@ def cross_entropy_smoothing_forward(input: Tensor, target: Tensor, weight: Tenso
         smoothed = smooth.sum()
     else:
         smoothed = smooth
-    nll_scale, smooth_scale = 1 - label_smoothing, label_smoothing / n_classes
+    # C++ divides in double: x / 0 is inf (nan for 0 / 0), where Python would raise.
+    smooth_scale = label_smoothing / n_classes if n_classes else (
+        math.copysign(math.inf, label_smoothing) if label_smoothing else math.nan)
+    nll_scale = 1 - label_smoothing
     scaled_nll = nll_scale * nll
     scaled_smooth = smoothed * smooth_scale
     out = scaled_nll + scaled_smooth

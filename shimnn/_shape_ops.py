@@ -19,12 +19,15 @@ from torch import Tensor
 
 from ._graph import (
     Recorded,
+    TrackedTensor,
     _fallback,
     apply,
     edge,
     implements,
     is_grad_enabled,
     no_dispatch,
+    record,
+    set_grad_enabled,
     wrap,
 )
 from .functional import _check_real, _folds, _is_column_major
@@ -36,19 +39,23 @@ _TensorBase: Any = torch._C.TensorBase
 
 def _view_op(name: str, kernel: Callable[..., Tensor], backward_for: Callable[..., Any],
              input: Tensor, *args: Any, **kwargs: Any) -> Tensor:
-    """Record a view-like op. ``backward_for(input_shape, *args)`` builds the backward."""
+    """Record a view-like op. ``backward_for(input, *args)`` builds the backward. When torch's
+    op returns its input itself (a flatten that changes nothing), so does this one."""
     with no_dispatch():
-        if is_grad_enabled():
-            e_input = edge(input)
-            if e_input is not None:
-                def forward(x: Tensor) -> Recorded:
-                    out = kernel(x, *args, **kwargs)
-                    return out, backward_for(x, *args, **kwargs), (), name
-
-                out = apply(forward, (e_input,), input)
-                out._view_version = out._version
-                return out
-        return wrap(kernel(input, *args, **kwargs))
+        e_input = edge(input) if is_grad_enabled() else None
+        if e_input is None:
+            out = kernel(input, *args, **kwargs)
+            return out if out is input and type(out) is TrackedTensor else wrap(out)
+        set_grad_enabled(False)
+        try:
+            out = kernel(input, *args, **kwargs)
+        finally:
+            set_grad_enabled(True)
+        if out is input:
+            return input
+        result = record(out, name, backward_for(input, *args, **kwargs), (e_input,))
+        result._view_version = result._version
+        return result
 
 
 def _reshape_backward(x: Tensor, *args: Any, **kwargs: Any) -> Callable[[Tensor], tuple[Tensor]]:

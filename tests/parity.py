@@ -123,3 +123,12 @@ def assert_error_like(ref: BaseException, shim: BaseException, module: str | Non
     assert str(shim).endswith(str(ref)), f"{shim!s} does not end with torch's {ref!s}"
     if module is not None:
         assert str(shim).startswith(module), f"{shim!s} does not name {module}"
+
+
+def reraise(exc: BaseException) -> Callable[[], None]:
+    """A call that raises ``exc`` again (to compare a recorded exception with check_raises_like)."""
+
+    def call() -> None:
+        raise exc
+
+    return call

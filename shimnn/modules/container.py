@@ -46,7 +46,8 @@ class Sequential(torch.nn.Sequential, Module):
 def _fusable_layers(seq: Sequential, input: Any) -> tuple[tuple[Any, ...], bool] | None:
     """The children and whether all have a matrix fast path, if the chain can run fused: all of
     them plain shimnn layers (exact types: a subclass may override forward), no hook anywhere,
-    no tracing, no in-place first layer (it would have to rewrite the caller's tensor's node)."""
+    no tracing, in-place layers only right after a Linear (so never first: that would have to
+    rewrite the caller's tensor's node)."""
     if (_torch_module._global_forward_hooks or _torch_module._global_forward_pre_hooks
             or _torch_module._global_backward_hooks or _torch_module._global_backward_pre_hooks
             or not isinstance(input, Tensor) or torch._C._get_tracing_state() is not None):
@@ -59,11 +60,17 @@ def _fusable_layers(seq: Sequential, input: Any) -> tuple[tuple[Any, ...], bool]
         cache = seq.__dict__["_shim_chain_types"] = (layers, ok, matrix)
     if not cache[1]:
         return None
+    previous = None
     for m in layers:
         if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks:
             return None
-    if vars(layers[0]).get("inplace", False):
-        return None
+        # An in-place layer is fused only right after a Linear, whose fresh output nobody saved:
+        # after a layer that saved its output torch's backward must raise, and the unfused path
+        # (version-checked node by node) does.
+        if vars(m).get("inplace", False) and (
+                previous is None or CHAIN_STEPS[type(previous)].kind != LINEAR):
+            return None
+        previous = m
     return layers, cache[2]
 
 
