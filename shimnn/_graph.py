@@ -363,19 +363,20 @@ def _backward(
     pop, push = heapq.heappop, heapq.heappush
     while heap:
         _, node = pop(heap)
-        g = node_grads.pop(node)
         if node.hooks or node.retained:
-            g = _run_tensor_hooks(node, g)
+            node_grads[node] = _run_tensor_hooks(node, node_grads[node])
         _check_saved(node)
         backward_fn = node.backward
         if not retain_graph:
             # The node's own references go now: a node that frees as it goes (a fused chain)
             # then holds each saved tensor only as long as its backward needs it.
             node.release()
+        # The incoming gradient is handed over, not kept here: a fused chain frees it once
+        # its last layer has used it, as torch's engine frees a consumed input buffer.
         if node.takes_retain:
-            input_grads = backward_fn(g, retain_graph)  # type: ignore[misc, call-arg]
+            input_grads = backward_fn(node_grads.pop(node), retain_graph)  # type: ignore[misc]
         else:
-            input_grads = backward_fn(g)  # type: ignore[misc]
+            input_grads = backward_fn(node_grads.pop(node))  # type: ignore[misc]
         del backward_fn
         for e, gi in zip(node.inputs, input_grads):
             if e is None or gi is None:

@@ -127,6 +127,7 @@ def _run_chain(layers: tuple[Any, ...], input: Tensor, matrix_path: bool) -> Ten
         def backward(grad: Tensor, retain_graph: bool) -> list[Tensor | None]:
             grads: list[Tensor | None] = []
             g: Tensor | None = grad
+            del grad  # g alone holds it: freed once the last layer has used it
             for i in range(len(steps) - 1, -1, -1):
                 layer_backward, n = steps[i]
                 if not retain_graph:
@@ -218,6 +219,7 @@ def _run_mlp(layers: tuple[Any, ...], input: Tensor, e_input: Edge) -> Tensor:
     def backward(grad: Tensor, retain_graph: bool) -> list[Tensor | None]:
         grads: list[Tensor | None] = []
         g: Tensor | None = grad
+        del grad  # g alone holds it: freed once the last layer has used it
         for i in range(len(records) - 1, -1, -1):
             r = records[i]
             if not retain_graph:

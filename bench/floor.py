@@ -1,0 +1,93 @@
+"""How close a shimnn step is to the floor (``python -m bench.floor``).
+
+Counts the ATen operations one training step of the seed network dispatches (torch vs shimnn),
+and times, interleaved, torch, shimnn and a *bare* step: the same kernels shimnn calls, written
+straight in one function with no framework (no modules, graph or optimizer objects). The bare
+step bounds what any Python framework over these kernels can reach."""
+
+from __future__ import annotations
+
+import statistics
+import timeit
+from collections.abc import Callable
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from bench._timing import interleaved
+from bench._workloads import SEED_TASK, batch_data, workload
+
+_threshold_backward = torch.ops.aten.threshold_backward.default._op
+_tanh_backward = torch.ops.aten.tanh_backward.default._op
+_mse_loss_backward = torch.ops.aten.mse_loss_backward.default._op
+
+
+def bare_step(momentum: float = 0.9, lr: float = 0.1) -> Callable[[], None]:
+    """One SGD-momentum step of the seed network, hand-written with shimnn's kernels."""
+    torch.manual_seed(0)
+    sizes = SEED_TASK.sizes
+    weights = [torch.randn(o, i) * 0.3 for i, o in zip(sizes, sizes[1:])]
+    biases = [torch.zeros(o) for o in sizes[1:]]
+    params = [t for pair in zip(weights, biases) for t in pair]
+    bufs = [torch.zeros_like(p) for p in params]
+    x, y = batch_data(SEED_TASK)
+    ones = torch.ones(())
+    last = len(weights) - 1
+
+    def step() -> None:
+        h, acts = x, []
+        for i, (w, b) in enumerate(zip(weights, biases)):
+            acts.append(h)
+            h = torch._C._nn.linear(h, w, b)
+            h = torch.tanh(h) if i == last else torch.relu(h)
+            acts.append(h)
+        torch._C._nn.mse_loss(h, y, 1)
+        g = _mse_loss_backward(ones, h, y, 1)
+        grads: list[torch.Tensor] = [g] * len(params)
+        for i in range(last, -1, -1):
+            out, inp = acts[2 * i + 1], acts[2 * i]
+            g = _tanh_backward(g, out) if i == last else _threshold_backward(g, out, 0)
+            grads[2 * i], grads[2 * i + 1] = g.t().mm(inp), g.sum(0)
+            if i:
+                g = g.mm(weights[i])
+        torch._foreach_mul_(bufs, momentum)
+        torch._foreach_add_(bufs, grads)
+        torch._foreach_add_(params, bufs, alpha=-lr)
+
+    return step
+
+
+def count_ops(step: object) -> int:
+    """Top-level ATen calls (``aten::`` events without an ``aten::`` parent) of one call."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()  # type: ignore[operator]
+    events = [e for e in prof.events() if e.name.startswith("aten::")]
+    ids = {e.id for e in events}
+    return sum(1 for e in events if e.cpu_parent is None or e.cpu_parent.id not in ids)
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    relu = torch.relu
+    x = torch.randn(50, 25)
+    per_call = min(timeit.repeat(lambda: relu(x), number=20000, repeat=5)) / 20000
+    print(f"one small dispatch (torch.relu on 50x25 from Python): {per_call * 1e6:.2f} us")
+    steps = {"torch": workload("torch", SEED_TASK, "momentum").step,
+             "shimnn": workload("shimnn", SEED_TASK, "momentum").step,
+             "bare": bare_step()}
+    for name, step in steps.items():
+        for _ in range(3):
+            step()
+        n = count_ops(step)
+        print(f"{name:6s} seed network batch 50, SGD momentum: {n} top-level ATen calls per "
+              f"step (x {per_call * 1e6:.2f} us = {n * per_call * 1e6:.0f} us)")
+    times = interleaved(steps, blocks=51, block_s=0.02)
+    median = {name: statistics.median(t) * 1e6 for name, t in times.items()}
+    print("interleaved, 51 rounds: " + ", ".join(f"{n} {m:.0f} us" for n, m in median.items())
+          + f"; torch/shimnn {median['torch'] / median['shimnn']:.2f}x, torch/bare "
+          f"{median['torch'] / median['bare']:.2f}x, shimnn/bare "
+          f"{median['shimnn'] / median['bare']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
