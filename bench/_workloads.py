@@ -24,6 +24,7 @@ __all__ = [
     "FRAMEWORKS",
     "NETWORKS",
     "OPTIMIZERS",
+    "BATCHES",
     "SEED_TASK",
     "Network",
     "Workload",
@@ -89,30 +90,44 @@ def build_model(nn: ModuleType, network: Network, seed: int = 0) -> Any:
     return nn.Sequential(*layers)
 
 
-def batch_data(network: Network, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """One batch: the first ``batch`` disc training points for the seed network, otherwise
-    standard normal inputs and targets from a generator seeded with ``seed``."""
+BATCHES = 20
+"""Mini-batches a step workload cycles through. Training one fixed batch for thousands of
+steps fits it almost exactly: gradients and momentum buffers then fall into the denormal
+range, where CPU arithmetic is many times slower, which says nothing about training."""
+
+
+def batch_data(network: Network, seed: int = 0, batches: int = 1
+               ) -> tuple[Tensor, Tensor]:
+    """``batches`` consecutive batches stacked (``batches * batch`` rows): disc training points
+    for the seed network, otherwise standard normal inputs and targets from a generator seeded
+    with ``seed``."""
+    n = network.batch * batches
     if network.seed_task:
-        x, y = disc_data(seed, n_train=max(network.batch, 1000))[:2]
-        return x[:network.batch], y[:network.batch]
+        x, y = disc_data(seed, n_train=max(n, 1000))[:2]
+        return x[:n], y[:n]
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(network.batch, network.sizes[0], generator=g)
-    return x, torch.randn(network.batch, network.sizes[-1], generator=g)
+    x = torch.randn(n, network.sizes[0], generator=g)
+    return x, torch.randn(n, network.sizes[-1], generator=g)
 
 
 @dataclass
 class Workload:
-    """A model with its optimizer, loss and batch, and the operations timed on it."""
+    """A model with its optimizer, loss and mini-batches, and the operations timed on it."""
 
     model: Any
     optimizer: Any
     criterion: Any
-    x: Tensor
+    x: Tensor  # the first mini-batch (forward passes use it)
     y: Tensor
+    batches: list[tuple[Tensor, Tensor]]
+    next_batch: int = 0
 
     def step(self) -> Tensor:
-        """One training step: forward, loss, zero_grad, backward, optimizer step."""
-        loss = self.criterion(self.model(self.x), self.y)
+        """One training step on the next mini-batch (cycling): forward, loss, zero_grad,
+        backward, optimizer step."""
+        x, y = self.batches[self.next_batch]
+        self.next_batch = (self.next_batch + 1) % len(self.batches)
+        loss = self.criterion(self.model(x), y)
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
@@ -134,7 +149,10 @@ def workload(framework: str, network: Network, optimizer: str = "sgd",
     nn, optim = FRAMEWORKS[framework]
     model = build_model(nn, network, seed)
     opt = optim.SGD(model.parameters(), **OPTIMIZERS[optimizer])
-    return Workload(model, opt, nn.MSELoss(), *batch_data(network, seed))
+    x, y = batch_data(network, seed, BATCHES)
+    batches = [(x[i:i + network.batch], y[i:i + network.batch])
+               for i in range(0, len(x), network.batch)]
+    return Workload(model, opt, nn.MSELoss(), *batches[0], batches)
 
 
 def epoch_workload(framework: str, optimizer: str = "sgd", seed: int = 0,

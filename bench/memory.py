@@ -68,8 +68,9 @@ def child(framework: str, batch: int, steps: int, momentum: float) -> dict[str, 
     network = Network(NETWORK_SIZES, batch)
     nn, optim = FRAMEWORKS[framework]
     model = build_model(nn, network)
+    x, y = batch_data(network)
     w = Workload(model, optim.SGD(model.parameters(), lr=0.1, momentum=momentum),
-                 nn.MSELoss(), *batch_data(network))
+                 nn.MSELoss(), x, y, [(x, y)])
     for _ in range(2):
         w.step()
     before, peak = [], []
