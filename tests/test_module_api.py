@@ -172,3 +172,25 @@ def test_flatten_unflatten(dims: tuple[int, int]) -> None:
     with pytest.raises(TypeError) as shim_exc:
         shimnn.Unflatten(1, (2, 3.0))
     assert str(shim_exc.value) == str(ref_exc.value)
+
+
+@pytest.mark.parametrize("optimizer", ["SGD", "Adam", "RMSprop"])
+def test_torch_optimizers_and_schedulers_drive_shimnn_parameters(optimizer: str) -> None:
+    # The parameter idioms of real scripts: torch.optim's own optimizers and schedulers step
+    # shimnn parameters whose .grad shimnn filled, exactly as they step torch's.
+    ref, shim = twin_modules(lambda nn: nn.Sequential(nn.Linear(3, 8), nn.Tanh(),
+                                                      nn.Linear(8, 1)))
+    opts = [getattr(torch.optim, optimizer)(m.parameters(), lr=0.05) for m in (ref, shim)]
+    scheds = [torch.optim.lr_scheduler.ExponentialLR(o, gamma=0.9) for o in opts]
+    g = torch.Generator().manual_seed(0)
+    for _ in range(6):
+        x, y = torch.randn(10, 3, generator=g), torch.randn(10, 1, generator=g)
+        for m, o, s, nn in zip((ref, shim), opts, scheds, (torch.nn, shimnn)):
+            o.zero_grad()
+            nn.MSELoss()(m(x), y).backward()
+            torch.nn.utils.clip_grad_norm_(m.parameters(), 0.5)
+            o.step()
+            s.step()
+    for a, b in zip(shim.parameters(), ref.parameters()):
+        assert_same(a, b)
+        assert isinstance(a, shimnn.Parameter)
