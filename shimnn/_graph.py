@@ -307,7 +307,7 @@ def backward(
         set_grad_enabled(prev_grad_mode)
 
 
-_ONES: dict[tuple[torch.dtype, torch.device], Tensor] = {}
+_ONES: dict[torch.dtype, Tensor] = {}  # CPU scalar ones, by dtype
 
 
 def _root_grad(i: int, root: Tensor, grad: Tensor | None, shareable: bool) -> Tensor:
@@ -318,12 +318,11 @@ def _root_grad(i: int, root: Tensor, grad: Tensor | None, shareable: bool) -> Te
             raise RuntimeError(
                 f"grad can be implicitly created only for real scalar outputs but got {root.dtype}"
             )
-        if shareable and root.dim() == 0:
+        if shareable and root.dim() == 0 and root.is_cpu:
             # The implicit 1 of a scalar loss is only read by backward functions: reuse it.
-            key = (root.dtype, root.device)
-            ones = _ONES.get(key)
+            ones = _ONES.get(root.dtype)
             if ones is None:
-                ones = _ONES[key] = torch.ones((), dtype=root.dtype, device=root.device)
+                ones = _ONES[root.dtype] = torch.ones((), dtype=root.dtype)
             return ones
         return torch.ones_like(root, memory_format=torch.contiguous_format)
     if not isinstance(grad, Tensor):
@@ -399,7 +398,15 @@ def _backward(
         wanted = {id(t) for t in inputs}
         leaf_grads = {k: v for k, v in leaf_grads.items() if k in wanted}
     for leaf, g in leaf_grads.values():
-        _accumulate_leaf(leaf, g, foreign)
+        # The common case inline: no hooks, no .grad yet, a fresh gradient of the right dtype
+        # and layout, stored as is (as torch's AccumulateGrad steals it).
+        if (leaf._backward_hooks is None and leaf._post_accumulate_grad_hooks is None
+                and leaf.grad is None and g.dtype is leaf.dtype and g._base is None
+                and id(g) not in foreign and g.is_contiguous()):
+            foreign.add(id(g))
+            leaf.grad = g
+        else:
+            _accumulate_leaf(leaf, g, foreign)
 
 
 def _send(e: Edge, g: Tensor, node_grads: dict[Node, Tensor], leaf_grads: dict[int, list[Any]],
