@@ -46,16 +46,23 @@ def _shim_owned(shim_module: ModuleType, names: Iterable[str]) -> set[str]:
     return owned
 
 
+_OPERATORS = {"__add__": "+", "__radd__": "+", "__iadd__": "+=", "__sub__": "-",
+              "__rsub__": "-", "__isub__": "-=", "__mul__": "*", "__rmul__": "*",
+              "__truediv__": "/", "__rdiv__": "/", "__rtruediv__": "/", "__div__": "/",
+              "__neg__": "unary -", "__matmul__": "@", "__rmatmul__": "@", "__pow__": "**",
+              "__getitem__": "[ ] (ints, slices)", "__abs__": "abs()"}
+
+
 def _tensor_ops() -> list[str]:
     from ._graph import HANDLED
 
     names = set()
     for func in HANDLED:
         name = getattr(func, "__name__", "")
-        if name == "__get__":
-            name = getattr(getattr(func, "__self__", None), "__name__", name)
-        names.add(name.strip("_"))
-    return sorted(n for n in names if n)
+        if name == "__get__":  # a property: .T, .mT
+            name = "." + getattr(getattr(func, "__self__", None), "__name__", name)
+        names.add(_OPERATORS.get(name, name))
+    return sorted(n for n in names if n and not n.startswith("_"))
 
 
 def support_table() -> str:
