@@ -359,7 +359,7 @@ def _backward(
             foreign.add(id(g))
         _send(e, g, node_grads, leaf_grads, heap)
 
-    pop, push = heapq.heappop, heapq.heappush
+    pop = heapq.heappop
     while heap:
         _, node = pop(heap)
         if node.hooks or node.retained:
@@ -378,39 +378,19 @@ def _backward(
             input_grads = backward_fn(node_grads.pop(node))  # type: ignore[misc]
         del backward_fn
         for e, gi in zip(node.inputs, input_grads):
-            if e is None or gi is None:
-                continue
-            if type(e) is Node:  # torch's input buffer: the first gradient, then old + new
-                prev = node_grads.get(e)
-                if prev is None:
-                    node_grads[e] = gi
-                    push(heap, (-e.seq, e))
-                else:
-                    node_grads[e] = prev + gi
-            else:
-                entry = leaf_grads.get(id(e))
-                if entry is None:
-                    leaf_grads[id(e)] = [e, gi]
-                else:
-                    entry[1] = entry[1] + gi
+            if e is not None and gi is not None:
+                _send(e, gi, node_grads, leaf_grads, heap)
 
     if inputs is not None:
         wanted = {id(t) for t in inputs}
         leaf_grads = {k: v for k, v in leaf_grads.items() if k in wanted}
     for leaf, g in leaf_grads.values():
-        # The common case inline: no hooks, no .grad yet, a fresh gradient of the right dtype
-        # and layout, stored as is (as torch's AccumulateGrad steals it).
-        if (leaf._backward_hooks is None and leaf._post_accumulate_grad_hooks is None
-                and leaf.grad is None and g.dtype is leaf.dtype and g._base is None
-                and id(g) not in foreign and g.is_contiguous()):
-            foreign.add(id(g))
-            leaf.grad = g
-        else:
-            _accumulate_leaf(leaf, g, foreign)
+        _accumulate_leaf(leaf, g, foreign)
 
 
 def _send(e: Edge, g: Tensor, node_grads: dict[Node, Tensor], leaf_grads: dict[int, list[Any]],
           heap: list[tuple[int, Node]]) -> None:
+    """Hand ``g`` to its edge: torch's input buffer, the first gradient, then old + new."""
     if type(e) is Node:
         prev = node_grads.get(e)
         if prev is None:

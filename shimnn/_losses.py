@@ -34,7 +34,7 @@ from ._graph import (
     sum_to,
     wrap,
 )
-from .functional import _check_real, _legacy_reduction, _reduce_to
+from .functional import _check_real, _legacy_reduction, _reduce_to, _reduction_enum
 
 __all__: list[str] = [
     "binary_cross_entropy",
@@ -793,9 +793,7 @@ def nll_loss(
     the same views as torch). The target and the weight take no gradient (torch raises if the
     weight requires one).
     """
-    if size_average is not None or reduce is not None:
-        reduction = _legacy_reduction(size_average, reduce)
-    enum = _get_enum(reduction)
+    enum = _reduction_enum(size_average, reduce, reduction)
     with no_dispatch():
         if is_grad_enabled():
             e_input = edge(input)
@@ -1051,7 +1049,6 @@ def cross_entropy(
     ``log_softmax(x) * y * w``, which also gives the target (and a weight that requires it) a
     gradient. A weight that requires grad with class-index targets raises as in torch.
     """
-    if size_average is not None or reduce is not None:
-        reduction = _legacy_reduction(size_average, reduce)
-    return _cross_entropy(input, target, weight, _get_enum(reduction), ignore_index,
+    return _cross_entropy(input, target, weight,
+                          _reduction_enum(size_average, reduce, reduction), ignore_index,
                           label_smoothing)
