@@ -76,6 +76,28 @@ def _view_as_real(params: list[Tensor], *state_and_grads: list[Tensor]) -> None:
                 s[i] = torch.view_as_real(s[i])
 
 
+_SCALARS: dict[torch.dtype, tuple[float, Tensor]] = {}  # the last scalar, by dtype
+
+
+def _foreach_mul_(tensors: list[Tensor], value: Any) -> None:
+    """``torch._foreach_mul_(tensors, value)`` for a number ``value``.
+
+    On CPU, for float32 and float64 tensors, the number goes in as a 0-d tensor of their dtype:
+    the kernel multiplies by the same value (the scalar cast to the tensors' dtype, which is its
+    compute type), without wrapping the number into a new tensor for every tensor of the list
+    (about 1.5 us each).
+    """
+    dtype = tensors[0].dtype if tensors else None
+    if (type(value) is float and (dtype is torch.float32 or dtype is torch.float64)
+            and all([t.dtype is dtype and t.is_cpu for t in tensors])):
+        cached = _SCALARS.get(dtype)
+        if cached is None or cached[0] != value:
+            cached = _SCALARS[dtype] = (value, torch.tensor(value, dtype=dtype))
+        torch._foreach_mul_(tensors, cached[1])
+    else:
+        torch._foreach_mul_(tensors, value)
+
+
 def _add_one(steps: list[Tensor]) -> None:
     """torch's multi-tensor step count: one wrapped 1.0 for CPU steps, else the number 1."""
     if steps[0].is_cpu:

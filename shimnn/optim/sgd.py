@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import ParamsT
 
-from .optimizer import ShimOptimizer, _default_foreach
+from .optimizer import ShimOptimizer, _default_foreach, _foreach_mul_
 
 __all__ = ["SGD", "sgd"]
 
@@ -171,7 +171,7 @@ def sgd(
     if momentum != 0:
         if not any([b is None for b in momentum_buffer_list]):
             bufs: list[Tensor] = momentum_buffer_list  # type: ignore[assignment]
-            torch._foreach_mul_(bufs, momentum)
+            _foreach_mul_(bufs, momentum)
             torch._foreach_add_(bufs, grads, alpha=1 - dampening)
         else:
             for i, b in enumerate(momentum_buffer_list):
