@@ -16,8 +16,11 @@ $(STAMP): requirements-dev.txt pyproject.toml
 demo: $(STAMP)
 	$(BIN)/shimnn demo $(ARGS)
 
+# The whole suite twice: with the compiled fast paths (required: a failed build fails the
+# tests) and with them disabled, so both paths are proven against torch.
 test: $(STAMP)
-	$(BIN)/python -m pytest $(ARGS)
+	SHIMNN_NATIVE=1 $(BIN)/python -m pytest $(ARGS)
+	SHIMNN_NATIVE=0 $(BIN)/python -m pytest $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check shimnn tests examples bench

@@ -22,6 +22,8 @@ from typing import Any, Union
 import torch
 from torch import Tensor
 
+from . import _native
+
 __all__ = ["Node", "Recorded", "TrackedTensor", "apply", "backward", "edge", "record", "wrap"]
 
 # The sequence number orders nodes by creation. A node is always created after its inputs, so
@@ -112,10 +114,14 @@ class Node:
             self.saved = None
 
 
-def _check_saved(node: Node) -> None:
+def _check_saved(node: Node, first_changed: Callable[..., int] | None = None) -> None:
+    """Raise torch's errors if the node's graph was freed or a saved tensor modified in place
+    (``first_changed``: the compiled test of the versions, when there is one)."""
     saved = node.saved
     if node.backward is None or saved is None:
         raise RuntimeError(FREED_MESSAGE)
+    if first_changed is not None and first_changed(saved, node.versions) < 0:
+        return
     for t, v in zip(saved, node.versions):
         if t._version != v:
             raise RuntimeError(
@@ -360,11 +366,13 @@ def _backward(
         _send(e, g, node_grads, leaf_grads, heap)
 
     pop = heapq.heappop
+    native = _native.get()
+    first_changed = native.first_changed if native is not None else None
     while heap:
         _, node = pop(heap)
         if node.hooks or node.retained:
             node_grads[node] = _run_tensor_hooks(node, node_grads[node])
-        _check_saved(node)
+        _check_saved(node, first_changed)
         backward_fn = node.backward
         if not retain_graph:
             # The node's own references go now: a node that frees as it goes (a fused chain)
@@ -377,6 +385,10 @@ def _backward(
         else:
             input_grads = backward_fn(node_grads.pop(node))  # type: ignore[misc]
         del backward_fn
+        if native is not None:  # the loop below, in C++
+            native.send_all(node.inputs, input_grads, node_grads, leaf_grads, heap, Node,
+                            heapq.heappush)
+            continue
         for e, gi in zip(node.inputs, input_grads):
             if e is not None and gi is not None:
                 _send(e, gi, node_grads, leaf_grads, heap)
@@ -384,7 +396,10 @@ def _backward(
     if inputs is not None:
         wanted = {id(t) for t in inputs}
         leaf_grads = {k: v for k, v in leaf_grads.items() if k in wanted}
-    for leaf, g in leaf_grads.values():
+    pending: Iterable[list[Any]] = leaf_grads.values()
+    if native is not None and pending:
+        pending = native.accumulate_leaves(list(pending), foreign)  # the common case, in C++
+    for leaf, g in pending:
         _accumulate_leaf(leaf, g, foreign)
 
 

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 from torch.nn.modules import module as _torch_module
 
+from .. import _native
 from .. import functional as F
 from .._graph import (
     Edge,
@@ -22,6 +23,8 @@ from .._graph import (
 from .module import _CONTEXT_ERRORS, Module, _add_context
 
 __all__ = ["Sequential"]
+
+_make_subclass = Tensor._make_subclass
 
 
 class Sequential(torch.nn.Sequential, Module):
@@ -43,7 +46,11 @@ class Sequential(torch.nn.Sequential, Module):
         return _run_chain(plan[0], input, plan[1])
 
 
-def _fusable_layers(seq: Sequential, input: Any) -> tuple[tuple[Any, ...], bool] | None:
+Plan = tuple[tuple[Any, ...], "tuple[int, ...] | None"]
+"""The children, and their kinds when every one has a matrix fast path."""
+
+
+def _fusable_layers(seq: Sequential, input: Any) -> Plan | None:
     """The children and whether all have a matrix fast path, if the chain can run fused: all of
     them plain shimnn layers (exact types: a subclass may override forward), no hook anywhere,
     no tracing, in-place layers only right after a Linear (so never first: that would have to
@@ -56,7 +63,8 @@ def _fusable_layers(seq: Sequential, input: Any) -> tuple[tuple[Any, ...], bool]
     cache = seq.__dict__.get("_shim_chain_types")
     if cache is None or cache[0] != layers:  # identity comparison of the children
         ok = bool(layers) and all(type(m) in CHAIN_STEPS for m in layers)
-        matrix = ok and all(CHAIN_STEPS[type(m)].kind is not None for m in layers)
+        kinds = tuple(CHAIN_STEPS[type(m)].kind for m in layers) if ok else ()
+        matrix = tuple(kinds) if ok and None not in kinds else None
         cache = seq.__dict__["_shim_chain_types"] = (layers, ok, matrix)
     if not cache[1]:
         return None
@@ -80,7 +88,7 @@ CHAIN_STEPS: dict[type, ChainStep] = {}
 node name, parameter edges)``, or ``plain(layer, input)`` under ``no_grad`` (see the layers)."""
 
 
-def _run_chain(layers: tuple[Any, ...], input: Tensor, matrix_path: bool) -> Tensor:
+def _run_chain(layers: tuple[Any, ...], input: Tensor, kinds: tuple[int, ...] | None) -> Tensor:
     with no_dispatch():
         if not is_grad_enabled():
             h = input
@@ -93,7 +101,15 @@ def _run_chain(layers: tuple[Any, ...], input: Tensor, matrix_path: bool) -> Ten
                 raise
             return h if type(h) is TrackedTensor else wrap(h)
         e_input = edge(input)
-        if matrix_path and input.dim() == 2:
+        if kinds is not None and input.dim() == 2:
+            native = _native.get()
+            if native is not None:
+                try:
+                    result = native.chain_forward(layers, kinds, input, e_input)
+                except Exception:  # the Python path raises the same error, naming the layer
+                    result = None
+                if result is not None:
+                    return _native_chain(*result)
             return _run_mlp(layers, input, e_input)
         upstream = e_input is not None  # does anything before this layer need a gradient?
         steps: list[tuple[Any, int]] = []
@@ -145,6 +161,17 @@ def _run_chain(layers: tuple[Any, ...], input: Tensor, matrix_path: bool) -> Ten
         node.takes_retain = True
         out._node = node
         return out
+
+
+def _native_chain(out: Tensor, backward: Any, inputs: tuple[Edge, ...], saved: tuple[Tensor, ...],
+                  versions: tuple[int, ...], name: str) -> Tensor:
+    """The node of a chain the compiled ``chain_forward`` ran (``_run_mlp``'s, in C++)."""
+    result = _make_subclass(TrackedTensor, out)
+    if backward is not None:
+        node = Node(name, backward, inputs, saved, versions)
+        node.takes_retain = True
+        result._node = node
+    return result
 
 
 LINEAR, RELU, TANH = range(3)

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import ParamsT
 
+from .. import _native
 from .optimizer import ShimOptimizer, _default_foreach, _foreach_mul_
 
 __all__ = ["SGD", "sgd"]
@@ -91,6 +92,14 @@ class SGD(ShimOptimizer):
             group.setdefault("fused", False)
 
     def _step_group(self, group: dict[str, Any]) -> None:
+        native = _native.get()
+        if native is not None and not group["foreach"]:
+            lr, wd = group["lr"], group["weight_decay"]
+            if (type(lr) is float or type(lr) is int) and (type(wd) is float or type(wd) is int):
+                # The CPU case of the code below, in C++ (False: not that case, nothing done).
+                if native.sgd_step(group["params"], self.state, lr, group["momentum"],
+                                   group["dampening"], wd, group["nesterov"], group["maximize"]):
+                    return
         params: list[Tensor] = []
         grads: list[Tensor] = []
         for p in group["params"]:

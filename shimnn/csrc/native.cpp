@@ -1,0 +1,395 @@
+// shimnn's compiled fast paths: the same ATen kernels, in the same order, as the Python code
+// they replace (named at each function), called from C++ so that a small network's step does
+// not pay Python's cost per kernel call. Loaded by shimnn/_native.py; every caller keeps its
+// Python path, which runs when this module is unavailable or disabled.
+#include <torch/extension.h>
+
+#include <string>
+#include <vector>
+
+namespace py = pybind11;
+using at::Tensor;
+
+namespace {
+
+// Layer kinds, as shimnn/modules/container.py numbers them (LINEAR, RELU, TANH).
+constexpr int64_t LINEAR = 0, RELU = 1, TANH = 2;
+
+// functional._is_column_major / functional._weight_is_row_major.
+bool is_column_major(const Tensor& m) {
+  return m.stride(0) == 1 && m.stride(1) == m.size(0);
+}
+bool weight_is_row_major(const Tensor& w) {
+  return w.stride(1) == 1 && w.stride(0) == w.size(1);
+}
+
+// One recorded layer of a fused chain (the records of container._run_mlp).
+struct Record {
+  int64_t kind;
+  Tensor a;  // LINEAR: the rows it multiplied (if need_weight); RELU/TANH: its output
+  Tensor weight;  // LINEAR: the weight (if need_input)
+  bool need_input = false, need_weight = false, need_bias = false;
+  bool rows_column_major = false, weight_row_major = false;
+};
+
+// The backward of a fused Linear/ReLU/Tanh chain (container._run_mlp's backward): each
+// layer's saved tensors are freed as soon as that layer is done, unless the graph is retained.
+class Chain {
+ public:
+  explicit Chain(std::vector<Record> records) : records_(std::move(records)) {}
+
+  // grad of the chain's output -> [grad of the input, then for each recorded Linear, newest
+  // first: grad of its weight, grad of its bias] (None where not needed).
+  py::list backward(Tensor grad, bool retain_graph) {
+    Tensor g = std::move(grad);
+    py::list grads;
+    std::vector<Tensor> out;  // weight and bias gradients, newest layer first
+    {
+      py::gil_scoped_release no_gil;
+      // Out-of-place kernels only: straight to them, past the autograd dispatch keys.
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      out.reserve(2 * records_.size());
+      for (auto i = records_.size(); i-- > 0;) {
+        Record r = retain_graph ? records_[i] : std::move(records_[i]);
+        if (!retain_graph) records_[i] = Record{};
+        if (r.kind == LINEAR) {
+          // functional.linear_rows_backward
+          Tensor grad_input, grad_weight, grad_bias;
+          if (r.need_input) {
+            grad_input = r.rows_column_major ? r.weight.t().mm(g.t()).t() : g.mm(r.weight);
+          }
+          if (r.need_weight) {
+            grad_weight = r.weight_row_major ? g.t().mm(r.a) : r.a.t().mm(g).t();
+          }
+          if (r.need_bias) grad_bias = g.sum(0);
+          out.push_back(std::move(grad_weight));
+          out.push_back(std::move(grad_bias));
+          g = std::move(grad_input);
+        } else if (r.kind == RELU) {
+          g = at::threshold_backward(g, r.a, 0);  // functional._threshold_backward
+        } else {
+          g = at::tanh_backward(g, r.a);  // functional._tanh_backward
+        }
+      }
+    }
+    grads.append(g.defined() ? py::cast(std::move(g)) : py::none());
+    for (auto& t : out) grads.append(t.defined() ? py::cast(std::move(t)) : py::none());
+    return grads;
+  }
+
+ private:
+  std::vector<Record> records_;
+};
+
+py::object edge_of(const Tensor& p, const py::handle& obj) {
+  // A module parameter is a leaf: its edge is itself when it requires grad (graph.edge).
+  return p.requires_grad() ? py::reinterpret_borrow<py::object>(obj) : py::none();
+}
+
+// container._run_mlp for a matrix input: returns None (then the Python path runs: a layer it
+// does not handle), or (output, backward or None, edges, saved, versions, node name).
+py::object chain_forward(const py::tuple& layers, const std::vector<int64_t>& kinds,
+                         const Tensor& input, const py::object& e_input) {
+  static const py::str weight_key("weight"), bias_key("bias"), params_key("_parameters"),
+      inplace_key("inplace");
+  bool upstream = !e_input.is_none();
+  std::vector<Record> records;
+  std::vector<py::object> param_edges;  // bias, weight per recorded Linear, oldest first
+  std::vector<Tensor> saved;
+  std::vector<int64_t> versions;
+  const char* name = "";
+  Tensor h = input;
+  // Straight to the kernels, past the autograd dispatch keys (which would only record what
+  // grad mode off makes them skip); the one in-place kernel bumps its version itself below.
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  for (size_t i = 0; i < kinds.size(); ++i) {
+    py::handle m = layers[i];
+    int64_t kind = kinds[i];
+    if (kind == LINEAR) {
+      py::dict params = py::reinterpret_borrow<py::dict>(m.attr(params_key));
+      PyObject* w_obj = PyDict_GetItem(params.ptr(), weight_key.ptr());
+      PyObject* b_obj = PyDict_GetItem(params.ptr(), bias_key.ptr());
+      if (w_obj == nullptr || w_obj == Py_None || !THPVariable_Check(w_obj)) return py::none();
+      bool has_bias = b_obj != nullptr && b_obj != Py_None;
+      if (has_bias && !THPVariable_Check(b_obj)) return py::none();
+      const Tensor& weight = THPVariable_Unpack(w_obj);
+      Tensor bias = has_bias ? THPVariable_Unpack(b_obj) : Tensor();
+      bool need_weight = weight.requires_grad();
+      bool need_bias = has_bias && bias.requires_grad();
+      Tensor rows = h;
+      h = at::linear(rows, weight, has_bias ? c10::optional<Tensor>(bias) : c10::nullopt);
+      name = has_bias ? "AddmmBackward0" : "MmBackward0";
+      if (upstream || need_weight || need_bias) {
+        Record r;
+        r.kind = LINEAR;
+        r.need_input = upstream;
+        r.need_weight = need_weight;
+        r.need_bias = need_bias;
+        r.rows_column_major = upstream && is_column_major(rows);
+        r.weight_row_major = need_weight && weight_is_row_major(weight);
+        param_edges.push_back(has_bias ? edge_of(bias, b_obj) : py::none());
+        param_edges.push_back(edge_of(weight, w_obj));
+        if (need_weight) {
+          saved.push_back(rows);
+          versions.push_back(rows._version());
+          r.a = rows;
+        }
+        if (upstream) {
+          saved.push_back(weight);
+          versions.push_back(weight._version());
+          r.weight = weight;
+        }
+        records.push_back(std::move(r));
+        upstream = true;
+      }
+    } else if (kind == TANH) {
+      h = at::tanh(h);
+      name = "TanhBackward0";
+      if (upstream) {
+        saved.push_back(h);
+        versions.push_back(h._version());
+        records.push_back(Record{TANH, h});
+      }
+    } else if (kind == RELU) {
+      // ReLU(inplace=True) overwrites the previous Linear's fresh output (torch.relu_).
+      PyObject* dict = *_PyObject_GetDictPtr(m.ptr());
+      PyObject* flag = dict ? PyDict_GetItem(dict, inplace_key.ptr()) : nullptr;
+      bool inplace = flag != nullptr && PyObject_IsTrue(flag);
+      if (inplace) {
+        at::relu_(h);
+        h.unsafeGetTensorImpl()->bump_version();  // as torch's in-place dispatch does
+      } else {
+        h = at::relu(h);
+      }
+      name = inplace ? "ReluBackward1" : "ReluBackward0";
+      if (upstream) {
+        saved.push_back(h);
+        versions.push_back(h._version());
+        records.push_back(Record{RELU, h});
+      }
+    } else {
+      return py::none();
+    }
+  }
+  if (h.is_complex()) return py::none();  // the Python path raises torch's error
+  if (records.empty()) {
+    return py::make_tuple(std::move(h), py::none(), py::none(), py::none(), py::none(), name);
+  }
+  py::tuple edges(param_edges.size() + 1);
+  edges[0] = e_input;  // input first, then the newest layer's weight and bias first
+  for (size_t i = 0; i < param_edges.size(); ++i) {
+    edges[i + 1] = param_edges[param_edges.size() - 1 - i];
+  }
+  py::tuple saved_t(saved.size()), versions_t(versions.size());
+  for (size_t i = 0; i < saved.size(); ++i) {
+    saved_t[i] = py::cast(saved[i]);
+    versions_t[i] = py::int_(versions[i]);
+  }
+  auto chain = std::make_shared<Chain>(std::move(records));
+  py::object backward = py::cast(chain).attr("backward");
+  return py::make_tuple(std::move(h), backward, edges, saved_t, versions_t, name);
+}
+
+bool truthy_attr(PyObject* obj, PyObject* name) {
+  PyObject* value = PyObject_GetAttr(obj, name);
+  if (value == nullptr) throw py::error_already_set();
+  int truth = PyObject_IsTrue(value);
+  Py_DECREF(value);
+  if (truth < 0) throw py::error_already_set();
+  return truth == 1;
+}
+
+// graph._accumulate_leaf's common case, for each [leaf, grad] of `items` in order: no hooks,
+// the leaf's dtype, and either no .grad yet and a gradient it may keep (not a view, not
+// `foreign`, contiguous, the leaf's shape, device and layout: stored as is) or a .grad to add
+// into in place. Stops at the first item outside that case and returns it and the rest, for
+// the Python function (which also raises torch's errors).
+py::list accumulate_leaves(const py::list& items, py::set foreign) {
+  static PyObject* hooks_name = PyUnicode_InternFromString("_backward_hooks");
+  static PyObject* post_name = PyUnicode_InternFromString("_post_accumulate_grad_hooks");
+  at::AutoGradMode no_grad(false);
+  Py_ssize_t n = PyList_GET_SIZE(items.ptr());
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* item = PyList_GET_ITEM(items.ptr(), i);
+    if (!PyList_Check(item) || PyList_GET_SIZE(item) != 2) throw std::invalid_argument("item");
+    PyObject* leaf_obj = PyList_GET_ITEM(item, 0);
+    PyObject* grad_obj = PyList_GET_ITEM(item, 1);
+    if (!THPVariable_Check(leaf_obj) || !THPVariable_Check(grad_obj) ||
+        truthy_attr(leaf_obj, hooks_name) || truthy_attr(leaf_obj, post_name)) {
+      return items[py::slice(i, n, 1)];
+    }
+    const Tensor& leaf = THPVariable_Unpack(leaf_obj);
+    const Tensor& grad = THPVariable_Unpack(grad_obj);
+    if (grad.scalar_type() != leaf.scalar_type()) return items[py::slice(i, n, 1)];
+    Tensor& old = leaf.mutable_grad();
+    if (!old.defined()) {
+      py::object id = py::reinterpret_steal<py::object>(PyLong_FromVoidPtr(grad_obj));
+      if (grad.is_view() || foreign.contains(id) || !grad.is_contiguous() ||
+          grad.sizes() != leaf.sizes() || grad.device() != leaf.device() ||
+          grad.layout() != leaf.layout()) {
+        return items[py::slice(i, n, 1)];
+      }
+      foreign.add(id);
+      old = grad;
+    } else {
+      old.add_(grad);
+    }
+  }
+  return py::list();
+}
+
+// graph._check_saved's version test: the index of the first saved tensor whose version is not
+// the one recorded, or -1.
+int64_t first_changed(const py::tuple& saved, const py::tuple& versions) {
+  auto n = std::min(saved.size(), versions.size());
+  for (size_t i = 0; i < n; ++i) {
+    PyObject* t = PyTuple_GET_ITEM(saved.ptr(), i);
+    if (!THPVariable_Check(t)) return static_cast<int64_t>(i);
+    if (static_cast<int64_t>(THPVariable_Unpack(t)._version()) !=
+        PyLong_AsLongLong(PyTuple_GET_ITEM(versions.ptr(), i))) {
+      return static_cast<int64_t>(i);
+    }
+  }
+  return -1;
+}
+
+// graph._send for every (edge, gradient) pair of a node's inputs, as zip() pairs them: a node's
+// first gradient is stored and the node queued (heappush of (-seq, node)); later ones, and a
+// leaf's, are summed old + new with Python's `+` (the same call as the Python path).
+void send_all(const py::tuple& edges, const py::handle& grads, py::dict node_grads,
+              py::dict leaf_grads, py::list heap, const py::handle& node_type,
+              const py::handle& heappush) {
+  static PyObject* seq_name = PyUnicode_InternFromString("seq");
+  py::object seq_grads = py::reinterpret_steal<py::object>(
+      PySequence_Fast(grads.ptr(), "a backward function must return a sequence"));
+  if (!seq_grads) throw py::error_already_set();
+  Py_ssize_t n = std::min<Py_ssize_t>(PyTuple_GET_SIZE(edges.ptr()),
+                                      PySequence_Fast_GET_SIZE(seq_grads.ptr()));
+  PyObject** items = PySequence_Fast_ITEMS(seq_grads.ptr());
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* e = PyTuple_GET_ITEM(edges.ptr(), i);
+    PyObject* g = items[i];
+    if (e == Py_None || g == Py_None) continue;
+    if (Py_TYPE(e) == reinterpret_cast<PyTypeObject*>(node_type.ptr())) {
+      PyObject* prev = PyDict_GetItemWithError(node_grads.ptr(), e);  // borrowed
+      if (prev == nullptr) {
+        if (PyErr_Occurred()) throw py::error_already_set();
+        if (PyDict_SetItem(node_grads.ptr(), e, g) < 0) throw py::error_already_set();
+        py::object seq = py::reinterpret_steal<py::object>(PyObject_GetAttr(e, seq_name));
+        if (!seq) throw py::error_already_set();
+        py::object neg = py::reinterpret_steal<py::object>(PyNumber_Negative(seq.ptr()));
+        if (!neg) throw py::error_already_set();
+        heappush(heap, py::make_tuple(neg, py::handle(e)));
+      } else {
+        py::object sum = py::reinterpret_steal<py::object>(PyNumber_Add(prev, g));
+        if (!sum || PyDict_SetItem(node_grads.ptr(), e, sum.ptr()) < 0) {
+          throw py::error_already_set();
+        }
+      }
+    } else {
+      py::object key = py::reinterpret_steal<py::object>(PyLong_FromVoidPtr(e));
+      PyObject* entry = PyDict_GetItemWithError(leaf_grads.ptr(), key.ptr());  // borrowed
+      if (entry == nullptr) {
+        if (PyErr_Occurred()) throw py::error_already_set();
+        py::list pair(2);
+        pair[0] = py::handle(e);
+        pair[1] = py::handle(g);
+        if (PyDict_SetItem(leaf_grads.ptr(), key.ptr(), pair.ptr()) < 0) {
+          throw py::error_already_set();
+        }
+      } else {
+        py::object sum = py::reinterpret_steal<py::object>(
+            PyNumber_Add(PyList_GET_ITEM(entry, 1), g));
+        if (!sum) throw py::error_already_set();
+        PyList_SetItem(entry, 1, sum.release().ptr());  // steals the new sum
+      }
+    }
+  }
+}
+
+// optim.sgd.SGD._step_group + optim.sgd.sgd for a group on CPU with torch's default
+// single-tensor path (foreach None/False), dense float32/float64 gradients: the same kernels
+// in the same order (torch._foreach_* run torch's per-tensor kernels on CPU). Returns False,
+// having changed nothing, where that case does not hold: the Python path then runs.
+bool sgd_step(const py::list& group_params, const py::object& state, double lr, double momentum,
+              double dampening, double weight_decay, bool nesterov, bool maximize) {
+  static const py::str buffer_key("momentum_buffer");
+  std::vector<Tensor> params, grads;
+  std::vector<PyObject*> owners;
+  for (py::handle obj : group_params) {
+    if (!THPVariable_Check(obj.ptr())) return false;
+    const Tensor& p = THPVariable_Unpack(obj.ptr());
+    const Tensor& g = p.grad();
+    if (!g.defined()) continue;
+    auto dtype = p.scalar_type();
+    if (!p.is_cpu() || !g.is_cpu() || g.is_sparse() || g.layout() != at::kStrided ||
+        (dtype != at::kFloat && dtype != at::kDouble) || g.scalar_type() != dtype) {
+      return false;
+    }
+    params.push_back(p);
+    grads.push_back(g);
+    owners.push_back(obj.ptr());
+  }
+  if (params.empty()) return true;
+  auto dtype = params[0].scalar_type();
+  for (const auto& p : params) {
+    if (p.scalar_type() != dtype) return false;
+  }
+  std::vector<py::object> states;
+  std::vector<Tensor> bufs;
+  bool all_bufs = true;
+  if (momentum != 0) {
+    for (PyObject* owner : owners) {
+      py::object s = state[py::handle(owner)];  // a defaultdict: creates the entry
+      py::object buf = s.attr("get")(buffer_key);
+      if (buf.is_none()) {
+        all_bufs = false;
+        bufs.emplace_back();
+      } else {
+        if (!THPVariable_Check(buf.ptr())) return false;
+        bufs.push_back(THPVariable_Unpack(buf.ptr()));
+      }
+      states.push_back(std::move(s));
+    }
+  }
+  {
+    at::AutoGradMode no_grad(false);
+    std::vector<Tensor> g = grads;
+    if (maximize) g = at::_foreach_neg(g);
+    if (weight_decay != 0) g = at::_foreach_add(g, params, weight_decay);
+    if (momentum != 0) {
+      if (all_bufs) {
+        // optimizer._foreach_mul_: the momentum as a 0-d tensor of the buffers' dtype.
+        at::_foreach_mul_(bufs, at::scalar_tensor(momentum, at::TensorOptions().dtype(dtype)));
+        at::_foreach_add_(bufs, g, 1 - dampening);
+      } else {
+        for (size_t i = 0; i < bufs.size(); ++i) {
+          if (!bufs[i].defined()) {
+            bufs[i] = g[i].detach().clone();
+          } else {
+            bufs[i].mul_(momentum).add_(g[i], 1 - dampening);
+          }
+        }
+      }
+      g = nesterov ? at::_foreach_add(g, bufs, momentum) : bufs;
+    }
+    at::_foreach_add_(params, g, -lr);
+  }
+  for (size_t i = 0; i < states.size(); ++i) {
+    states[i][buffer_key] = py::cast(bufs[i]);
+  }
+  return true;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "shimnn's compiled fast paths (see shimnn/_native.py)";
+  py::class_<Chain, std::shared_ptr<Chain>>(m, "Chain")
+      .def("backward", &Chain::backward, py::arg("grad"), py::arg("retain_graph"));
+  m.def("chain_forward", &chain_forward);
+  m.def("accumulate_leaves", &accumulate_leaves);
+  m.def("first_changed", &first_changed);
+  m.def("send_all", &send_all);
+  m.def("sgd_step", &sgd_step);
+}

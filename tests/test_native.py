@@ -1,0 +1,349 @@
+"""The compiled fast paths (shimnn/csrc/native.cpp) against the Python paths and torch.
+
+``make test`` runs the whole suite twice: with the compiled paths required (``SHIMNN_NATIVE=1``)
+and disabled (``SHIMNN_NATIVE=0``). The tests here compare the two paths directly, in one
+process, and prove that the compiled ones are taken where they should be.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import shimnn
+import shimnn.optim
+from conftest import assert_no_autograd_graph, assert_same, autograd_forbidden
+from shimnn import _graph, _native
+
+native = _native.get()
+needs_native = pytest.mark.skipif(native is None, reason=_native.status())
+
+
+@contextlib.contextmanager
+def native_enabled(flag: bool) -> Iterator[None]:
+    previous = _native.set_enabled(flag)
+    try:
+        yield
+    finally:
+        _native.set_enabled(previous)
+
+
+def test_required_build_is_in_use() -> None:
+    """Under SHIMNN_NATIVE=1 (what `make test` sets first) the build must have worked."""
+    if os.environ.get("SHIMNN_NATIVE") == "1":
+        assert native is not None, _native.status()
+        assert _native.status() == "native fast paths: in use"
+    elif os.environ.get("SHIMNN_NATIVE") == "0":
+        assert native is None
+        assert "disabled" in _native.status()
+
+
+def test_source_never_calls_autograd() -> None:
+    source = (Path(shimnn.__file__).parent / "csrc" / "native.cpp").read_text()
+    code = re.sub(r"//[^\n]*", "", source)  # comments may name what they replace
+    for forbidden in ("torch::autograd", "autograd::backward", "autograd::grad", "run_backward",
+                      "requires_grad_(", "set_requires_grad", "AutoGradMode no_grad(true)"):
+        assert forbidden not in code, forbidden
+
+
+# ---------------------------------------------------------------------------------------------
+# Sequential chains: compiled vs Python vs torch
+# ---------------------------------------------------------------------------------------------
+
+CHAINS = {
+    "seed": ["L2-25", "R", "L25-25", "R", "L25-25", "R", "L25-1", "T"],
+    "inplace": ["L3-4", "Ri", "L4-4n", "T", "L4-2", "Ri"],
+    "no-bias": ["L3-5n", "T", "L5-2n"],
+    "act-first": ["T", "L3-4", "R", "L4-3"],
+    "frozen": ["L3-4f", "R", "L4-4", "T", "L4-2f"],
+    "linear-only": ["L3-3"],
+}
+
+
+def _build(nn: Any, spec: list[str], dtype: torch.dtype) -> Any:
+    torch.manual_seed(0)
+    layers: list[Any] = []
+    for code in spec:
+        if code[0] == "L":
+            sizes, flags = code[1:].split("-")[0], code[1:].split("-")[1]
+            out = int("".join(c for c in flags if c.isdigit()))
+            layer = nn.Linear(int(sizes), out, bias="n" not in flags, dtype=dtype)
+            if "f" in flags:
+                layer.weight.requires_grad_(False)
+            layers.append(layer)
+        elif code == "T":
+            layers.append(nn.Tanh())
+        else:
+            layers.append(nn.ReLU(inplace=code == "Ri"))
+    return nn.Sequential(*layers)
+
+
+def _run(nn: Any, spec: list[str], dtype: torch.dtype, layout: str, input_grad: bool,
+         retain: bool) -> tuple[list[Any], str | None]:
+    model = _build(nn, spec, dtype)
+    in_features = model[0].in_features if hasattr(model[0], "in_features") else int(
+        spec[1][1:].split("-")[0])
+    g = torch.Generator().manual_seed(1)
+    base = torch.randn(7, in_features, generator=g, dtype=dtype)
+    x = base.t().contiguous().t() if layout == "column-major" else base
+    if input_grad:
+        x = x.detach().requires_grad_(True) if nn is torch.nn else shimnn.Parameter(x)
+    out = model(x)
+    upstream = torch.randn(out.shape, generator=g, dtype=dtype)
+    out.backward(upstream, retain_graph=retain)
+    if retain:
+        out.backward(upstream * 0.5)
+    results = [out.detach(), x.grad if input_grad else None]
+    results += [p.grad for p in model.parameters()]
+    node = getattr(out, "_node", None)
+    return results, None if node is None else node.name
+
+
+@needs_native
+@pytest.mark.parametrize("chain", list(CHAINS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", ["contiguous", "column-major"])
+@pytest.mark.parametrize("input_grad", [False, True])
+@pytest.mark.parametrize("retain", [False, True])
+def test_chain_matches_python_path_and_torch(chain: str, dtype: torch.dtype, layout: str,
+                                             input_grad: bool, retain: bool) -> None:
+    spec = CHAINS[chain]
+    ref, _ = _run(torch.nn, spec, dtype, layout, input_grad, retain)
+    with native_enabled(False):
+        python, python_name = _run(shimnn, spec, dtype, layout, input_grad, retain)
+    with autograd_forbidden():
+        compiled, compiled_name = _run(shimnn, spec, dtype, layout, input_grad, retain)
+    assert compiled_name == python_name
+    for i, (c, p, r) in enumerate(zip(compiled, python, ref)):
+        assert_same(c, r, f"{chain} tensor {i} vs torch")
+        assert_same(c, p, f"{chain} tensor {i} vs the Python path")
+        assert_no_autograd_graph(c)
+
+
+@needs_native
+def test_chain_node_is_compiled_and_records_what_python_does() -> None:
+    x = torch.randn(6, 3)
+    with native_enabled(False):
+        py_out = _build(shimnn, CHAINS["inplace"], torch.float32)(x)
+    out = _build(shimnn, CHAINS["inplace"], torch.float32)(x)
+    assert isinstance(out._node.backward.__self__, native.Chain)
+    assert not isinstance(py_out._node.backward, type(out._node.backward))
+    assert out._node.name == py_out._node.name == "ReluBackward1"
+    assert out._node.versions == py_out._node.versions
+    assert [tuple(t.shape) for t in out._node.saved] == [
+        tuple(t.shape) for t in py_out._node.saved]
+    assert out._version == py_out._version == 1  # the in-place ReLU bumped it
+
+
+@needs_native
+def test_chain_saved_tensor_modified_in_place_raises_like_torch() -> None:
+    model = _build(shimnn, CHAINS["seed"], torch.float32)
+    ref = _build(torch.nn, CHAINS["seed"], torch.float32)
+    x = torch.randn(5, 2)
+    out, ref_out = model(x), ref(x)
+    with torch.no_grad():
+        model[2].weight.add_(1.0)
+        ref[2].weight.add_(1.0)
+    with pytest.raises(RuntimeError) as expected:
+        ref_out.sum().backward()
+    with pytest.raises(RuntimeError) as got:
+        out.sum().backward()
+    assert "modified by an inplace operation" in str(got.value)
+    assert "[torch.FloatTensor [25, 25]]" in str(got.value)
+    assert "modified by an inplace operation" in str(expected.value)
+
+
+@needs_native
+def test_chain_bad_input_falls_back_and_names_the_layer() -> None:
+    model = _build(shimnn, CHAINS["seed"], torch.float32)
+    with pytest.raises(RuntimeError, match=r"Linear\(in_features=2.*shape \(4, 3\)"):
+        model(torch.randn(4, 3))
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine's helpers
+# ---------------------------------------------------------------------------------------------
+
+
+@needs_native
+def test_accumulate_leaves_common_case_and_stops_where_python_must_run() -> None:
+    a, b = torch.zeros(3, requires_grad=True), torch.zeros(2, 2, requires_grad=True)
+    ga, gb = torch.ones(3), torch.full((2, 2), 2.0)
+    foreign: set[int] = set()
+    assert native.accumulate_leaves([[a, ga], [b, gb]], foreign) == []
+    assert a.grad is ga and b.grad is gb  # stolen, as torch's AccumulateGrad does
+    assert foreign == {id(ga), id(gb)}
+    assert native.accumulate_leaves([[a, torch.ones(3)]], foreign) == []
+    assert a.grad is ga and torch.equal(a.grad, torch.full((3,), 2.0))  # added in place
+
+    def rest(leaf: torch.Tensor, grad: torch.Tensor, known: set[int] | None = None) -> Any:
+        return native.accumulate_leaves([[a, torch.ones(3)], [leaf, grad], [b, gb]],
+                                        set() if known is None else known)
+
+    fresh = torch.zeros(4, requires_grad=True)
+    hooked = torch.zeros(4, requires_grad=True)
+    hooked.register_hook(lambda g: g * 2)
+    posted = torch.zeros(4, requires_grad=True)
+    posted.register_post_accumulate_grad_hook(lambda p: None)
+    ones = torch.ones(4)
+    cases = {
+        "a hook": (hooked, ones, None),
+        "a post-accumulate hook": (posted, ones, None),
+        "another dtype": (fresh, ones.double(), None),
+        "a view": (fresh, torch.ones(8)[::2], None),
+        "a gradient stored elsewhere": (fresh, ones, {id(ones)}),
+        "another shape": (fresh, torch.ones(2, 2), None),
+    }
+    for what, (leaf, grad, known) in cases.items():
+        left = rest(leaf, grad, known)
+        assert [item[0] for item in left] == [leaf, b], what
+        assert leaf.grad is None, what
+
+
+@needs_native
+def test_send_all_is_the_python_loop() -> None:
+    leaf, other = torch.zeros(2, requires_grad=True), torch.zeros(2, requires_grad=True)
+    n1 = _graph.Node("A", lambda g: (g,), ())
+    n2 = _graph.Node("B", lambda g: (g,), ())
+    g = [torch.full((2,), float(i)) for i in range(6)]
+    edges = (n1, leaf, None, n2, leaf, n1, other)
+    grads = (g[0], g[1], g[2], g[3], g[4], g[5], None)
+
+    def run(compiled: bool) -> tuple[Any, Any, Any]:
+        node_grads: dict[Any, Any] = {}
+        leaf_grads: dict[int, list[Any]] = {}
+        heap: list[Any] = []
+        with torch._C.DisableTorchFunctionSubclass():
+            if compiled:
+                native.send_all(edges, grads, node_grads, leaf_grads, heap, _graph.Node,
+                                heapq.heappush)
+            else:
+                for e, gi in zip(edges, grads):
+                    if e is not None and gi is not None:
+                        _graph._send(e, gi, node_grads, leaf_grads, heap)
+        return node_grads, leaf_grads, heap
+
+    compiled, python = run(True), run(False)
+    assert compiled[2] == python[2] == [(-n2.seq, n2), (-n1.seq, n1)]
+    assert compiled[0].keys() == python[0].keys() == {n1, n2}
+    for node in (n1, n2):
+        assert_same(compiled[0][node], python[0][node], node.name)
+    assert compiled[1].keys() == python[1].keys() == {id(leaf)}
+    assert_same(compiled[1][id(leaf)][1], g[1] + g[4])
+    assert compiled[1][id(leaf)][0] is leaf
+
+
+# ---------------------------------------------------------------------------------------------
+# SGD
+# ---------------------------------------------------------------------------------------------
+
+SGD_OPTIONS = [
+    dict(momentum=m, dampening=d, weight_decay=wd, nesterov=n, maximize=mx)
+    for m, d, wd, n, mx in itertools.product([0.0, 0.9], [0.0, 0.3], [0.0, 1e-2],
+                                              [False, True], [False, True])
+    if not (n and (m == 0 or d != 0))
+]
+
+
+def _sgd_run(cls: Any, dtype: torch.dtype, options: dict[str, Any]) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    params = [torch.randn(s, generator=g, dtype=dtype).requires_grad_(True)
+              for s in [(5, 3), (5,), (1, 5), ()]]
+    opt = cls(params, lr=0.05, **options)
+    for step in range(6):
+        for i, p in enumerate(params):
+            # a parameter without a gradient on some steps: skipped, its buffer kept
+            p.grad = None if (step + i) % 4 == 3 else torch.randn(
+                p.shape, generator=g, dtype=dtype)
+        opt.step()
+    bufs = [opt.state[p].get("momentum_buffer") for p in params]
+    return [p.detach() for p in params] + [b for b in bufs if b is not None]
+
+
+@needs_native
+@pytest.mark.parametrize("options", SGD_OPTIONS, ids=lambda o: "-".join(
+    f"{k}={v}" for k, v in o.items() if v) or "plain")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sgd_step_matches_python_path_and_torch(options: dict[str, Any], dtype: torch.dtype,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[bool] = []
+    compiled_step = native.sgd_step
+    monkeypatch.setattr(native, "sgd_step", lambda *a: calls.append(compiled_step(*a)) or
+                        calls[-1])
+    ref = _sgd_run(torch.optim.SGD, dtype, options)
+    with native_enabled(False):
+        python = _sgd_run(shimnn.optim.SGD, dtype, options)
+    assert calls == []
+    compiled = _sgd_run(shimnn.optim.SGD, dtype, options)
+    assert calls == [True] * 6  # every step took the compiled path
+    assert len(compiled) == len(python) == len(ref)
+    for i, (c, p, r) in enumerate(zip(compiled, python, ref)):
+        assert_same(c, r, f"tensor {i} vs torch")
+        assert_same(c, p, f"tensor {i} vs the Python path")
+
+
+@needs_native
+def test_sgd_step_declines_what_it_does_not_handle() -> None:
+    state: dict[Any, Any] = {}
+    mixed = [torch.ones(2, requires_grad=True), torch.ones(2, dtype=torch.float64,
+                                                             requires_grad=True)]
+    for p in mixed:
+        p.grad = torch.ones_like(p)
+    half = torch.ones(2, dtype=torch.float16, requires_grad=True)
+    half.grad = torch.ones_like(half)
+    sparse = torch.ones(3, requires_grad=True)
+    sparse.grad = torch.ones(3).to_sparse()
+    for params in (mixed, [half], [sparse]):
+        before = [p.detach().clone() for p in params]
+        assert native.sgd_step(params, state, 0.1, 0.9, 0.0, 0.0, False, False) is False
+        for p, b in zip(params, before):
+            assert torch.equal(p.detach(), b)
+    assert state == {}
+    # The optimizer then runs its Python path, which handles them as torch does.
+    ref = [p.detach().clone().requires_grad_(True) for p in mixed]
+    for r, p in zip(ref, mixed):
+        r.grad = p.grad.clone()
+    shimnn.optim.SGD(mixed, lr=0.1, momentum=0.9).step()
+    torch.optim.SGD(ref, lr=0.1, momentum=0.9).step()
+    for p, r in zip(mixed, ref):
+        assert_same(p.detach(), r.detach())
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+
+
+def test_disabled_means_python_paths() -> None:
+    with native_enabled(False):
+        assert _native.get() is None
+        assert "disabled" in _native.status()
+        out = _build(shimnn, CHAINS["seed"], torch.float32)(torch.randn(3, 2))
+        assert not hasattr(out._node.backward, "__self__")
+
+
+def test_build_failure_falls_back_with_a_reason(monkeypatch: pytest.MonkeyPatch,
+                                                tmp_path: Path) -> None:
+    monkeypatch.setattr(_native, "_SOURCE", tmp_path / "broken.cpp")
+    (tmp_path / "broken.cpp").write_text("this is not C++\n")
+    monkeypatch.setattr(_native, "_module", None)
+    monkeypatch.setattr(_native, "_tried", False)
+    monkeypatch.setattr(_native, "_enabled", True)
+    monkeypatch.setenv("SHIMNN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("SHIMNN_NATIVE", raising=False)
+    assert _native.get() is None
+    assert _native.status().startswith("native fast paths: unavailable (")
+    monkeypatch.setattr(_native, "_tried", False)
+    monkeypatch.setenv("SHIMNN_NATIVE", "1")
+    with pytest.raises(RuntimeError, match="SHIMNN_NATIVE=1, but the native fast paths are "
+                       "unavailable"):
+        _native.get()
