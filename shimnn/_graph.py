@@ -114,14 +114,11 @@ class Node:
             self.saved = None
 
 
-def _check_saved(node: Node, first_changed: Callable[..., int] | None = None) -> None:
-    """Raise torch's errors if the node's graph was freed or a saved tensor modified in place
-    (``first_changed``: the compiled test of the versions, when there is one)."""
+def _check_saved(node: Node) -> None:
+    """Raise torch's errors if the node's graph was freed or a saved tensor modified in place."""
     saved = node.saved
     if node.backward is None or saved is None:
         raise RuntimeError(FREED_MESSAGE)
-    if first_changed is not None and first_changed(saved, node.versions) < 0:
-        return
     for t, v in zip(saved, node.versions):
         if t._version != v:
             raise RuntimeError(
@@ -196,14 +193,16 @@ def record(
     backward: BackwardFn,
     inputs: tuple[Edge, ...],
     saved: tuple[Tensor, ...] = (),
+    versions: tuple[int, ...] | None = None,
 ) -> TrackedTensor:
     """Return ``result`` as a TrackedTensor whose node runs ``backward``.
 
     Every tensor that ``backward`` reads must be in ``saved``: that is what makes in-place
-    changes detectable and lets the graph be freed.
+    changes detectable and lets the graph be freed. ``versions``: theirs at save time, when
+    an in-place op has run since (default: their versions now).
     """
     out = _make_subclass(TrackedTensor, result)
-    out._node = Node(name, backward, inputs, saved)
+    out._node = Node(name, backward, inputs, saved, versions)
     return out  # type: ignore[return-value]
 
 
@@ -365,14 +364,16 @@ def _backward(
             foreign.add(id(g))
         _send(e, g, node_grads, leaf_grads, heap)
 
-    pop = heapq.heappop
     native = _native.get()
-    first_changed = native.first_changed if native is not None else None
+    if native is not None:  # the loop below, in C++
+        native.walk(node_grads, leaf_grads, heap, retain_graph, Node, heapq.heappush,
+                    heapq.heappop, _run_tensor_hooks, _check_saved)
+    pop = heapq.heappop
     while heap:
         _, node = pop(heap)
         if node.hooks or node.retained:
             node_grads[node] = _run_tensor_hooks(node, node_grads[node])
-        _check_saved(node, first_changed)
+        _check_saved(node)
         backward_fn = node.backward
         if not retain_graph:
             # The node's own references go now: a node that frees as it goes (a fused chain)
@@ -385,10 +386,6 @@ def _backward(
         else:
             input_grads = backward_fn(node_grads.pop(node))  # type: ignore[misc]
         del backward_fn
-        if native is not None:  # the loop below, in C++
-            native.send_all(node.inputs, input_grads, node_grads, leaf_grads, heap, Node,
-                            heapq.heappush)
-            continue
         for e, gi in zip(node.inputs, input_grads):
             if e is not None and gi is not None:
                 _send(e, gi, node_grads, leaf_grads, heap)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import _native
 from ._graph import (
     Node,
     Recorded,
@@ -28,6 +29,7 @@ from ._graph import (
     implements,
     is_grad_enabled,
     no_dispatch,
+    record,
     run_kernel,
     sum_to,
     wrap,
@@ -367,6 +369,13 @@ def mse_loss(
         if is_grad_enabled():
             e_input, e_target = edge(input), edge(target)
             if e_input is not None or e_target is not None:
+                native = _native.get()
+                if native is not None and same_shape:  # mse_loss_forward's common case, in C++
+                    result = native.mse_loss_forward(input, target, enum, e_input is not None,
+                                                     e_target is not None)
+                    if result is not None:
+                        return record(result[0], "MseLossBackward0", result[1],
+                                      (e_input, e_target), result[2], result[3])
                 return apply(mse_loss_forward, (e_input, e_target), input, target, enum,
                              e_input is not None, e_target is not None)
         if not same_shape:

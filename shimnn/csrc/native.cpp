@@ -81,6 +81,49 @@ class Chain {
   std::vector<Record> records_;
 };
 
+// functional.mse_loss_forward for an input and target of the same shape and floating dtype
+// (no broadcasting, nothing to sum back): the backward of MseLossBackward0.
+class MseLoss {
+ public:
+  MseLoss(Tensor input, Tensor target, int64_t reduction, bool need_input, bool need_target)
+      : input_(std::move(input)), target_(std::move(target)), reduction_(reduction),
+        need_input_(need_input), need_target_(need_target) {}
+
+  py::tuple backward(const Tensor& grad) {
+    Tensor grad_input, grad_target;
+    {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      if (need_input_) grad_input = at::mse_loss_backward(grad, input_, target_, reduction_);
+      if (need_target_) grad_target = at::mse_loss_backward(grad, target_, input_, reduction_);
+    }
+    return py::make_tuple(grad_input.defined() ? py::cast(grad_input) : py::none(),
+                          grad_target.defined() ? py::cast(grad_target) : py::none());
+  }
+
+ private:
+  Tensor input_, target_;
+  int64_t reduction_;
+  bool need_input_, need_target_;
+};
+
+// Returns None outside that case (the Python path), else (loss, backward, saved, versions).
+py::object mse_loss_forward(const Tensor& input, const Tensor& target, int64_t reduction,
+                            bool need_input, bool need_target) {
+  if (!input.sizes().equals(target.sizes()) || input.scalar_type() != target.scalar_type() ||
+      !at::isFloatingType(input.scalar_type())) {
+    return py::none();
+  }
+  Tensor out;
+  {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    out = at::mse_loss(input, target, reduction);
+  }
+  py::object backward = py::cast(
+      std::make_shared<MseLoss>(input, target, reduction, need_input, need_target));
+  return py::make_tuple(std::move(out), backward, py::make_tuple(input, target),
+                        py::make_tuple(input._version(), target._version()));
+}
+
 py::object edge_of(const Tensor& p, const py::handle& obj) {
   // A module parameter is a leaf: its edge is itself when it requires grad (graph.edge).
   return p.requires_grad() ? py::reinterpret_borrow<py::object>(obj) : py::none();
@@ -185,8 +228,7 @@ py::object chain_forward(const py::tuple& layers, const std::vector<int64_t>& ki
     saved_t[i] = py::cast(saved[i]);
     versions_t[i] = py::int_(versions[i]);
   }
-  auto chain = std::make_shared<Chain>(std::move(records));
-  py::object backward = py::cast(chain).attr("backward");
+  py::object backward = py::cast(std::make_shared<Chain>(std::move(records)));
   return py::make_tuple(std::move(h), backward, edges, saved_t, versions_t, name);
 }
 
@@ -307,6 +349,63 @@ void send_all(const py::tuple& edges, const py::handle& grads, py::dict node_gra
   }
 }
 
+py::object get_attr(PyObject* obj, PyObject* name) {
+  PyObject* value = PyObject_GetAttr(obj, name);
+  if (value == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::object>(value);
+}
+
+// graph._backward's walk over the queued nodes, newest first, with the same steps in the same
+// order; `run_hooks` (graph._run_tensor_hooks) and `check_saved` (graph._check_saved, which
+// raises torch's errors) are called back for what this does not do itself.
+void walk(py::dict node_grads, py::dict leaf_grads, py::list heap, bool retain_graph,
+          const py::handle& node_type, const py::handle& heappush, const py::handle& heappop,
+          const py::handle& run_hooks, const py::handle& check_saved) {
+  static PyObject* hooks_name = PyUnicode_InternFromString("hooks");
+  static PyObject* retained_name = PyUnicode_InternFromString("retained");
+  static PyObject* backward_name = PyUnicode_InternFromString("backward");
+  static PyObject* saved_name = PyUnicode_InternFromString("saved");
+  static PyObject* versions_name = PyUnicode_InternFromString("versions");
+  static PyObject* takes_retain_name = PyUnicode_InternFromString("takes_retain");
+  static PyObject* inputs_name = PyUnicode_InternFromString("inputs");
+  py::object retain = py::bool_(retain_graph);
+  while (PyList_GET_SIZE(heap.ptr()) > 0) {
+    py::object item = heappop(heap);
+    py::object node = py::reinterpret_borrow<py::object>(PyTuple_GET_ITEM(item.ptr(), 1));
+    if (truthy_attr(node.ptr(), hooks_name) || truthy_attr(node.ptr(), retained_name)) {
+      node_grads[node] = run_hooks(node, node_grads[node]);
+    }
+    py::object backward = get_attr(node.ptr(), backward_name);
+    py::object saved = get_attr(node.ptr(), saved_name);
+    if (backward.is_none() || saved.is_none() || !PyTuple_Check(saved.ptr()) ||
+        first_changed(py::reinterpret_borrow<py::tuple>(saved),
+                      get_attr(node.ptr(), versions_name)) >= 0) {
+      check_saved(node);  // raises
+      backward = get_attr(node.ptr(), backward_name);
+    }
+    if (!retain_graph && PyTuple_GET_SIZE(saved.ptr()) > 0) {  // Node.release
+      if (PyObject_SetAttr(node.ptr(), backward_name, Py_None) < 0 ||
+          PyObject_SetAttr(node.ptr(), saved_name, Py_None) < 0) {
+        throw py::error_already_set();
+      }
+    }
+    saved = py::object();
+    PyObject* grad = PyDict_GetItemWithError(node_grads.ptr(), node.ptr());  // borrowed
+    if (grad == nullptr) {
+      if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, node.ptr());
+      throw py::error_already_set();
+    }
+    py::object g = py::reinterpret_borrow<py::object>(grad);
+    if (PyDict_DelItem(node_grads.ptr(), node.ptr()) < 0) throw py::error_already_set();
+    py::object input_grads = truthy_attr(node.ptr(), takes_retain_name)
+                                 ? backward(std::move(g), retain)
+                                 : backward(std::move(g));
+    backward = py::object();
+    send_all(get_attr(node.ptr(), inputs_name), input_grads, node_grads, leaf_grads, heap,
+             node_type, heappush);
+  }
+}
+
 // optim.sgd.SGD._step_group + optim.sgd.sgd for a group on CPU with torch's default
 // single-tensor path (foreach None/False), dense float32/float64 gradients: the same kernels
 // in the same order (torch._foreach_* run torch's per-tensor kernels on CPU). Returns False,
@@ -386,10 +485,13 @@ bool sgd_step(const py::list& group_params, const py::object& state, double lr, 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "shimnn's compiled fast paths (see shimnn/_native.py)";
   py::class_<Chain, std::shared_ptr<Chain>>(m, "Chain")
-      .def("backward", &Chain::backward, py::arg("grad"), py::arg("retain_graph"));
+      .def("__call__", &Chain::backward, py::arg("grad"), py::arg("retain_graph"));
+  py::class_<MseLoss, std::shared_ptr<MseLoss>>(m, "MseLoss")
+      .def("__call__", &MseLoss::backward, py::arg("grad"));
   m.def("chain_forward", &chain_forward);
   m.def("accumulate_leaves", &accumulate_leaves);
-  m.def("first_changed", &first_changed);
   m.def("send_all", &send_all);
+  m.def("walk", &walk);
+  m.def("mse_loss_forward", &mse_loss_forward);
   m.def("sgd_step", &sgd_step);
 }
