@@ -39,7 +39,7 @@ from hypothesis.control import currently_in_test_context
 import shimnn
 from conftest import assert_no_autograd_graph, assert_same, autograd_forbidden
 from parity import check_raises_like, random_like, reraise, twin_modules
-from shimnn.modules.container import _fusable_layers
+from shimnn.modules.container import _chain_plan, _layers_fusable
 
 CI_EXAMPLES = 100
 _EXAMPLES_ENV = "SHIMNN_HYPOTHESIS_EXAMPLES"
@@ -361,8 +361,10 @@ NON_RELU_INPLACE = {name for name, _ in INPLACE} - {"ReLU"}
 
 
 def _is_fused(model: torch.nn.Module, case: Case) -> bool:
-    return isinstance(model, shimnn.Sequential) and _fusable_layers(
-        model, torch.empty(case.shape)) is not None
+    if not isinstance(model, shimnn.Sequential):
+        return False
+    plan = _chain_plan(model, torch.empty(case.shape))
+    return plan is not None and _layers_fusable(plan[0])
 
 
 @PROFILE

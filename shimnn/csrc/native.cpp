@@ -129,12 +129,45 @@ py::object edge_of(const Tensor& p, const py::handle& obj) {
   return p.requires_grad() ? py::reinterpret_borrow<py::object>(obj) : py::none();
 }
 
-// container._run_mlp for a matrix input: returns None (then the Python path runs: a layer it
-// does not handle), or (output, backward or None, edges, saved, versions, node name).
+bool dict_entry_truthy(PyObject* dict, PyObject* key) {
+  PyObject* value = dict ? PyDict_GetItem(dict, key) : nullptr;  // borrowed
+  if (value == nullptr) return false;
+  int truth = PyObject_IsTrue(value);
+  if (truth < 0) throw py::error_already_set();
+  return truth == 1;
+}
+
+// container._layers_fusable for layers of the matrix kinds: no module hook, and an in-place
+// ReLU only right after a Linear.
+bool layers_fusable(const py::tuple& layers, const std::vector<int64_t>& kinds) {
+  static PyObject* hook_keys[] = {
+      PyUnicode_InternFromString("_forward_hooks"),
+      PyUnicode_InternFromString("_forward_pre_hooks"),
+      PyUnicode_InternFromString("_backward_hooks"),
+      PyUnicode_InternFromString("_backward_pre_hooks")};
+  static PyObject* inplace_key = PyUnicode_InternFromString("inplace");
+  for (size_t i = 0; i < kinds.size(); ++i) {
+    PyObject** dict_ptr = _PyObject_GetDictPtr(layers[i].ptr());
+    PyObject* dict = dict_ptr ? *dict_ptr : nullptr;
+    for (PyObject* key : hook_keys) {
+      if (dict_entry_truthy(dict, key)) return false;
+    }
+    if (dict_entry_truthy(dict, inplace_key) && (i == 0 || kinds[i - 1] != LINEAR)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// container._run_mlp for a matrix input: returns False when the layers cannot run fused
+// (layers_fusable), None where the Python path must run (a layer it does not handle), or
+// (output, backward or None, edges, saved, versions, node name).
 py::object chain_forward(const py::tuple& layers, const std::vector<int64_t>& kinds,
                          const Tensor& input, const py::object& e_input) {
   static const py::str weight_key("weight"), bias_key("bias"), params_key("_parameters"),
       inplace_key("inplace");
+  if (layers.size() != kinds.size()) return py::none();
+  if (!layers_fusable(layers, kinds)) return py::bool_(false);
   bool upstream = !e_input.is_none();
   std::vector<Record> records;
   std::vector<py::object> param_edges;  // bias, weight per recorded Linear, oldest first
@@ -246,9 +279,21 @@ bool truthy_attr(PyObject* obj, PyObject* name) {
 // `foreign`, contiguous, the leaf's shape, device and layout: stored as is) or a .grad to add
 // into in place. Stops at the first item outside that case and returns it and the rest, for
 // the Python function (which also raises torch's errors).
+// A tensor's `_backward_hooks` or `_post_accumulate_grad_hooks` (the fields those attributes
+// read) holds a hook.
+bool has_tensor_hooks(PyObject* obj) {
+  auto* var = reinterpret_cast<THPVariable*>(obj);
+  for (PyObject* hooks : {var->backward_hooks, var->post_accumulate_grad_hooks}) {
+    if (hooks != nullptr) {
+      int truth = PyObject_IsTrue(hooks);
+      if (truth < 0) throw py::error_already_set();
+      if (truth) return true;
+    }
+  }
+  return false;
+}
+
 py::list accumulate_leaves(const py::list& items, py::set foreign) {
-  static PyObject* hooks_name = PyUnicode_InternFromString("_backward_hooks");
-  static PyObject* post_name = PyUnicode_InternFromString("_post_accumulate_grad_hooks");
   at::AutoGradMode no_grad(false);
   Py_ssize_t n = PyList_GET_SIZE(items.ptr());
   for (Py_ssize_t i = 0; i < n; ++i) {
@@ -257,7 +302,7 @@ py::list accumulate_leaves(const py::list& items, py::set foreign) {
     PyObject* leaf_obj = PyList_GET_ITEM(item, 0);
     PyObject* grad_obj = PyList_GET_ITEM(item, 1);
     if (!THPVariable_Check(leaf_obj) || !THPVariable_Check(grad_obj) ||
-        truthy_attr(leaf_obj, hooks_name) || truthy_attr(leaf_obj, post_name)) {
+        has_tensor_hooks(leaf_obj)) {
       return items[py::slice(i, n, 1)];
     }
     const Tensor& leaf = THPVariable_Unpack(leaf_obj);
@@ -439,14 +484,18 @@ bool sgd_step(const py::list& group_params, const py::object& state, double lr, 
   bool all_bufs = true;
   if (momentum != 0) {
     for (PyObject* owner : owners) {
-      py::object s = state[py::handle(owner)];  // a defaultdict: creates the entry
-      py::object buf = s.attr("get")(buffer_key);
-      if (buf.is_none()) {
+      // state[p] (a defaultdict: a missing entry is created), then .get("momentum_buffer")
+      PyObject* found = PyDict_Check(state.ptr()) ? PyDict_GetItem(state.ptr(), owner) : nullptr;
+      py::object s = found ? py::reinterpret_borrow<py::object>(found)
+                           : py::object(state[py::handle(owner)]);
+      if (!PyDict_Check(s.ptr())) return false;
+      PyObject* buf = PyDict_GetItem(s.ptr(), buffer_key.ptr());  // borrowed
+      if (buf == nullptr || buf == Py_None) {
         all_bufs = false;
         bufs.emplace_back();
       } else {
-        if (!THPVariable_Check(buf.ptr())) return false;
-        bufs.push_back(THPVariable_Unpack(buf.ptr()));
+        if (!THPVariable_Check(buf)) return false;
+        bufs.push_back(THPVariable_Unpack(buf));
       }
       states.push_back(std::move(s));
     }
@@ -475,9 +524,22 @@ bool sgd_step(const py::list& group_params, const py::object& state, double lr, 
     at::_foreach_add_(params, g, -lr);
   }
   for (size_t i = 0; i < states.size(); ++i) {
-    states[i][buffer_key] = py::cast(bufs[i]);
+    if (PyDict_SetItem(states[i].ptr(), buffer_key.ptr(), py::cast(bufs[i]).ptr()) < 0) {
+      throw py::error_already_set();
+    }
   }
   return true;
+}
+
+// optim.optimizer.ShimOptimizer.zero_grad(set_to_none=True): every parameter's .grad to None.
+void clear_grads(const py::list& param_groups) {
+  static const py::str params_key("params");
+  for (py::handle group : param_groups) {
+    for (py::handle p : group[params_key]) {
+      if (!THPVariable_Check(p.ptr())) throw std::invalid_argument("not a tensor");
+      THPVariable_Unpack(p.ptr()).mutable_grad().reset();
+    }
+  }
 }
 
 }  // namespace
@@ -494,4 +556,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("walk", &walk);
   m.def("mse_loss_forward", &mse_loss_forward);
   m.def("sgd_step", &sgd_step);
+  m.def("clear_grads", &clear_grads);
 }

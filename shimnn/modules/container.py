@@ -17,14 +17,13 @@ from .._graph import (
     edge,
     is_grad_enabled,
     no_dispatch,
+    record,
     set_grad_enabled,
     wrap,
 )
 from .module import _CONTEXT_ERRORS, Module, _add_context
 
 __all__ = ["Sequential"]
-
-_make_subclass = Tensor._make_subclass
 
 
 class Sequential(torch.nn.Sequential, Module):
@@ -40,21 +39,29 @@ class Sequential(torch.nn.Sequential, Module):
     """
 
     def forward(self, input: Any) -> Any:
-        plan = _fusable_layers(self, input)
+        plan = _chain_plan(self, input)
         if plan is None:
             return super().forward(input)
-        return _run_chain(plan[0], input, plan[1])
+        layers, kinds = plan
+        if kinds is not None:
+            native = _native.get()
+            if native is not None:
+                result = _native_chain(native, layers, kinds, input)
+                if result is not None:
+                    return result if result is not _UNFUSABLE else super().forward(input)
+        if not _layers_fusable(layers):
+            return super().forward(input)
+        return _run_chain(layers, input, kinds)
 
 
 Plan = tuple[tuple[Any, ...], "tuple[int, ...] | None"]
 """The children, and their kinds when every one has a matrix fast path."""
 
 
-def _fusable_layers(seq: Sequential, input: Any) -> Plan | None:
-    """The children and whether all have a matrix fast path, if the chain can run fused: all of
-    them plain shimnn layers (exact types: a subclass may override forward), no hook anywhere,
-    no tracing, in-place layers only right after a Linear (so never first: that would have to
-    rewrite the caller's tensor's node)."""
+def _chain_plan(seq: Sequential, input: Any) -> Plan | None:
+    """The children and, if all have a matrix fast path, their kinds; ``None`` unless all of
+    them are plain shimnn layers (exact types: a subclass may override forward), with no
+    global hook and no tracing. :func:`_layers_fusable` then checks the layers themselves."""
     if (_torch_module._global_forward_hooks or _torch_module._global_forward_pre_hooks
             or _torch_module._global_backward_hooks or _torch_module._global_backward_pre_hooks
             or not isinstance(input, Tensor) or torch._C._get_tracing_state() is not None):
@@ -68,18 +75,51 @@ def _fusable_layers(seq: Sequential, input: Any) -> Plan | None:
         cache = seq.__dict__["_shim_chain_types"] = (layers, ok, matrix)
     if not cache[1]:
         return None
+    return layers, cache[2]
+
+
+def _layers_fusable(layers: tuple[Any, ...]) -> bool:
+    """No hook on any layer, in-place layers only right after a Linear (so never first: that
+    would have to rewrite the caller's tensor's node). ``chain_forward`` in
+    ``shimnn/csrc/native.cpp`` makes the same test."""
     previous = None
     for m in layers:
         if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks:
-            return None
+            return False
         # An in-place layer is fused only right after a Linear, whose fresh output nobody saved:
         # after a layer that saved its output torch's backward must raise, and the unfused path
         # (version-checked node by node) does.
         if vars(m).get("inplace", False) and (
                 previous is None or CHAIN_STEPS[type(previous)].kind != LINEAR):
-            return None
+            return False
         previous = m
-    return layers, cache[2]
+    return True
+
+
+_UNFUSABLE = object()
+
+
+def _native_chain(native: Any, layers: tuple[Any, ...], kinds: tuple[int, ...], input: Tensor
+                  ) -> Any:
+    """``_run_mlp`` in C++ (``chain_forward``), for a matrix input in grad mode: the output,
+    ``_UNFUSABLE`` (see :func:`_layers_fusable`), or ``None`` where the Python path must run
+    (it also raises the errors, naming the layer)."""
+    with no_dispatch():
+        if not is_grad_enabled() or input.dim() != 2:
+            return None
+        e_input = edge(input)
+        try:
+            result = native.chain_forward(layers, kinds, input, e_input)
+        except Exception:
+            return None
+    if result is None or result is False:
+        return _UNFUSABLE if result is False else None
+    out, backward, inputs, saved, versions, name = result
+    if backward is None:
+        return wrap(out)
+    tracked = record(out, name, backward, inputs, saved, versions)
+    tracked._node.takes_retain = True  # type: ignore[union-attr]
+    return tracked
 
 
 ChainStep = Any
@@ -102,14 +142,6 @@ def _run_chain(layers: tuple[Any, ...], input: Tensor, kinds: tuple[int, ...] | 
             return h if type(h) is TrackedTensor else wrap(h)
         e_input = edge(input)
         if kinds is not None and input.dim() == 2:
-            native = _native.get()
-            if native is not None:
-                try:
-                    result = native.chain_forward(layers, kinds, input, e_input)
-                except Exception:  # the Python path raises the same error, naming the layer
-                    result = None
-                if result is not None:
-                    return _native_chain(*result)
             return _run_mlp(layers, input, e_input)
         upstream = e_input is not None  # does anything before this layer need a gradient?
         steps: list[tuple[Any, int]] = []
@@ -161,17 +193,6 @@ def _run_chain(layers: tuple[Any, ...], input: Tensor, kinds: tuple[int, ...] | 
         node.takes_retain = True
         out._node = node
         return out
-
-
-def _native_chain(out: Tensor, backward: Any, inputs: tuple[Edge, ...], saved: tuple[Tensor, ...],
-                  versions: tuple[int, ...], name: str) -> Tensor:
-    """The node of a chain the compiled ``chain_forward`` ran (``_run_mlp``'s, in C++)."""
-    result = _make_subclass(TrackedTensor, out)
-    if backward is not None:
-        node = Node(name, backward, inputs, saved, versions)
-        node.takes_retain = True
-        result._node = node
-    return result
 
 
 LINEAR, RELU, TANH = range(3)

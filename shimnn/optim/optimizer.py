@@ -21,6 +21,7 @@ from torch.optim.optimizer import (
     _global_optimizer_pre_hooks,
 )
 
+from .. import _native
 from .._graph import is_grad_enabled, no_dispatch, set_grad_enabled
 
 __all__ = ["ShimOptimizer"]
@@ -177,6 +178,10 @@ class ShimOptimizer(Optimizer):
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Reset the gradients: ``None`` (default) or zeros, as ``torch.optim`` does."""
+        native = _native.get()
+        if set_to_none and native is not None and type(self.param_groups) is list:
+            native.clear_grads(self.param_groups)  # the loop below, in C++
+            return
         with no_dispatch():
             for group in self.param_groups:
                 for p in group["params"]:
