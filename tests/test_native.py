@@ -385,3 +385,43 @@ def test_build_failure_falls_back_with_a_reason(monkeypatch: pytest.MonkeyPatch,
     with pytest.raises(RuntimeError, match="SHIMNN_NATIVE=1, but the native fast paths are "
                        "unavailable"):
         _native.get()
+
+
+@pytest.mark.parametrize("where", ["forward", "forward_pre", "inplace-first", "global"])
+def test_chain_with_hooks_or_inplace_first_runs_layer_by_layer_like_torch(where: str) -> None:
+    """What makes a chain unfusable (checked in C++ when compiled, in Python otherwise) leaves
+    every layer to run as a module: hooks are called, and the numbers are torch's."""
+    calls: list[str] = []
+
+    def build(nn: Any) -> Any:
+        torch.manual_seed(0)
+        first = [nn.ReLU(inplace=True)] if where == "inplace-first" else []
+        model = nn.Sequential(*first, nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+        if where == "forward":
+            model[1].register_forward_hook(lambda m, args, out: calls.append("f") or out * 2)
+        elif where == "forward_pre":
+            model[0].register_forward_pre_hook(lambda m, args: calls.append("p") or (
+                args[0] + 1,))
+        return model
+
+    results = []
+    for nn in (torch.nn, shimnn):
+        model = build(nn)
+        x = torch.randn(5, 3, generator=torch.Generator().manual_seed(2))
+        x = x.requires_grad_(True) if nn is torch.nn else shimnn.Parameter(x)
+        handle = torch.nn.modules.module.register_module_forward_hook(
+            lambda m, args, out: calls.append("g")) if where == "global" else None
+        try:
+            inp = x * 1 if where == "inplace-first" else x  # a non-leaf the ReLU overwrites
+            out = model(inp)
+        finally:
+            if handle is not None:
+                handle.remove()
+        out.backward(torch.ones(out.shape))
+        results.append([out.detach(), x.grad, *[p.grad for p in model.parameters()]])
+        if nn is shimnn and native is not None:
+            assert not isinstance(out._node.backward, native.Chain)
+    if where != "inplace-first":  # the hooks ran, as often for both frameworks
+        assert len(calls) >= 2 and len(calls) % 2 == 0
+    for i, (s, r) in enumerate(zip(results[1], results[0])):
+        assert_same(s, r, f"tensor {i}")
