@@ -357,15 +357,14 @@ def mse_loss(
         raise NotImplementedError("shimnn.functional.mse_loss does not support weight= yet")
     with no_dispatch():
         same_shape = target.shape == input.shape
-    if not same_shape:
-        warnings.warn(
-            f"Using a target size ({target.size()}) that is different to the input size "
-            f"({input.size()}). This will likely lead to incorrect results due to broadcasting. "
-            "Please ensure they have the same size.",
-            stacklevel=2,
-        )
-    enum = _reduction_enum(size_average, reduce, reduction)
-    with no_dispatch():
+        if not same_shape:
+            warnings.warn(
+                f"Using a target size ({target.size()}) that is different to the input size "
+                f"({input.size()}). This will likely lead to incorrect results due to "
+                "broadcasting. Please ensure they have the same size.",
+                stacklevel=2,
+            )
+        enum = _reduction_enum(size_average, reduce, reduction)
         if is_grad_enabled():
             e_input, e_target = edge(input), edge(target)
             if e_input is not None or e_target is not None:

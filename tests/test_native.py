@@ -130,6 +130,31 @@ def test_chain_matches_python_path_and_torch(chain: str, dtype: torch.dtype, lay
 
 
 @needs_native
+@pytest.mark.parametrize("chain", list(CHAINS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_chain_under_no_grad_matches_python_path_and_torch(chain: str, dtype: torch.dtype,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    spec = CHAINS[chain]
+    in_features = int(next(c for c in spec if c[0] == "L")[1:].split("-")[0])
+    x = torch.randn(9, in_features, dtype=dtype).t().contiguous().t()  # column-major too
+    calls: list[Any] = []
+    compiled_forward = native.chain_forward
+    monkeypatch.setattr(native, "chain_forward", lambda *a: calls.append(
+        compiled_forward(*a)) or calls[-1])
+    with torch.no_grad():
+        ref = _build(torch.nn, spec, dtype)(x)
+        with native_enabled(False):
+            python = _build(shimnn, spec, dtype)(x)
+        assert calls == []
+        compiled = _build(shimnn, spec, dtype)(x)
+    assert len(calls) == 1 and calls[0][1] is None  # computed in C++, nothing recorded
+    assert type(compiled) is shimnn.TrackedTensor and compiled._node is None
+    assert_same(compiled, ref, "vs torch")
+    assert_same(compiled, python, "vs the Python path")
+
+
+@needs_native
 def test_chain_node_is_compiled_and_records_what_python_does() -> None:
     x = torch.randn(6, 3)
     with native_enabled(False):

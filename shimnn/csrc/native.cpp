@@ -159,11 +159,12 @@ bool layers_fusable(const py::tuple& layers, const std::vector<int64_t>& kinds) 
   return true;
 }
 
-// container._run_mlp for a matrix input: returns False when the layers cannot run fused
+// container._run_mlp for a matrix input (with grad_mode false: the plain loop of
+// container._run_chain, recording nothing): returns False when the layers cannot run fused
 // (layers_fusable), None where the Python path must run (a layer it does not handle), or
 // (output, backward or None, edges, saved, versions, node name).
 py::object chain_forward(const py::tuple& layers, const std::vector<int64_t>& kinds,
-                         const Tensor& input, const py::object& e_input) {
+                         const Tensor& input, const py::object& e_input, bool grad_mode) {
   static const py::str weight_key("weight"), bias_key("bias"), params_key("_parameters"),
       inplace_key("inplace");
   if (layers.size() != kinds.size()) return py::none();
@@ -190,8 +191,8 @@ py::object chain_forward(const py::tuple& layers, const std::vector<int64_t>& ki
       if (has_bias && !THPVariable_Check(b_obj)) return py::none();
       const Tensor& weight = THPVariable_Unpack(w_obj);
       Tensor bias = has_bias ? THPVariable_Unpack(b_obj) : Tensor();
-      bool need_weight = weight.requires_grad();
-      bool need_bias = has_bias && bias.requires_grad();
+      bool need_weight = grad_mode && weight.requires_grad();
+      bool need_bias = grad_mode && has_bias && bias.requires_grad();
       Tensor rows = h;
       h = at::linear(rows, weight, has_bias ? c10::optional<Tensor>(bias) : c10::nullopt);
       name = has_bias ? "AddmmBackward0" : "MmBackward0";
@@ -442,9 +443,18 @@ void walk(py::dict node_grads, py::dict leaf_grads, py::list heap, bool retain_g
     }
     py::object g = py::reinterpret_borrow<py::object>(grad);
     if (PyDict_DelItem(node_grads.ptr(), node.ptr()) < 0) throw py::error_already_set();
-    py::object input_grads = truthy_attr(node.ptr(), takes_retain_name)
-                                 ? backward(std::move(g), retain)
-                                 : backward(std::move(g));
+    py::object input_grads;
+    if (THPVariable_Check(g.ptr()) && py::isinstance<Chain>(backward)) {
+      // this module's own nodes: called directly, not through Python
+      Tensor grad_tensor = THPVariable_Unpack(g.ptr());
+      g = py::object();
+      input_grads = backward.cast<Chain&>().backward(std::move(grad_tensor), retain_graph);
+    } else if (THPVariable_Check(g.ptr()) && py::isinstance<MseLoss>(backward)) {
+      input_grads = backward.cast<MseLoss&>().backward(THPVariable_Unpack(g.ptr()));
+    } else {
+      input_grads = truthy_attr(node.ptr(), takes_retain_name) ? backward(std::move(g), retain)
+                                                               : backward(std::move(g));
+    }
     backward = py::object();
     send_all(get_attr(node.ptr(), inputs_name), input_grads, node_grads, leaf_grads, heap,
              node_type, heappush);

@@ -101,15 +101,17 @@ _UNFUSABLE = object()
 
 def _native_chain(native: Any, layers: tuple[Any, ...], kinds: tuple[int, ...], input: Tensor
                   ) -> Any:
-    """``_run_mlp`` in C++ (``chain_forward``), for a matrix input in grad mode: the output,
-    ``_UNFUSABLE`` (see :func:`_layers_fusable`), or ``None`` where the Python path must run
-    (it also raises the errors, naming the layer)."""
+    """``_run_mlp`` (and, under ``no_grad``, the plain loop of ``_run_chain``) in C++
+    (``chain_forward``), for a matrix input: the output, ``_UNFUSABLE`` (see
+    :func:`_layers_fusable`), or ``None`` where the Python path must run (it also raises the
+    errors, naming the layer)."""
     with no_dispatch():
-        if not is_grad_enabled() or input.dim() != 2:
+        if input.dim() != 2:
             return None
-        e_input = edge(input)
+        grad_mode = is_grad_enabled()
+        e_input = edge(input) if grad_mode else None
         try:
-            result = native.chain_forward(layers, kinds, input, e_input)
+            result = native.chain_forward(layers, kinds, input, e_input, grad_mode)
         except Exception:
             return None
     if result is None or result is False:

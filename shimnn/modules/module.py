@@ -71,9 +71,11 @@ class Module(torch.nn.Module):
         # torch's fast path (no hooks) with the same frame depth, so warnings' stack levels
         # point where torch's do; an error is re-raised (same exception, same type) with a
         # message that names this module and its inputs.
+        m = _torch_module
         if (self._forward_hooks or self._forward_pre_hooks or self._backward_hooks
-                or self._backward_pre_hooks or _has_global_hooks()
-                or torch._C._get_tracing_state()):
+                or self._backward_pre_hooks or m._global_forward_hooks
+                or m._global_forward_pre_hooks or m._global_backward_hooks
+                or m._global_backward_pre_hooks or _get_tracing_state()):
             return super()._call_impl(*args, **kwargs)
         try:
             return self.forward(*args, **kwargs)
@@ -96,12 +98,7 @@ class Module(torch.nn.Module):
 
 
 _CONTEXT_ERRORS = (RuntimeError, ValueError, TypeError, IndexError)
-
-
-def _has_global_hooks() -> bool:
-    m = _torch_module
-    return bool(m._global_forward_hooks or m._global_forward_pre_hooks
-                or m._global_backward_hooks or m._global_backward_pre_hooks)
+_get_tracing_state = torch._C._get_tracing_state
 
 
 def _describe(value: Any) -> str:
