@@ -138,11 +138,19 @@ def environment() -> dict[str, object]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "shimnn_native": _native_status(),
     }
+
+
+def _native_status() -> str:
+    from shimnn import _native
+
+    return _native.status().removeprefix("native fast paths: ")
 
 
 def environment_line(env: Mapping[str, object]) -> str:
     """``environment()`` as one Markdown line."""
     return (f"Machine: {env['cpu']}, {env['cores']} cores ({env['usable_cores']} usable); "
             f"Python {env['python']}; torch {env['torch']}; "
-            f"torch threads {env['torch_threads']}")
+            f"torch threads {env['torch_threads']}; shimnn's compiled fast paths: "
+            f"{env.get('shimnn_native', 'not recorded')}")

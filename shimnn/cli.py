@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("support", help="print the support table (Markdown)",
                    description="Print which torch.nn, torch.nn.functional and torch.optim "
                                "names shimnn implements.")
+    sub.add_parser("native", help="build the compiled fast paths now (if needed) and say "
+                   "whether they are in use",
+                   description="shimnn compiles its C++ fast paths on first use (about 30 s, "
+                               "cached in $SHIMNN_CACHE or ~/.cache/shimnn). This builds them "
+                               "now, e.g. in a container image, and prints their status. Exit "
+                               "status 0 when they are in use.")
     return parser
 
 
@@ -115,6 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(support_table())
         return 0
+    if args.command == "native":
+        from . import _native
+
+        print(_native.status())
+        return 0 if _native.get() is not None else 1
     from . import runner
 
     if not os.path.isfile(args.script):

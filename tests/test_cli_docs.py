@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -63,3 +64,16 @@ def test_readme_support_table_is_current() -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("<!-- support-table:start -->\n")[1].split("<!-- support-table:end")[0]
     assert section.strip() == support_table().strip(), "run `make readme`"
+
+
+@pytest.mark.parametrize("setting", ["0", "1"])
+def test_native_command_reports_the_compiled_paths(setting: str) -> None:
+    env = {**os.environ, "SHIMNN_NATIVE": setting}
+    done = subprocess.run([sys.executable, "-m", "shimnn", "native"], capture_output=True,
+                          text=True, env=env)
+    if setting == "0":
+        assert done.returncode == 1
+        assert done.stdout.startswith("native fast paths: disabled")
+    else:  # required: `make test` proves the build works on the machine it runs on
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "native fast paths: in use"

@@ -294,3 +294,22 @@ def test_non_differentiable_torch_call_mixing_torch_and_shimnn_graphs() -> None:
     out_ref, out_shim = ref(x), shim(x)  # one recorded by torch, one by shimnn
     assert torch.equal(out_ref, out_shim)
     assert torch.allclose(out_shim, out_ref) and bool((out_shim == out_ref).all())
+
+
+def test_calls_without_tensor_results_on_tracked_tensors_answer_as_torch() -> None:
+    """The fast path for calls whose result holds no tensor (item, shape, size...)."""
+    w = shimnn.Parameter(torch.randn(3, 2))
+    tracked, plain = w * 2, w.detach() * 2
+    scalar, plain_scalar = tracked.sum(), plain.sum()
+    assert scalar.item() == plain_scalar.item() and type(scalar.item()) is float
+    assert float(scalar) == float(plain_scalar) and bool(scalar) == bool(plain_scalar)
+    assert tracked.tolist() == plain.tolist()
+    assert (tracked.shape, tracked.dtype, tracked.device, tracked.ndim, tracked.layout) == (
+        plain.shape, plain.dtype, plain.device, plain.ndim, plain.layout)
+    assert (tracked.size(), tracked.size(1), tracked.dim(), tracked.numel(), len(tracked),
+            tracked.stride(), tracked.is_contiguous(), tracked.element_size()) == (
+        plain.size(), plain.size(1), plain.dim(), plain.numel(), len(plain), plain.stride(),
+        plain.is_contiguous(), plain.element_size())
+    assert torch.tensor([10, 20, 30])[torch.tensor(1) + 0 * scalar.long()] == 20
+    scalar.backward()  # the graph is untouched by those calls
+    assert torch.equal(w.grad, torch.full((3, 2), 2.0))
