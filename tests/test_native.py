@@ -450,3 +450,19 @@ def test_chain_with_hooks_or_inplace_first_runs_layer_by_layer_like_torch(where:
         assert len(calls) >= 2 and len(calls) % 2 == 0
     for i, (s, r) in enumerate(zip(results[1], results[0])):
         assert_same(s, r, f"tensor {i}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sgd_momentum_changed_between_steps_like_torch(dtype: torch.dtype) -> None:
+    """The compiled step keeps the last momentum as a tensor: a new value must replace it."""
+    results = []
+    for cls in (torch.optim.SGD, shimnn.optim.SGD):
+        g = torch.Generator().manual_seed(0)
+        params = [torch.randn(4, 3, generator=g, dtype=dtype).requires_grad_(True)]
+        opt = cls(params, lr=0.1, momentum=0.9)
+        for step, momentum in enumerate([0.9, 0.9, 0.5, 0.5, 0.99, 0.9]):
+            opt.param_groups[0]["momentum"] = momentum
+            params[0].grad = torch.randn(4, 3, generator=g, dtype=dtype)
+            opt.step()
+        results.append(params[0].detach())
+    assert_same(results[1], results[0])

@@ -517,8 +517,17 @@ bool sgd_step(const py::list& group_params, const py::object& state, double lr, 
     if (weight_decay != 0) g = at::_foreach_add(g, params, weight_decay);
     if (momentum != 0) {
       if (all_bufs) {
-        // optimizer._foreach_mul_: the momentum as a 0-d tensor of the buffers' dtype.
-        at::_foreach_mul_(bufs, at::scalar_tensor(momentum, at::TensorOptions().dtype(dtype)));
+        // optimizer._foreach_mul_: the momentum as a 0-d tensor of the buffers' dtype (the
+        // last one made is kept, as optimizer._SCALARS keeps it; the GIL guards it).
+        // float32, float64; never destroyed (a static tensor would be freed at exit after
+        // torch's allocator may be gone)
+        static auto* cached = new std::pair<double, Tensor>[2];
+        auto& [value, scalar] = cached[dtype == at::kDouble];
+        if (!scalar.defined() || value != momentum) {
+          value = momentum;
+          scalar = at::scalar_tensor(momentum, at::TensorOptions().dtype(dtype));
+        }
+        at::_foreach_mul_(bufs, scalar);
         at::_foreach_add_(bufs, g, 1 - dampening);
       } else {
         for (size_t i = 0; i < bufs.size(); ++i) {
