@@ -460,7 +460,7 @@ def test_sgd_momentum_changed_between_steps_like_torch(dtype: torch.dtype) -> No
         g = torch.Generator().manual_seed(0)
         params = [torch.randn(4, 3, generator=g, dtype=dtype).requires_grad_(True)]
         opt = cls(params, lr=0.1, momentum=0.9)
-        for step, momentum in enumerate([0.9, 0.9, 0.5, 0.5, 0.99, 0.9]):
+        for momentum in [0.9, 0.9, 0.5, 0.5, 0.99, 0.9]:
             opt.param_groups[0]["momentum"] = momentum
             params[0].grad = torch.randn(4, 3, generator=g, dtype=dtype)
             opt.step()
