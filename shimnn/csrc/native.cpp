@@ -82,7 +82,7 @@ class Chain {
 };
 
 // functional.mse_loss_forward for an input and target of the same shape and floating dtype
-// (no broadcasting, nothing to sum back): the backward of MseLossBackward0.
+// on CPU (no broadcasting, nothing to sum back): the backward of MseLossBackward0.
 class MseLoss {
  public:
   MseLoss(Tensor input, Tensor target, int64_t reduction, bool need_input, bool need_target)
@@ -110,7 +110,7 @@ class MseLoss {
 py::object mse_loss_forward(const Tensor& input, const Tensor& target, int64_t reduction,
                             bool need_input, bool need_target) {
   if (!input.sizes().equals(target.sizes()) || input.scalar_type() != target.scalar_type() ||
-      !at::isFloatingType(input.scalar_type())) {
+      !at::isFloatingType(input.scalar_type()) || !input.is_cpu() || !target.is_cpu()) {
     return py::none();
   }
   Tensor out;
@@ -167,7 +167,8 @@ py::object chain_forward(const py::tuple& layers, const std::vector<int64_t>& ki
                          const Tensor& input, const py::object& e_input, bool grad_mode) {
   static const py::str weight_key("weight"), bias_key("bias"), params_key("_parameters"),
       inplace_key("inplace");
-  if (layers.size() != kinds.size()) return py::none();
+  // CPU only: on other devices the Python path runs (what the GPU parity check verified).
+  if (layers.size() != kinds.size() || !input.is_cpu()) return py::none();
   if (!layers_fusable(layers, kinds)) return py::bool_(false);
   bool upstream = !e_input.is_none();
   std::vector<Record> records;
@@ -191,6 +192,7 @@ py::object chain_forward(const py::tuple& layers, const std::vector<int64_t>& ki
       if (has_bias && !THPVariable_Check(b_obj)) return py::none();
       const Tensor& weight = THPVariable_Unpack(w_obj);
       Tensor bias = has_bias ? THPVariable_Unpack(b_obj) : Tensor();
+      if (!weight.is_cpu() || (has_bias && !bias.is_cpu())) return py::none();
       bool need_weight = grad_mode && weight.requires_grad();
       bool need_bias = grad_mode && has_bias && bias.requires_grad();
       Tensor rows = h;
