@@ -83,6 +83,9 @@ def get() -> Any:
             if os.environ.get("SHIMNN_NATIVE") == "1":
                 raise RuntimeError(f"shimnn: SHIMNN_NATIVE=1, but the native fast paths are "
                                    f"{_reason}") from error
+            print(f"shimnn: the native fast paths are {_reason}; running the Python paths "
+                  "(same numbers, slower). SHIMNN_NATIVE=0 skips the attempt.", file=sys.stderr,
+                  flush=True)
     return _module
 
 

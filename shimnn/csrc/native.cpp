@@ -231,7 +231,8 @@ py::object chain_forward(const py::tuple& layers, const std::vector<int64_t>& ki
       }
     } else if (kind == RELU) {
       // ReLU(inplace=True) overwrites the previous Linear's fresh output (torch.relu_).
-      PyObject* dict = *_PyObject_GetDictPtr(m.ptr());
+      PyObject** dict_ptr = _PyObject_GetDictPtr(m.ptr());
+      PyObject* dict = dict_ptr ? *dict_ptr : nullptr;
       PyObject* flag = dict ? PyDict_GetItem(dict, inplace_key.ptr()) : nullptr;
       bool inplace = flag != nullptr && PyObject_IsTrue(flag);
       if (inplace) {
