@@ -24,8 +24,9 @@ _tanh_backward = torch.ops.aten.tanh_backward.default._op
 _mse_loss_backward = torch.ops.aten.mse_loss_backward.default._op
 
 
-def bare_step(momentum: float = 0.9, lr: float = 0.1) -> Callable[[], None]:
-    """One SGD-momentum step of the seed network, hand-written with shimnn's kernels."""
+def _seed_state() -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor],
+                          list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Weights, biases, parameters (interleaved), momentum buffers and one mini-batch."""
     torch.manual_seed(0)
     sizes = SEED_TASK.sizes
     weights = [torch.randn(o, i) * 0.3 for i, o in zip(sizes, sizes[1:])]
@@ -33,6 +34,12 @@ def bare_step(momentum: float = 0.9, lr: float = 0.1) -> Callable[[], None]:
     params = [t for pair in zip(weights, biases) for t in pair]
     bufs = [torch.zeros_like(p) for p in params]
     x, y = batch_data(SEED_TASK)
+    return weights, biases, params, bufs, x, y
+
+
+def bare_step(momentum: float = 0.9, lr: float = 0.1) -> Callable[[], None]:
+    """One SGD-momentum step of the seed network, hand-written with shimnn's kernels."""
+    weights, biases, params, bufs, x, y = _seed_state()
     ones = torch.ones(())
     last = len(weights) - 1
 
@@ -109,13 +116,7 @@ def bare_cpp_step(momentum: float = 0.9, lr: float = 0.1) -> Callable[[], None]:
     build.mkdir(parents=True, exist_ok=True)
     module = load_inline("shimnn_bench_floor", cpp_sources=[_BARE_CPP], functions=["step"],
                          extra_cflags=["-O2"], build_directory=str(build))
-    torch.manual_seed(0)
-    sizes = SEED_TASK.sizes
-    weights = [torch.randn(o, i) * 0.3 for i, o in zip(sizes, sizes[1:])]
-    biases = [torch.zeros(o) for o in sizes[1:]]
-    params = [t for pair in zip(weights, biases) for t in pair]
-    bufs = [torch.zeros_like(p) for p in params]
-    x, y = batch_data(SEED_TASK)
+    _, _, params, bufs, x, y = _seed_state()
     mu = torch.tensor(momentum)
     return lambda: module.step(x, y, params, bufs, mu, lr)
 
