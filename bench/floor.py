@@ -105,14 +105,13 @@ void step(const Tensor& x, const Tensor& y, std::vector<Tensor> params, std::vec
 def bare_cpp_step(momentum: float = 0.9, lr: float = 0.1) -> Callable[[], None]:
     """``bare_step`` in C++: the floor for these kernels (no Python between them)."""
     import hashlib
-    import os
-    from pathlib import Path
 
     from torch.utils.cpp_extension import load_inline
 
+    from shimnn._native import cache_root
+
     key = hashlib.sha256(f"{_BARE_CPP}{torch.__version__}".encode()).hexdigest()[:16]
-    root = Path(os.environ.get("SHIMNN_CACHE") or Path.home() / ".cache" / "shimnn")
-    build = root / f"bench-floor-{key}"
+    build = cache_root() / f"bench-floor-{key}"
     build.mkdir(parents=True, exist_ok=True)
     module = load_inline("shimnn_bench_floor", cpp_sources=[_BARE_CPP], functions=["step"],
                          extra_cflags=["-O2"], build_directory=str(build))

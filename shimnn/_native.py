@@ -3,9 +3,8 @@
 The same ATen kernels, in the same order, as the Python code they replace, called from C++ so
 that a small network does not pay Python's cost per kernel call: the numbers are identical
 with or without them (the test suite runs both). Built once per source, torch and Python
-version with torch's C++ extension builder into ``$SHIMNN_CACHE`` (default
-``~/.cache/shimnn``) on first use; about 30 s with a C++ compiler and ninja. Without them
-shimnn runs its Python paths.
+version with torch's C++ extension builder into :func:`cache_root` on first use; about 30 s
+with a C++ compiler and ninja. Without them shimnn runs its Python paths.
 
 ``SHIMNN_NATIVE=0`` disables the compiled paths, ``SHIMNN_NATIVE=1`` makes a failed build an
 error instead of a fallback.
@@ -25,7 +24,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["get", "set_enabled", "status"]
+__all__ = ["cache_root", "get", "set_enabled", "status"]
 
 _SOURCE = Path(__file__).with_name("csrc") / "native.cpp"
 _FLAGS = ["-O2"]
@@ -40,8 +39,16 @@ def _build_dir() -> Path:
     key = hashlib.sha256()
     key.update(_SOURCE.read_bytes())
     key.update(f"{torch.__version__}|{sys.version}|{_FLAGS}".encode())
-    root = Path(os.environ.get("SHIMNN_CACHE") or Path.home() / ".cache" / "shimnn")
-    return root / f"native-{key.hexdigest()[:16]}"
+    return cache_root() / f"native-{key.hexdigest()[:16]}"
+
+
+def cache_root() -> Path:
+    """Where compiled code is kept: ``$SHIMNN_CACHE``, else ``$XDG_CACHE_HOME/shimnn``, else
+    ``~/.cache/shimnn``."""
+    explicit = os.environ.get("SHIMNN_CACHE")
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "shimnn"
 
 
 def _load() -> ModuleType:

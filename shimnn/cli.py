@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("native", help="build the compiled fast paths now (if needed) and say "
                    "whether they are in use",
                    description="shimnn compiles its C++ fast paths on first use (about 30 s, "
-                               "cached in $SHIMNN_CACHE or ~/.cache/shimnn). This builds them "
+                               "cached in $SHIMNN_CACHE, else $XDG_CACHE_HOME/shimnn or "
+                               "~/.cache/shimnn). This builds them "
                                "now, e.g. in a container image, and prints their status. Exit "
                                "status 0 when they are in use.")
     return parser

@@ -466,3 +466,14 @@ def test_sgd_momentum_changed_between_steps_like_torch(dtype: torch.dtype) -> No
             opt.step()
         results.append(params[0].detach())
     assert_same(results[1], results[0])
+
+
+def test_cache_root_follows_the_environment(monkeypatch: pytest.MonkeyPatch,
+                                            tmp_path: Path) -> None:
+    monkeypatch.setenv("SHIMNN_CACHE", str(tmp_path / "explicit"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert _native.cache_root() == tmp_path / "explicit"
+    monkeypatch.delenv("SHIMNN_CACHE")
+    assert _native.cache_root() == tmp_path / "xdg" / "shimnn"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert _native.cache_root() == Path.home() / ".cache" / "shimnn"
