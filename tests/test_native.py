@@ -110,7 +110,7 @@ def _run(nn: Any, spec: list[str], dtype: torch.dtype, layout: str, input_grad: 
 
 @needs_native
 @pytest.mark.parametrize("chain", list(CHAINS))
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("layout", ["contiguous", "column-major"])
 @pytest.mark.parametrize("input_grad", [False, True])
 @pytest.mark.parametrize("retain", [False, True])
