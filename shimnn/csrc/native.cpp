@@ -4,7 +4,9 @@
 // Python path, which runs when this module is unavailable or disabled.
 #include <torch/extension.h>
 
+#include <cmath>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace py = pybind11;
@@ -553,6 +555,76 @@ bool sgd_step(const py::list& group_params, const py::object& state, double lr, 
   return true;
 }
 
+// optim.adam.Adam._step_group + optim.adam._single_tensor_adam for a group on CPU with
+// torch's default single-tensor path (foreach None/False), number hyper-parameters, real
+// float32/float64 parameters with dense gradients and state already created (the first step
+// creates it in Python): per parameter, the same kernels in the same order, and the bias
+// corrections computed in double as Python computes them (pow from the C library, like `**`).
+// Returns False, having changed nothing, where that case does not hold.
+bool adam_step(const py::list& group_params, const py::object& state, double lr, double beta1,
+               double beta2, double eps, double weight_decay, bool amsgrad, bool maximize,
+               bool decoupled_weight_decay) {
+  static const py::str step_key("step"), exp_avg_key("exp_avg"), exp_avg_sq_key("exp_avg_sq"),
+      max_key("max_exp_avg_sq");
+  struct Entry {
+    Tensor param, grad, step, exp_avg, exp_avg_sq, max_exp_avg_sq;
+  };
+  std::vector<Entry> entries;
+  for (py::handle obj : group_params) {
+    if (!THPVariable_Check(obj.ptr())) return false;
+    const Tensor& p = THPVariable_Unpack(obj.ptr());
+    const Tensor& g = p.grad();
+    if (!g.defined()) continue;
+    auto dtype = p.scalar_type();
+    if (!p.is_cpu() || !g.is_cpu() || g.layout() != at::kStrided ||
+        (dtype != at::kFloat && dtype != at::kDouble) || g.scalar_type() != dtype) {
+      return false;
+    }
+    PyObject* s = PyDict_Check(state.ptr()) ? PyDict_GetItem(state.ptr(), obj.ptr()) : nullptr;
+    if (s == nullptr || !PyDict_Check(s)) return false;  // no state yet: the Python path
+    Entry e{p, g};
+    std::pair<const py::str*, Tensor*> fields[] = {
+        {&step_key, &e.step}, {&exp_avg_key, &e.exp_avg}, {&exp_avg_sq_key, &e.exp_avg_sq},
+        {&max_key, &e.max_exp_avg_sq}};
+    for (auto& [key, field] : fields) {
+      if (key == &max_key && !amsgrad) continue;
+      PyObject* t = PyDict_GetItem(s, key->ptr());  // borrowed
+      if (t == nullptr || !THPVariable_Check(t)) return false;
+      *field = THPVariable_Unpack(t);
+    }
+    if (!e.step.is_cpu() || e.step.numel() != 1) return false;
+    entries.push_back(std::move(e));
+  }
+  at::AutoGradMode no_grad(false);
+  for (auto& e : entries) {
+    Tensor grad = maximize ? at::neg(e.grad) : e.grad;
+    e.step.add_(1);
+    if (weight_decay != 0) {
+      if (decoupled_weight_decay) {
+        e.param.mul_(1 - lr * weight_decay);
+      } else {
+        grad = grad.add(e.param, weight_decay);
+      }
+    }
+    e.exp_avg.lerp_(grad, 1 - beta1);
+    e.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2);
+    double step = e.step.item<double>();
+    double bias_correction1 = 1 - std::pow(beta1, step);
+    double bias_correction2 = 1 - std::pow(beta2, step);
+    double step_size = lr / bias_correction1;
+    double bias_correction2_sqrt = std::pow(bias_correction2, 0.5);
+    Tensor denom;
+    if (amsgrad) {
+      at::maximum_out(e.max_exp_avg_sq, e.max_exp_avg_sq, e.exp_avg_sq);
+      denom = (e.max_exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps);
+    } else {
+      denom = (e.exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps);
+    }
+    e.param.addcdiv_(e.exp_avg, denom, -step_size);
+  }
+  return true;
+}
+
 // optim.optimizer.ShimOptimizer.zero_grad(set_to_none=True): every parameter's .grad to None.
 void clear_grads(const py::list& param_groups) {
   static const py::str params_key("params");
@@ -578,5 +650,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("walk", &walk);
   m.def("mse_loss_forward", &mse_loss_forward);
   m.def("sgd_step", &sgd_step);
+  m.def("adam_step", &adam_step);
   m.def("clear_grads", &clear_grads);
 }

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer, ParamsT
 
+from .. import _native
 from .optimizer import (
     ShimOptimizer,
     _add_one,
@@ -146,6 +147,17 @@ class Adam(ShimOptimizer):
         _upgrade_steps(self)
 
     def _step_group(self, group: dict[str, Any]) -> None:
+        native = _native.get()
+        if native is not None and not group["foreach"]:
+            lr, wd, eps, (beta1, beta2) = (group["lr"], group["weight_decay"], group["eps"],
+                                           group["betas"])
+            if all(type(v) is float or type(v) is int for v in (lr, wd, eps, beta1, beta2)):
+                # The CPU case of the code below once the state exists, in C++ (False: not
+                # that case, nothing done).
+                if native.adam_step(group["params"], self.state, lr, beta1, beta2, eps, wd,
+                                    group["amsgrad"], group["maximize"],
+                                    group["decoupled_weight_decay"]):
+                    return
         params: list[Tensor] = []
         grads: list[Tensor] = []
         exp_avgs: list[Tensor] = []
