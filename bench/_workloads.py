@@ -24,6 +24,8 @@ __all__ = [
     "FRAMEWORKS",
     "NETWORKS",
     "OPTIMIZERS",
+    "EPOCH_OPTIMIZERS",
+    "make_optimizer",
     "BATCHES",
     "SEED_TASK",
     "Network",
@@ -39,11 +41,20 @@ FRAMEWORKS: dict[str, tuple[ModuleType, ModuleType]] = {
 }
 """Framework name -> (module namespace, optimizer namespace)."""
 
-OPTIMIZERS: dict[str, dict[str, float]] = {
-    "sgd": {"lr": 0.1},
-    "momentum": {"lr": 0.1, "momentum": 0.9},
+OPTIMIZERS: dict[str, tuple[str, dict[str, float]]] = {
+    "sgd": ("SGD", {"lr": 0.1}),
+    "momentum": ("SGD", {"lr": 0.1, "momentum": 0.9}),
+    "adam": ("Adam", {"lr": 1e-3}),
 }
-"""Optimizer name -> ``SGD`` keyword arguments."""
+"""Optimizer name -> (class in ``torch.optim``/``shimnn.optim``, keyword arguments)."""
+EPOCH_OPTIMIZERS = ("sgd", "momentum")
+"""The optimizers of the per-epoch comparison with scikit-learn (its ``solver='sgd'``)."""
+
+
+def make_optimizer(optim: ModuleType, name: str, params: Any) -> Any:
+    """The optimizer ``name`` of ``OPTIMIZERS`` from ``optim`` over ``params``."""
+    cls, kwargs = OPTIMIZERS[name]
+    return getattr(optim, cls)(params, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -148,7 +159,7 @@ def workload(framework: str, network: Network, optimizer: str = "sgd",
     """``network`` under ``framework`` with the ``optimizer`` of ``OPTIMIZERS``."""
     nn, optim = FRAMEWORKS[framework]
     model = build_model(nn, network, seed)
-    opt = optim.SGD(model.parameters(), **OPTIMIZERS[optimizer])
+    opt = make_optimizer(optim, optimizer, model.parameters())
     x, y = batch_data(network, seed, BATCHES)
     batches = [(x[i:i + network.batch], y[i:i + network.batch])
                for i in range(0, len(x), network.batch)]
@@ -162,7 +173,7 @@ def epoch_workload(framework: str, optimizer: str = "sgd", seed: int = 0,
     accumulates each batch's loss); returns the mean batch loss."""
     nn, optim = FRAMEWORKS[framework]
     model = build_model(nn, SEED_TASK, seed)
-    opt = optim.SGD(model.parameters(), **OPTIMIZERS[optimizer])
+    opt = make_optimizer(optim, optimizer, model.parameters())
     criterion = nn.MSELoss()
     x, y = disc_data(seed)[:2]
     starts = range(0, x.shape[0], batch_size)
@@ -204,7 +215,7 @@ def sklearn_epoch(optimizer: str = "sgd", seed: int = 0,
 
     x, y = disc_data(seed)[:2]
     x_np, y_np = x.numpy(), y.numpy().ravel()
-    momentum = OPTIMIZERS[optimizer].get("momentum", 0.0)
+    momentum = OPTIMIZERS[optimizer][1].get("momentum", 0.0)
     model = MLPRegressor(
         hidden_layer_sizes=(25, 25, 25), activation="relu", solver="sgd", alpha=0.0,
         batch_size=batch_size, learning_rate="constant", learning_rate_init=0.1,

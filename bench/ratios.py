@@ -22,6 +22,7 @@ import torch
 
 from bench._timing import Spread, environment, environment_line, interleaved, ratio_spread, spread
 from bench._workloads import (
+    EPOCH_OPTIMIZERS,
     FRAMEWORKS,
     NETWORKS,
     OPTIMIZERS,
@@ -88,7 +89,7 @@ def measure_steps(settings: Settings) -> list[Result]:
 def measure_epochs(settings: Settings) -> list[Result]:
     """One epoch of the seed task under scikit-learn, torch and shimnn, per optimizer."""
     results = []
-    for optimizer in OPTIMIZERS:
+    for optimizer in EPOCH_OPTIMIZERS:
         fns: dict[str, Callable[[], object]] = {"sklearn": sklearn_epoch(optimizer)}
         fns.update({fw: epoch_workload(fw, optimizer) for fw in FRAMEWORKS})
         results.append(_measure("seed 2-25-25-25-1, 1000 points, batch 50",
