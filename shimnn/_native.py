@@ -83,7 +83,6 @@ def get() -> Any:
         _tried = True
         try:
             _module = _load()
-            _reason = f"compiled ({_build_dir()})"
         except Exception as error:  # no compiler, no ninja, a failed build: Python paths
             lines = [line for line in str(error).splitlines() if "error" in line.lower()]
             _reason = f"unavailable ({type(error).__name__}: {(lines or [str(error)])[-1]})"

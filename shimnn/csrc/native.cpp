@@ -131,12 +131,17 @@ py::object edge_of(const Tensor& p, const py::handle& obj) {
   return p.requires_grad() ? py::reinterpret_borrow<py::object>(obj) : py::none();
 }
 
-bool dict_entry_truthy(PyObject* dict, PyObject* key) {
-  PyObject* value = dict ? PyDict_GetItem(dict, key) : nullptr;  // borrowed
-  if (value == nullptr) return false;
+// Python's truth of `value` (an error from its __bool__ propagates).
+bool is_true(PyObject* value) {
   int truth = PyObject_IsTrue(value);
   if (truth < 0) throw py::error_already_set();
   return truth == 1;
+}
+
+// `dict[key]` exists and is true.
+bool dict_entry_truthy(PyObject* dict, PyObject* key) {
+  PyObject* value = dict ? PyDict_GetItem(dict, key) : nullptr;  // borrowed
+  return value != nullptr && is_true(value);
 }
 
 // container._layers_fusable for layers of the matrix kinds: no module hook, and an in-place
@@ -234,9 +239,7 @@ py::object chain_forward(const py::tuple& layers, const std::vector<int64_t>& ki
     } else if (kind == RELU) {
       // ReLU(inplace=True) overwrites the previous Linear's fresh output (torch.relu_).
       PyObject** dict_ptr = _PyObject_GetDictPtr(m.ptr());
-      PyObject* dict = dict_ptr ? *dict_ptr : nullptr;
-      PyObject* flag = dict ? PyDict_GetItem(dict, inplace_key.ptr()) : nullptr;
-      bool inplace = flag != nullptr && PyObject_IsTrue(flag);
+      bool inplace = dict_entry_truthy(dict_ptr ? *dict_ptr : nullptr, inplace_key.ptr());
       if (inplace) {
         at::relu_(h);
         h.unsafeGetTensorImpl()->bump_version();  // as torch's in-place dispatch does
@@ -271,13 +274,14 @@ py::object chain_forward(const py::tuple& layers, const std::vector<int64_t>& ki
   return py::make_tuple(std::move(h), backward, edges, saved_t, versions_t, name);
 }
 
-bool truthy_attr(PyObject* obj, PyObject* name) {
+py::object get_attr(PyObject* obj, PyObject* name) {
   PyObject* value = PyObject_GetAttr(obj, name);
   if (value == nullptr) throw py::error_already_set();
-  int truth = PyObject_IsTrue(value);
-  Py_DECREF(value);
-  if (truth < 0) throw py::error_already_set();
-  return truth == 1;
+  return py::reinterpret_steal<py::object>(value);
+}
+
+bool truthy_attr(PyObject* obj, PyObject* name) {
+  return is_true(get_attr(obj, name).ptr());
 }
 
 // graph._accumulate_leaf's common case, for each [leaf, grad] of `items` in order: no hooks,
@@ -290,11 +294,7 @@ bool truthy_attr(PyObject* obj, PyObject* name) {
 bool has_tensor_hooks(PyObject* obj) {
   auto* var = reinterpret_cast<THPVariable*>(obj);
   for (PyObject* hooks : {var->backward_hooks, var->post_accumulate_grad_hooks}) {
-    if (hooks != nullptr) {
-      int truth = PyObject_IsTrue(hooks);
-      if (truth < 0) throw py::error_already_set();
-      if (truth) return true;
-    }
+    if (hooks != nullptr && is_true(hooks)) return true;
   }
   return false;
 }
@@ -400,12 +400,6 @@ void send_all(const py::tuple& edges, const py::handle& grads, py::dict node_gra
   }
 }
 
-py::object get_attr(PyObject* obj, PyObject* name) {
-  PyObject* value = PyObject_GetAttr(obj, name);
-  if (value == nullptr) throw py::error_already_set();
-  return py::reinterpret_steal<py::object>(value);
-}
-
 // graph._backward's walk over the queued nodes, newest first, with the same steps in the same
 // order; `run_hooks` (graph._run_tensor_hooks) and `check_saved` (graph._check_saved, which
 // raises torch's errors) are called back for what this does not do itself.
@@ -466,6 +460,14 @@ void walk(py::dict node_grads, py::dict leaf_grads, py::list heap, bool retain_g
   }
 }
 
+// The optimizers' compiled case for one parameter: float32/float64 on CPU with a dense
+// gradient of its dtype.
+bool float_cpu_dense(const Tensor& p, const Tensor& g) {
+  auto dtype = p.scalar_type();
+  return p.is_cpu() && g.is_cpu() && g.layout() == at::kStrided &&
+         (dtype == at::kFloat || dtype == at::kDouble) && g.scalar_type() == dtype;
+}
+
 // optim.sgd.SGD._step_group + optim.sgd.sgd for a group on CPU with torch's default
 // single-tensor path (foreach None/False), dense float32/float64 gradients: the same kernels
 // in the same order (torch._foreach_* run torch's per-tensor kernels on CPU). Returns False,
@@ -480,11 +482,7 @@ bool sgd_step(const py::list& group_params, const py::object& state, double lr, 
     const Tensor& p = THPVariable_Unpack(obj.ptr());
     const Tensor& g = p.grad();
     if (!g.defined()) continue;
-    auto dtype = p.scalar_type();
-    if (!p.is_cpu() || !g.is_cpu() || g.is_sparse() || g.layout() != at::kStrided ||
-        (dtype != at::kFloat && dtype != at::kDouble) || g.scalar_type() != dtype) {
-      return false;
-    }
+    if (!float_cpu_dense(p, g)) return false;
     params.push_back(p);
     grads.push_back(g);
     owners.push_back(obj.ptr());
@@ -575,11 +573,7 @@ bool adam_step(const py::list& group_params, const py::object& state, double lr,
     const Tensor& p = THPVariable_Unpack(obj.ptr());
     const Tensor& g = p.grad();
     if (!g.defined()) continue;
-    auto dtype = p.scalar_type();
-    if (!p.is_cpu() || !g.is_cpu() || g.layout() != at::kStrided ||
-        (dtype != at::kFloat && dtype != at::kDouble) || g.scalar_type() != dtype) {
-      return false;
-    }
+    if (!float_cpu_dense(p, g)) return false;
     PyObject* s = PyDict_Check(state.ptr()) ? PyDict_GetItem(state.ptr(), obj.ptr()) : nullptr;
     if (s == nullptr || !PyDict_Check(s)) return false;  // no state yet: the Python path
     Entry e{p, g};

@@ -71,7 +71,7 @@ def _chain_plan(seq: Sequential, input: Any) -> Plan | None:
     if cache is None or cache[0] != layers:  # identity comparison of the children
         ok = bool(layers) and all(type(m) in CHAIN_STEPS for m in layers)
         kinds = tuple(CHAIN_STEPS[type(m)].kind for m in layers) if ok else ()
-        matrix = tuple(kinds) if ok and None not in kinds else None
+        matrix = kinds if ok and None not in kinds else None
         cache = seq.__dict__["_shim_chain_types"] = (layers, ok, matrix)
     if not cache[1]:
         return None

@@ -19,6 +19,7 @@ from .optimizer import (
     ShimOptimizer,
     _add_one,
     _default_foreach,
+    _numbers,
     _step_tensor,
     _to_scalar,
     _upgrade_steps,
@@ -151,7 +152,7 @@ class Adam(ShimOptimizer):
         if native is not None and not group["foreach"]:
             lr, wd, eps, (beta1, beta2) = (group["lr"], group["weight_decay"], group["eps"],
                                            group["betas"])
-            if all(type(v) is float or type(v) is int for v in (lr, wd, eps, beta1, beta2)):
+            if _numbers(lr, wd, eps, beta1, beta2):
                 # The CPU case of the code below once the state exists, in C++ (False: not
                 # that case, nothing done).
                 if native.adam_step(group["params"], self.state, lr, beta1, beta2, eps, wd,

@@ -77,6 +77,11 @@ def _view_as_real(params: list[Tensor], *state_and_grads: list[Tensor]) -> None:
                 s[i] = torch.view_as_real(s[i])
 
 
+def _numbers(*values: Any) -> bool:
+    """Every value a Python float or int (not a tensor): what the compiled steps take."""
+    return all(type(v) is float or type(v) is int for v in values)
+
+
 _SCALARS: dict[torch.dtype, tuple[float, Tensor]] = {}  # the last scalar, by dtype
 
 

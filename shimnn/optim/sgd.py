@@ -9,7 +9,7 @@ from torch import Tensor
 from torch.optim.optimizer import ParamsT
 
 from .. import _native
-from .optimizer import ShimOptimizer, _default_foreach, _foreach_mul_
+from .optimizer import ShimOptimizer, _default_foreach, _foreach_mul_, _numbers
 
 __all__ = ["SGD", "sgd"]
 
@@ -95,7 +95,7 @@ class SGD(ShimOptimizer):
         native = _native.get()
         if native is not None and not group["foreach"]:
             lr, wd = group["lr"], group["weight_decay"]
-            if (type(lr) is float or type(lr) is int) and (type(wd) is float or type(wd) is int):
+            if _numbers(lr, wd):
                 # The CPU case of the code below, in C++ (False: not that case, nothing done).
                 if native.sgd_step(group["params"], self.state, lr, group["momentum"],
                                    group["dampening"], wd, group["nesterov"], group["maximize"]):
