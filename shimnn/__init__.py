@@ -12,7 +12,7 @@ from typing import Any
 
 import torch.nn
 
-from . import _shape_ops, _tensor_ops, functional, init, modules, optim  # noqa: F401
+from . import functional, init, modules, ops, optim  # noqa: F401
 from ._graph import Node, TrackedTensor
 from ._patch import patch_torch
 from .function import Function, FunctionCtx

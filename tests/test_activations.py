@@ -19,7 +19,7 @@ import shimnn.functional as F
 import shimnn.init
 from conftest import assert_no_autograd_graph, assert_same, autograd_forbidden
 from parity import assert_error_like, check_module, check_raises_like, random_like, twin_modules
-from shimnn.modules.container import CHAIN_STEPS
+from shimnn._chain import CHAIN_STEPS
 
 DTYPES = [torch.float32, torch.float64]
 INF, NAN = float("inf"), float("nan")
@@ -634,7 +634,7 @@ def test_repr_constants_and_attributes_like_torch() -> None:
         assert n in shimnn.__all__ and getattr(shimnn, n).__module__.startswith("shimnn.")
     for n in ["sigmoid", "leaky_relu", "leaky_relu_", "elu", "elu_", "gelu", "silu", "softplus",
               "hardtanh", "hardtanh_", "relu6", "softmax", "log_softmax", "dropout"]:
-        assert n in F.__all__ and getattr(F, n).__module__ == "shimnn._activations"
+        assert n in F.__all__ and getattr(F, n).__module__ == "shimnn.ops.activation"
         assert getattr(F, n).__doc__ and "Backward" in getattr(F, n).__doc__
 
 

@@ -39,7 +39,7 @@ from hypothesis.control import currently_in_test_context
 import shimnn
 from conftest import assert_no_autograd_graph, assert_same, autograd_forbidden
 from parity import check_raises_like, random_like, reraise, twin_modules
-from shimnn.modules.container import _chain_plan, _layers_fusable
+from shimnn._chain import _chain_plan, _layers_fusable
 
 CI_EXAMPLES = 100
 _EXAMPLES_ENV = "SHIMNN_HYPOTHESIS_EXAMPLES"

@@ -14,10 +14,10 @@ using at::Tensor;
 
 namespace {
 
-// Layer kinds, as shimnn/modules/container.py numbers them (LINEAR, RELU, TANH).
+// Layer kinds, as shimnn/_chain.py numbers them (LINEAR, RELU, TANH).
 constexpr int64_t LINEAR = 0, RELU = 1, TANH = 2;
 
-// functional._is_column_major / functional._weight_is_row_major.
+// ops.linear._is_column_major / ops.linear._weight_is_row_major.
 bool is_column_major(const Tensor& m) {
   return m.stride(0) == 1 && m.stride(1) == m.size(0);
 }
@@ -25,7 +25,7 @@ bool weight_is_row_major(const Tensor& w) {
   return w.stride(1) == 1 && w.stride(0) == w.size(1);
 }
 
-// One recorded layer of a fused chain (the records of container._run_mlp).
+// One recorded layer of a fused chain (the records of _chain._run_mlp).
 struct Record {
   int64_t kind;
   Tensor a;  // LINEAR: the rows it multiplied (if need_weight); RELU/TANH: its output
@@ -34,7 +34,7 @@ struct Record {
   bool rows_column_major = false, weight_row_major = false;
 };
 
-// The backward of a fused Linear/ReLU/Tanh chain (container._run_mlp's backward): each
+// The backward of a fused Linear/ReLU/Tanh chain (_chain._run_mlp's backward): each
 // layer's saved tensors are freed as soon as that layer is done, unless the graph is retained.
 class Chain {
  public:
@@ -55,7 +55,7 @@ class Chain {
         Record r = retain_graph ? records_[i] : std::move(records_[i]);
         if (!retain_graph) records_[i] = Record{};
         if (r.kind == LINEAR) {
-          // functional.linear_rows_backward
+          // ops.linear.linear_rows_backward
           Tensor grad_input, grad_weight, grad_bias;
           if (r.need_input) {
             grad_input = r.rows_column_major ? r.weight.t().mm(g.t()).t() : g.mm(r.weight);
@@ -68,9 +68,9 @@ class Chain {
           out.push_back(std::move(grad_bias));
           g = std::move(grad_input);
         } else if (r.kind == RELU) {
-          g = at::threshold_backward(g, r.a, 0);  // functional._threshold_backward
+          g = at::threshold_backward(g, r.a, 0);  // ops.activation._threshold_backward
         } else {
-          g = at::tanh_backward(g, r.a);  // functional._tanh_backward
+          g = at::tanh_backward(g, r.a);  // ops.activation._tanh_backward
         }
       }
     }
@@ -83,7 +83,7 @@ class Chain {
   std::vector<Record> records_;
 };
 
-// functional.mse_loss_forward for an input and target of the same shape and floating dtype
+// ops.loss.mse_loss_forward for an input and target of the same shape and floating dtype
 // on CPU (no broadcasting, nothing to sum back): the backward of MseLossBackward0.
 class MseLoss {
  public:
@@ -144,7 +144,7 @@ bool dict_entry_truthy(PyObject* dict, PyObject* key) {
   return value != nullptr && is_true(value);
 }
 
-// container._layers_fusable for layers of the matrix kinds: no module hook, and an in-place
+// _chain._layers_fusable for layers of the matrix kinds: no module hook, and an in-place
 // ReLU only right after a Linear.
 bool layers_fusable(const py::tuple& layers, const std::vector<int64_t>& kinds) {
   static PyObject* hook_keys[] = {
@@ -166,8 +166,8 @@ bool layers_fusable(const py::tuple& layers, const std::vector<int64_t>& kinds) 
   return true;
 }
 
-// container._run_mlp for a matrix input (with grad_mode false: the plain loop of
-// container._run_chain, recording nothing): returns False when the layers cannot run fused
+// _chain._run_mlp for a matrix input (with grad_mode false: the plain loop of
+// _chain._run_chain, recording nothing): returns False when the layers cannot run fused
 // (layers_fusable), None where the Python path must run (a layer it does not handle), or
 // (output, backward or None, edges, saved, versions, node name).
 py::object chain_forward(const py::tuple& layers, const std::vector<int64_t>& kinds,

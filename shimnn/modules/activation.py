@@ -8,9 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .. import _activations as A
-from .. import functional as F
-from .container import CHAIN_STEPS, RELU, TANH
+from .._chain import CHAIN_STEPS, RELU, TANH
+from ..ops import activation as A
 from .module import Module
 
 __all__ = [
@@ -49,7 +48,7 @@ class ReLU(Module):
         self.inplace = inplace
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.relu(input, inplace=self.inplace)
+        return A.relu(input, inplace=self.inplace)
 
     def extra_repr(self) -> str:
         return "inplace=True" if self.inplace else ""
@@ -62,7 +61,7 @@ class Tanh(Module):
     """
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.tanh(input)
+        return A.tanh(input)
 
 
 class _ReLUChainStep:
@@ -72,7 +71,7 @@ class _ReLUChainStep:
 
     @staticmethod
     def step(m: ReLU, input: Tensor, need_input: bool) -> tuple[Any, ...]:
-        forward = F.relu_inplace_forward if m.inplace else F.relu_forward
+        forward = A.relu_inplace_forward if m.inplace else A.relu_forward
         return (*forward(input), ())
 
     @staticmethod
@@ -87,7 +86,7 @@ class _TanhChainStep:
 
     @staticmethod
     def step(m: Tanh, input: Tensor, need_input: bool) -> tuple[Any, ...]:
-        return (*F.tanh_forward(input), ())
+        return (*A.tanh_forward(input), ())
 
     @staticmethod
     def plain(m: Tanh, input: Tensor) -> Tensor:
@@ -126,7 +125,7 @@ class Sigmoid(Module):
     """
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.sigmoid(input)
+        return A.sigmoid(input)
 
 
 class LeakyReLU(Module):
@@ -149,7 +148,7 @@ class LeakyReLU(Module):
         self.inplace = inplace
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.leaky_relu(input, self.negative_slope, self.inplace)
+        return A.leaky_relu(input, self.negative_slope, self.inplace)
 
     def extra_repr(self) -> str:
         inplace_str = ", inplace=True" if self.inplace else ""
@@ -176,7 +175,7 @@ class ELU(Module):
         self.inplace = inplace
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.elu(input, self.alpha, self.inplace)
+        return A.elu(input, self.alpha, self.inplace)
 
     def extra_repr(self) -> str:
         inplace_str = ", inplace=True" if self.inplace else ""
@@ -200,7 +199,7 @@ class GELU(Module):
         self.approximate = approximate
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.gelu(input, approximate=self.approximate)
+        return A.gelu(input, approximate=self.approximate)
 
     def extra_repr(self) -> str:
         return f"approximate={repr(self.approximate)}"
@@ -223,7 +222,7 @@ class SiLU(Module):
         self.inplace = inplace
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.silu(input, inplace=self.inplace)
+        return A.silu(input, inplace=self.inplace)
 
     def extra_repr(self) -> str:
         inplace_str = "inplace=True" if self.inplace else ""
@@ -251,7 +250,7 @@ class Softplus(Module):
         self.threshold = threshold
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.softplus(input, self.beta, self.threshold)
+        return A.softplus(input, self.beta, self.threshold)
 
     def extra_repr(self) -> str:
         return f"beta={self.beta}, threshold={self.threshold}"
@@ -307,7 +306,7 @@ class Hardtanh(Module):
             )
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.hardtanh(input, self.min_val, self.max_val, self.inplace)
+        return A.hardtanh(input, self.min_val, self.max_val, self.inplace)
 
     def extra_repr(self) -> str:
         inplace_str = ", inplace=True" if self.inplace else ""
@@ -354,7 +353,7 @@ class Softmax(Module):
             self.dim = None
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.softmax(input, self.dim, _stacklevel=5)
+        return A.softmax(input, self.dim, _stacklevel=5)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
@@ -382,7 +381,7 @@ class LogSoftmax(Module):
             self.dim = None
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.log_softmax(input, self.dim, _stacklevel=5)
+        return A.log_softmax(input, self.dim, _stacklevel=5)
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
@@ -400,8 +399,8 @@ class LogSoftmax(Module):
 
 # The warning of an implicit softmax dim, raised from a chain step or plain(), counted to the
 # frame torch's own warning points at (Module._wrapped_call_impl): step/plain, _run_chain,
-# Sequential.forward, _call_impl, _wrapped_call_impl.
-_CHAIN_STACKLEVEL = 6
+# _chain.run, Sequential.forward, _call_impl, _wrapped_call_impl.
+_CHAIN_STACKLEVEL = 7
 
 
 class _SigmoidChainStep:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .. import functional as F
+from ..ops import activation as F
 from .module import Module
 
 __all__ = ["Dropout"]

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import Tensor
 
-from .. import _shape_ops
+from ..ops import shape as _shape_ops
 from .module import Module
 
 __all__ = ["Flatten", "Unflatten"]

@@ -8,9 +8,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .. import functional as F
+from .._chain import CHAIN_STEPS, LINEAR
 from .._graph import Recorded, edge
-from .container import CHAIN_STEPS, LINEAR
+from ..ops import linear as F
 from .module import Module, Parameter
 
 __all__ = ["Linear"]

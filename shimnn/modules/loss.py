@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .. import functional as F
+from ..ops import loss as F
 from .module import Module
 
 __all__ = [

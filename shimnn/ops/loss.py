@@ -23,7 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._graph import (
+from .. import _native
+from .._graph import (
     Recorded,
     TrackedTensor,
     apply,
@@ -31,10 +32,11 @@ from ._graph import (
     implements,
     is_grad_enabled,
     no_dispatch,
+    record,
     sum_to,
     wrap,
 )
-from .functional import _check_real, _legacy_reduction, _reduce_to, _reduction_enum
+from ._common import _check_real, _reduce_to
 
 __all__: list[str] = [
     "binary_cross_entropy",
@@ -42,11 +44,14 @@ __all__: list[str] = [
     "cross_entropy",
     "huber_loss",
     "l1_loss",
+    "mse_loss",
     "nll_loss",
     "smooth_l1_loss",
 ]
 
 _nn: Any = torch._C._nn
+_mse_loss = _nn.mse_loss
+_mse_loss_backward = torch.ops.aten.mse_loss_backward.default._op
 # Forward kernels (the ones torch.nn.functional calls).
 _l1_kernel = _nn.l1_loss
 _smooth_l1_kernel = _nn.smooth_l1_loss
@@ -72,6 +77,7 @@ _get_enum = torch.nn._reduction.get_enum
 _legacy_get_enum = torch.nn._reduction.legacy_get_enum
 
 _NONE, _MEAN, _SUM = 0, 1, 2
+_REDUCTIONS = {"none": _NONE, "mean": _MEAN, "sum": _SUM}
 _NAN = float("nan")
 
 # A call through torch.nn.functional.X on a tracked tensor reaches shimnn through
@@ -80,6 +86,101 @@ _NAN = float("nan")
 # points at the caller, as torch's does.
 _DIRECT_STACKLEVEL = 3
 _DISPATCHED_STACKLEVEL = 6
+
+
+# ---------------------------------------------------------------------------------------------
+# reductions, mse_loss
+# ---------------------------------------------------------------------------------------------
+
+
+def _legacy_reduction(size_average: bool | None, reduce: bool | None) -> str:
+    """The reduction the deprecated ``size_average``/``reduce`` pair means (torch warns)."""
+    return torch.nn._reduction.legacy_get_string(size_average, reduce)
+
+
+def _reduction_enum(size_average: bool | None, reduce: bool | None, reduction: str) -> int:
+    if size_average is None and reduce is None:
+        enum = _REDUCTIONS.get(reduction)
+        if enum is not None:
+            return enum
+    else:
+        reduction = _legacy_reduction(size_average, reduce)
+    return torch.nn._reduction.get_enum(reduction)  # torch's own messages and warnings
+
+
+@implements(torch.nn.functional.mse_loss)
+def mse_loss(
+    input: Tensor,
+    target: Tensor,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    weight: Tensor | None = None,
+) -> TrackedTensor:
+    r"""Mean squared error :math:`(x - y)^2`, reduced by ``'mean'`` (default), ``'sum'`` or not.
+
+    Shapes: input and target broadcastable (a warning when they differ, as torch warns);
+    the result is 0-d, or the broadcast shape for ``reduction='none'``.
+
+    Backward: :math:`\partial/\partial x = c\,(x - y)\,grad` with :math:`c = 2/N` for the mean
+    over the :math:`N` broadcast elements and 2 otherwise (torch's ``mse_loss_backward``), the
+    negative of it for the target, each summed back to its input's shape.
+    """
+    if weight is not None:
+        raise NotImplementedError("shimnn.functional.mse_loss does not support weight= yet")
+    with no_dispatch():
+        same_shape = target.shape == input.shape
+        if not same_shape:
+            warnings.warn(
+                f"Using a target size ({target.size()}) that is different to the input size "
+                f"({input.size()}). This will likely lead to incorrect results due to "
+                "broadcasting. Please ensure they have the same size.",
+                stacklevel=2,
+            )
+        enum = _reduction_enum(size_average, reduce, reduction)
+        if is_grad_enabled():
+            e_input, e_target = edge(input), edge(target)
+            if e_input is not None or e_target is not None:
+                native = _native.get()
+                if native is not None and same_shape:  # mse_loss_forward's common case, in C++
+                    result = native.mse_loss_forward(input, target, enum, e_input is not None,
+                                                     e_target is not None)
+                    if result is not None:
+                        return record(result[0], "MseLossBackward0", result[1],
+                                      (e_input, e_target), result[2], result[3])
+                return apply(mse_loss_forward, (e_input, e_target), input, target, enum,
+                             e_input is not None, e_target is not None)
+        if not same_shape:
+            input, target = torch.broadcast_tensors(input, target)
+        return wrap(_mse_loss(input, target, enum))  # type: ignore[arg-type]
+
+
+def mse_loss_forward(input: Tensor, target: Tensor, reduction: int, need_input: bool,
+                     need_target: bool) -> Recorded:
+    """The forward/backward pair of :func:`mse_loss` (grad mode off, plain tensors)."""
+    _check_real("mse_loss", input, target)
+    if input.shape == target.shape:
+        # Broadcasting to the same shape changes neither values nor kernels: skip it.
+        expanded_input, expanded_target = input, target
+        reduce_back = input.dtype is not target.dtype  # the gradient may need a cast back
+    else:
+        expanded_input, expanded_target = torch.broadcast_tensors(input, target)
+        reduce_back = True
+    out = _mse_loss(expanded_input, expanded_target, reduction)  # type: ignore[arg-type]
+
+    def backward(grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        grad_input = grad_target = None
+        if need_input:
+            grad_input = _mse_loss_backward(grad, expanded_input, expanded_target, reduction)
+            if reduce_back:
+                grad_input = _reduce_to(grad_input, input)
+        if need_target:
+            grad_target = _mse_loss_backward(grad, expanded_target, expanded_input, reduction)
+            if reduce_back:
+                grad_target = _reduce_to(grad_target, target)
+        return grad_input, grad_target
+
+    return out, backward, (expanded_input, expanded_target), "MseLossBackward0"
 
 
 # ---------------------------------------------------------------------------------------------

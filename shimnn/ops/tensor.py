@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._graph import (
+from .._graph import (
     Edge,
     Node,
     Recorded,
@@ -29,7 +29,7 @@ from ._graph import (
     run_kernel,
     wrap,
 )
-from .functional import _check_real, _reduce_to
+from ._common import _check_real, _reduce_to
 
 
 def _edge(x: Any) -> Edge:
@@ -359,7 +359,7 @@ def pow(input: Any, exponent: Any, *, out: Tensor | None = None) -> Tensor:
     exponent or base-number form has no hand-written backward (it raises at backward).
     """
     if out is not None or not isinstance(input, Tensor) or isinstance(exponent, Tensor):
-        from ._graph import _fallback
+        from .._graph import _fallback
 
         kwargs = {"out": out} if out is not None else {}
         return _fallback(torch.pow, (input, exponent), kwargs)  # type: ignore[no-any-return]
@@ -388,7 +388,7 @@ def _clamp(input: Tensor, min: Any, max: Any, kernel: Callable[..., Tensor], nam
            out: Tensor | None) -> Tensor:
     if out is not None or isinstance(min, Tensor) or isinstance(max, Tensor) or (
             min is None and max is None):
-        from ._graph import _fallback  # tensor bounds: computed, but raise at backward
+        from .._graph import _fallback  # tensor bounds: computed, but raise at backward
 
         kwargs = {"out": out} if out is not None else {}
         args = (input, min, max) if kernel is torch.clamp else (input, max if min is None else min)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._graph import (
+from .._graph import (
     Recorded,
     TrackedTensor,
     _fallback,
@@ -30,7 +30,8 @@ from ._graph import (
     set_grad_enabled,
     wrap,
 )
-from .functional import _check_real, _folds, _is_column_major
+from ._common import _check_real
+from .linear import _folds, _is_column_major
 
 __all__: list[str] = []
 

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._graph import (
+from .._graph import (
     Node,
     Recorded,
     TrackedTensor,
@@ -41,7 +41,7 @@ from ._graph import (
     run_kernel,
     wrap,
 )
-from .functional import _check_real
+from ._common import _check_real
 
 __all__: list[str] = [
     "dropout",
@@ -53,15 +53,20 @@ __all__: list[str] = [
     "leaky_relu",
     "leaky_relu_",
     "log_softmax",
+    "relu",
     "relu6",
+    "relu_",
     "sigmoid",
     "silu",
     "softmax",
     "softplus",
+    "tanh",
 ]
 
 _nn: Any = torch._C._nn
 # The ATen kernels torch's derivative formulas call (`.default._op`: the cheapest entry point).
+_threshold_backward = torch.ops.aten.threshold_backward.default._op
+_tanh_backward = torch.ops.aten.tanh_backward.default._op
 _sigmoid_backward = torch.ops.aten.sigmoid_backward.default._op
 _leaky_relu_backward = torch.ops.aten.leaky_relu_backward.default._op
 _elu_backward = torch.ops.aten.elu_backward.default._op
@@ -110,6 +115,73 @@ def _inplace_op(name: str, forward: Callable[..., Recorded], kernel_: Callable[.
         _, backward, saved, node_name = run_kernel(forward, input, *args)
         input._node = Node(node_name, backward, (e_input,), saved)  # type: ignore[attr-defined]
         return input  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------------------
+# relu, tanh
+# ---------------------------------------------------------------------------------------------
+
+
+def relu_forward(input: Tensor) -> Recorded:
+    """The forward/backward pair of :func:`relu` (grad mode off, plain tensors)."""
+    _check_real("relu", input)
+    result = torch.relu(input)
+
+    def backward(grad: Tensor) -> tuple[Tensor]:
+        return (_threshold_backward(grad, result, 0),)
+
+    return result, backward, (result,), "ReluBackward0"
+
+
+def relu_inplace_forward(input: Tensor) -> Recorded:
+    """The forward/backward pair of :func:`relu_`: ``input`` is overwritten."""
+    _check_real("relu_", input)
+    torch.relu_(input)
+    result = input.detach()  # an alias that shares the version counter, without a graph
+
+    def backward(grad: Tensor) -> tuple[Tensor]:
+        return (_threshold_backward(grad, result, 0),)
+
+    return input, backward, (result,), "ReluBackward1"
+
+
+def tanh_forward(input: Tensor) -> Recorded:
+    """The forward/backward pair of :func:`tanh` (grad mode off, plain tensors)."""
+    _check_real("tanh", input)
+    result = torch.tanh(input)
+
+    def backward(grad: Tensor) -> tuple[Tensor]:
+        return (_tanh_backward(grad, result),)
+
+    return result, backward, (result,), "TanhBackward0"
+
+
+@implements(torch.relu, torch.Tensor.relu, torch.nn.functional.relu)
+def relu(input: Tensor, inplace: bool = False) -> TrackedTensor:
+    r"""Apply :math:`\max(x, 0)` element-wise. Shape: any, unchanged.
+
+    Backward: ``grad`` where the result is positive, 0 elsewhere
+    (``threshold_backward(grad, result, 0)``, which writes +0.0, never -0.0).
+    """
+    if inplace:
+        return relu_(input)
+    return _unary_op(relu_forward, torch.relu, input)
+
+
+@implements(torch.relu_, torch.Tensor.relu_, torch.nn.functional.relu_)
+def relu_(input: Tensor) -> TrackedTensor:
+    """In-place :func:`relu`; returns ``input``. Backward as :func:`relu`."""
+    return _inplace_op("relu_", relu_inplace_forward, torch.relu_, input)
+
+
+@implements(torch.tanh, torch.Tensor.tanh, torch.nn.functional.tanh)
+def tanh(input: Tensor) -> TrackedTensor:
+    r"""Apply :math:`\tanh(x)` element-wise. Shape: any, unchanged.
+
+    Backward: :math:`grad \cdot (1 - y^2)` with :math:`y = \tanh(x)`, computed by torch's fused
+    ``tanh_backward(grad, y)`` kernel (the plain formula differs in the last bit).
+    """
+    return _unary_op(tanh_forward, torch.tanh, input)
 
 
 # ---------------------------------------------------------------------------------------------

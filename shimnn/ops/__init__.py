@@ -1,0 +1,15 @@
+"""shimnn's hand-written forward/backward pairs, one module per op family.
+
+- :mod:`.linear`: the affine map (and the matmul path rules it shares with ``matmul``);
+- :mod:`.activation`: element-wise activations, softmax, dropout;
+- :mod:`.loss`: loss functions;
+- :mod:`.tensor`: arithmetic, reductions, element-wise math on tracked tensors;
+- :mod:`.shape`: views, indexing, ``cat``, ``matmul``, copies and dtype conversions.
+
+Importing this package registers every op with the engine (``_graph.implements``); the public
+names are served by :mod:`shimnn.functional`.
+"""
+
+from . import activation, linear, loss, shape, tensor
+
+__all__ = ["activation", "linear", "loss", "shape", "tensor"]
