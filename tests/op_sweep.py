@@ -79,6 +79,7 @@ class Case:
     sample: int
     outcome: str = IDENTICAL
     detail: str = ""  # the first problem found (silent/autograd/error) or the raise
+    raised: str = ""  # for "raises": refused / other error / both raise (same or other type)
 
     @property
     def key(self) -> str:
@@ -93,8 +94,11 @@ class _Verdict:
     def __init__(self) -> None:
         self.outcome = IDENTICAL
         self.details: list[str] = []
+        self.raised = ""
 
     def add(self, outcome: str, detail: str) -> None:
+        if outcome == RAISES and not self.raised:
+            self.raised = _raise_kind(detail)
         if self._rank[outcome] > self._rank[self.outcome]:
             self.outcome = outcome
             self.details.insert(0, detail)
@@ -104,6 +108,19 @@ class _Verdict:
     @property
     def detail(self) -> str:
         return "; ".join(self.details[:2])
+
+
+RAISE_KINDS = ("refused", "other error", "both, same type", "both, other type")
+
+
+def _raise_kind(detail: str) -> str:
+    """How a raise compares with torch: shimnn refused (NotImplementedError) or failed otherwise
+    where torch succeeded; or both raised, with the same exception type or not."""
+    if detail.startswith("both raise"):
+        shim, _, ref = detail.partition(" | torch ")
+        same = shim.split("shimnn ", 1)[-1].split(":", 1)[0] == ref.split(":", 1)[0]
+        return RAISE_KINDS[2] if same else RAISE_KINDS[3]
+    return RAISE_KINDS[0] if "NotImplementedError" in detail else RAISE_KINDS[1]
 
 
 def full_name(op: Any) -> str:
@@ -363,7 +380,7 @@ def run_case(op: Any, variant: Variant, sample: Any, index: int, dtype: torch.dt
     except Exception as e:  # the harness failed: reported apart, never hidden
         case.outcome, case.detail = ERROR, f"harness: {_exc_text(e)}"
         return case
-    case.outcome, case.detail = verdict.outcome, verdict.detail
+    case.outcome, case.detail, case.raised = verdict.outcome, verdict.detail, verdict.raised
     return case
 
 
@@ -380,7 +397,8 @@ def _fresh_out(out_like: Any) -> Any:
 def _compare(op: Any, variant: Variant, sample: Any, dtype: torch.dtype, out_like: Any,
              seed: int) -> _Verdict:
     v = _Verdict()
-    kw = {"plain_self": variant.kind == "inplace_plain", "view_self": variant.kind == "inplace_view"}
+    kw = {"plain_self": variant.kind == "inplace_plain",
+          "view_self": variant.kind == "inplace_view"}
 
     # torch: the oracle, with its autograd.
     ref_side = build(sample, shim=False, **kw)
@@ -409,7 +427,8 @@ def _compare(op: Any, variant: Variant, sample: Any, dtype: torch.dtype, out_lik
             if _autograd_in(shim.exc):
                 v.add(AUTOGRAD, f"call: {_exc_text(shim.exc)}")
             elif ref.exc is not None:
-                v.add(RAISES, f"both raise at the call: shimnn {_exc_text(shim.exc)}")
+                v.add(RAISES, f"both raise at the call: shimnn {_exc_text(shim.exc)} | torch "
+                              f"{_exc_text(ref.exc)}")
             else:
                 v.add(RAISES, f"shimnn raises at the call: {_exc_text(shim.exc)}")
             return v
@@ -482,7 +501,8 @@ def _compare_forward(v: _Verdict, op: Any, sample: Any, ref: Run, shim: Run) -> 
             if problem:
                 v.add(SILENT, f"{what} {i}: {problem}")
             if _is_tracked(r) and not _is_tracked(s):
-                v.add(SILENT, f"{what} {i}: not tracked (requires_grad=False), torch's is")
+                v.add(SILENT, f"{what} {i}: not tracked (requires_grad=False), torch's is "
+                              f"({_torch_graph(r)})")
     if ref.identity != shim.identity:
         v.add(SILENT, f"returns self/out: {shim.identity} vs torch {ref.identity}")
 
@@ -522,7 +542,8 @@ def _compare_backward(v: _Verdict, ref: Run, shim: Run, positions: list[int],
         if _autograd_in(shim_bw):
             v.add(AUTOGRAD, f"backward: {_exc_text(shim_bw)}")
         elif ref_bw is not None:
-            v.add(RAISES, f"both raise in backward: shimnn {_exc_text(shim_bw)}")
+            v.add(RAISES, f"both raise in backward: shimnn {_exc_text(shim_bw)} | torch "
+                          f"{_exc_text(ref_bw)}")
         else:
             v.add(RAISES, f"shimnn raises in backward: {_exc_text(shim_bw)}")
         return
@@ -612,7 +633,7 @@ class OpReport:
     skipped_big: int = 0
     skipped_time: int = 0
     untracked: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # CPU time (the machines are shared: wall time is noise)
 
     def count(self, outcome: str) -> int:
         return sum(c.outcome == outcome for c in self.cases)
@@ -642,7 +663,7 @@ def sweep_op(op: Any, *, max_samples: int | None = None, time_limit: float | Non
              numel_cap: int = NUMEL_CAP) -> OpReport:
     """Every variant of ``op`` on its samples in float32 and float64."""
     report = OpReport(full_name(op), family(op))
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for dtype in float_dtypes(op):
@@ -676,7 +697,7 @@ def sweep_op(op: Any, *, max_samples: int | None = None, time_limit: float | Non
                     if variant.name.endswith("operator") and sample.kwargs:
                         continue  # Python's operators take no keyword arguments
                     report.cases.append(run_case(op, variant, sample, index, dtype, out_like))
-    report.seconds = time.perf_counter() - start
+    report.seconds = time.process_time() - cpu
     return report
 
 
@@ -708,8 +729,8 @@ def op_db() -> list[Any]:
     return [op for op in db if float_dtypes(op)]
 
 
-CI_STRIDE = 7  # the CI subset: every 7th OpInfo, plus every op shimnn implements
-CI_MAX_SAMPLES = 8
+CI_STRIDE = 3  # the CI subset: every 3rd OpInfo, plus every op shimnn implements
+CI_MAX_SAMPLES = 16
 
 
 def ci_subset(ops: Sequence[Any]) -> list[Any]:
@@ -754,6 +775,33 @@ def write_known(reports: Iterable[OpReport], path: str = KNOWN_SILENT_FILE) -> N
 # ---------------------------------------------------------------------------------------------
 
 
+# Silent cases by likely cause: (name, rule). Diagnosed in the sweep's findings; a case that
+# matches no rule is reported as "unclassified" (a new kind of problem).
+CAUSES: tuple[tuple[str, Callable[[Case], bool]], ...] = (
+    ("out= with an input that requires grad: torch refuses, shimnn returns an untracked result",
+     lambda c: c.variant == "out" and "don't support automatic differentiation" in c.detail),
+    ("out= of a composite op: torch's out joins the graph (CopyBackwards), shimnn's stays plain",
+     lambda c: c.variant == "out" and "CopyBackwards" in c.detail),
+    ("out= with no derivative: torch's out gets a node whose backward raises, shimnn's is plain",
+     lambda c: c.variant == "out" and "NotImplemented" in c.detail),
+    ("out= returns new tensors instead of the out tensors",
+     lambda c: c.variant == "out" and c.detail.startswith("returns self/out")),
+    ("write of a tracked value into a plain tensor: torch's destination joins the graph",
+     lambda c: c.variant == "inplace_plain" and "not tracked" in c.detail),
+    ("in-place call not recorded (inplace=True keyword): the input keeps its old node",
+     lambda c: c.variant.startswith("inplace") and c.detail.startswith("grad of input")),
+    ("forward bits differ: torch's kernel path depends on requires_grad / grad mode",
+     lambda c: "values differ" in c.detail.split(";")[0] and c.detail.startswith("output")),
+)
+
+
+def cause(case: Case) -> str:
+    for name, rule in CAUSES:
+        if rule(case):
+            return name
+    return "unclassified"
+
+
 def _md_escape(s: str) -> str:
     return s.replace("|", "\\|").replace("\n", " ")
 
@@ -765,7 +813,8 @@ def markdown(reports: Sequence[OpReport], seconds: float, command: str) -> str:
         "",
         f"torch {torch.__version__}, shimnn {shimnn.__version__}, "
         f"SHIMNN_NATIVE={os.environ.get('SHIMNN_NATIVE', '(unset)')}; {len(reports)} OpInfos, "
-        f"{sum(len(r.cases) for r in reports)} calls in {seconds:.0f} s. Command: `{command}`.",
+        f"{sum(len(r.cases) for r in reports)} calls in {seconds:.0f} s of CPU time (one "
+        f"thread). Command: `{command}`.",
         "",
         "Each call: an op_db sample in float32/float64, one variant (function, method, operator, "
         "in-place, in-place on a view, in-place into a plain tensor, out=), inputs as shimnn "
@@ -789,7 +838,8 @@ def markdown(reports: Sequence[OpReport], seconds: float, command: str) -> str:
         rs = fams[fam]
         counts = [sum(r.count(o) for r in rs) for o in OUTCOMES]
         lines.append(f"| {fam} | {len(rs)} | " + " | ".join(map(str, counts)) + " |")
-    lines += ["", "## By variant", "", "| variant | identical | raises | silent | autograd | error |",
+    lines += ["", "## By variant", "",
+              "| variant | identical | raises | silent | autograd | error |",
               "|---|---:|---:|---:|---:|---:|"]
     by_variant: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     for r in reports:
@@ -798,13 +848,38 @@ def markdown(reports: Sequence[OpReport], seconds: float, command: str) -> str:
     for name in sorted(by_variant):
         lines.append(f"| {name} | " + " | ".join(str(by_variant[name][o]) for o in OUTCOMES)
                      + " |")
-    bad = [c for r in reports for c in r.cases if c.outcome in (SILENT, AUTOGRAD, ERROR)]
-    lines += ["", f"## Silent, autograd and harness-error calls ({len(bad)})", "",
-              "| op | variant | dtype | sample | outcome | what differs |",
-              "|---|---|---|---:|---|---|"]
-    for c in bad:
-        lines.append(f"| {c.op} | {c.variant} | {c.dtype} | {c.sample} | {c.outcome} | "
-                     f"{_md_escape(c.detail)} |")
+    causes: dict[str, list[Case]] = collections.defaultdict(list)
+    for r in reports:
+        for c in r.cases:
+            if c.outcome == SILENT:
+                causes[cause(c)].append(c)
+    lines += ["", "## Silent calls by likely cause", "", "| cause | calls | OpInfos |",
+              "|---|---:|---:|"]
+    for name, cs in sorted(causes.items(), key=lambda kv: -len(kv[1])):
+        lines.append(f"| {name} | {len(cs)} | {len({c.op for c in cs})} |")
+    raised = collections.Counter(c.raised for r in reports for c in r.cases
+                                 if c.outcome == RAISES)
+    lines += ["", "## Raising calls", "",
+              "refused: shimnn raised NotImplementedError where torch succeeded; other error: "
+              "shimnn raised another exception where torch succeeded; both: torch raised too.",
+              "", "| kind | calls |", "|---|---:|",
+              *(f"| {k} | {raised.get(k, 0)} |" for k in RAISE_KINDS)]
+    bad: dict[tuple[str, str, str], list[Case]] = {}
+    for r in reports:
+        for c in r.cases:
+            if c.outcome in (SILENT, AUTOGRAD, ERROR):
+                bad.setdefault((c.op, c.variant, c.outcome), []).append(c)
+    lines += ["", f"## Every silent, autograd and harness-error call "
+              f"({sum(map(len, bad.values()))}, by op and variant)", "",
+              "| op | variant | outcome | calls (dtype: samples) | what differs (first call) |",
+              "|---|---|---|---|---|"]
+    for (op, variant, outcome), cs in bad.items():
+        by_dtype: dict[str, list[str]] = collections.defaultdict(list)
+        for c in cs:
+            by_dtype[c.dtype].append(str(c.sample))
+        where = "; ".join(f"{d}: {','.join(i)}" for d, i in by_dtype.items())
+        lines.append(f"| {op} | {variant} | {outcome} | {len(cs)} ({where}) | "
+                     f"{_md_escape(cs[0].detail[:200])} |")
     lines += ["", "## Per OpInfo", "",
               "| OpInfo | family | identical | raises | silent | autograd | error | s |",
               "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -834,7 +909,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif not a.full:
         ops = ci_subset(ops)
     max_samples = a.max_samples if (a.full or a.ops or a.max_samples) else CI_MAX_SAMPLES
-    start = time.perf_counter()
+    cpu = time.process_time()
     reports = []
     for op in ops:
         r = sweep_op(op, max_samples=max_samples, time_limit=a.time_limit)
@@ -845,9 +920,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for c in r.cases:
                 if c.outcome in (SILENT, AUTOGRAD, ERROR):
                     print(f"    {c.key}: {c.outcome}: {c.detail}")
-    seconds = time.perf_counter() - start
+    seconds = time.process_time() - cpu
     totals = collections.Counter(c.outcome for r in reports for c in r.cases)
-    print(f"total {seconds:.0f}s: " + " ".join(f"{o}={totals.get(o, 0)}" for o in OUTCOMES))
+    print(f"total {seconds:.0f}s CPU: " + " ".join(f"{o}={totals.get(o, 0)}" for o in OUTCOMES))
     if a.out:
         command = "python -m tests.op_sweep " + " ".join(argv if argv is not None else sys.argv[1:])
         with open(a.out, "w") as f:
