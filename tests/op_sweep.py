@@ -51,6 +51,10 @@ import shimnn  # noqa: E402
 import shimnn._graph as _graph  # noqa: E402
 from conftest import AutogradCalled, autograd_forbidden  # noqa: E402
 
+# shimnn's backward over several roots (what Tensor.backward and torch.autograd.backward call).
+_engine_backward: Callable[..., None] = getattr(
+    getattr(shimnn, "_engine", None), "backward", None) or _graph.backward  # type: ignore[attr-defined]
+
 IDENTICAL, RAISES, SILENT, AUTOGRAD, ERROR = "identical", "raises", "silent", "autograd", "error"
 OUTCOMES = (IDENTICAL, RAISES, SILENT, AUTOGRAD, ERROR)
 DTYPES = (torch.float32, torch.float64)
@@ -270,10 +274,13 @@ class Side:
     base: Tensor | None = None  # for an in-place call on a view: the tracked base
 
 
-def build(sample: Any, shim: bool, *, plain_self: bool = False, view_self: bool = False) -> Side:
+def build(sample: Any, shim: bool, *, plain_self: bool = False, view_self: bool = False,
+          direct: bool = False) -> Side:
     """Each floating tensor of the sample that requires grad becomes ``leaf * 1.0``: a leaf
-    tensor (torch) or ``shimnn.Parameter`` (shimnn), seen through one recorded op. Other tensors
-    are copied. The same tensor object twice in the sample stays one tensor."""
+    tensor (torch) or ``shimnn.Parameter`` (shimnn), seen through one recorded op (``direct``:
+    the leaf itself). Other tensors are copied. The same tensor object twice in the sample
+    stays one tensor. ``plain_self``: the input is a plain copy (a write into a plain tensor);
+    ``view_self``: the input is a view of its tracked self (``base``)."""
     memo: dict[int, Tensor] = {}
     leaves: list[Tensor] = []
 
@@ -286,7 +293,7 @@ def build(sample: Any, shim: bool, *, plain_self: bool = False, view_self: bool 
         if t.requires_grad:
             leaf = shimnn.Parameter(data) if shim else data.requires_grad_()
             leaves.append(leaf)
-            x = leaf * 1.0
+            x = leaf if direct else leaf * 1.0
         else:
             x = data
         memo[id(t)] = x
@@ -321,7 +328,7 @@ class Run:
 class Variant:
     name: str
     fn: Callable[..., Any]
-    kind: str  # "call", "inplace", "inplace_view", "inplace_plain", "out"
+    kind: str  # "call", "call_leaf", "inplace", "inplace_view", "inplace_plain", "out"
 
 
 def call(variant: Variant, sample: Any, side: Side, out: Any, seed: int) -> Run:
@@ -332,7 +339,7 @@ def call(variant: Variant, sample: Any, side: Side, out: Any, seed: int) -> Run:
             run.result = variant.fn(side.input, *side.args, **side.kwargs, out=out)
         else:
             run.result = variant.fn(side.input, *side.args, **side.kwargs)
-        if variant.kind == "call":  # what torch's tests differentiate (may compute on it)
+        if variant.kind.startswith("call"):  # what torch's tests differentiate (may compute)
             run.candidates = _flat(sample.output_process_fn_grad(run.result))
     except Exception as e:
         run.exc = e
@@ -343,7 +350,7 @@ def call(variant: Variant, sample: Any, side: Side, out: Any, seed: int) -> Run:
         res = _flat(run.result)
         run.identity = [len(res) == len(run.mutated)
                         and all(r is o for r, o in zip(res, run.mutated))]
-    elif variant.kind != "call":
+    elif not variant.kind.startswith("call"):
         run.mutated = [side.input] if side.base is None else [side.input, side.base]
         run.candidates = [side.input if side.base is None else side.base]
         run.identity = [run.result is side.input]
@@ -398,7 +405,7 @@ def _compare(op: Any, variant: Variant, sample: Any, dtype: torch.dtype, out_lik
              seed: int) -> _Verdict:
     v = _Verdict()
     kw = {"plain_self": variant.kind == "inplace_plain",
-          "view_self": variant.kind == "inplace_view"}
+          "view_self": variant.kind == "inplace_view", "direct": variant.kind == "call_leaf"}
 
     # torch: the oracle, with its autograd.
     ref_side = build(sample, shim=False, **kw)
@@ -459,7 +466,7 @@ def _check_no_torch_graph(v: _Verdict, shim: Run) -> None:
 def _shim_backward(roots: list[Tensor], grads: list[Tensor], retain: bool = False
                    ) -> BaseException | None:
     try:
-        _graph.backward(roots, [g.clone() for g in grads], retain_graph=retain)
+        _engine_backward(roots, [g.clone() for g in grads], retain_graph=retain)
     except Exception as e:
         return e
     return None
@@ -572,7 +579,7 @@ def _compare_backward(v: _Verdict, ref: Run, shim: Run, positions: list[int],
 
 
 def variants(op: Any) -> list[Variant]:
-    found = [Variant("function", op.op, "call")]
+    found = [Variant("function", op.op, "call"), Variant("function_leaf", op.op, "call_leaf")]
     if op.method_variant is not None:
         found.append(Variant("method", op.method_variant, "call"))
     operator_variant = getattr(op, "operator_variant", None)
@@ -818,7 +825,8 @@ def markdown(reports: Sequence[OpReport], seconds: float, command: str) -> str:
         "",
         "Each call: an op_db sample in float32/float64, one variant (function, method, operator, "
         "in-place, in-place on a view, in-place into a plain tensor, out=), inputs as shimnn "
-        "tracked tensors; outputs and every input gradient compared bit for bit with torch.",
+        "tracked tensors (function_leaf: the leaves themselves); outputs and every input "
+        "gradient compared bit for bit with torch.",
         "",
         "| outcome | calls |", "|---|---:|",
         *(f"| {o} | {totals.get(o, 0)} |" for o in OUTCOMES),
