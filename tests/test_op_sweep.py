@@ -13,8 +13,10 @@ import collections
 import os
 
 import pytest
+import torch
 
 import op_sweep
+import shimnn._graph as _graph
 
 FULL = os.environ.get("SHIMNN_SWEEP", "") == "full"
 ALL_OPS = op_sweep.op_db()
@@ -52,3 +54,70 @@ def test_known_silent_names_exist() -> None:
     names = {op_sweep.full_name(op) for op in ALL_OPS}
     assert not sorted(set(KNOWN_BY_OP) - names)
 
+
+
+# The harness itself: a broken op must come out silent (or autograd), never identical.
+
+EXP = next(op for op in ALL_OPS if op_sweep.full_name(op) == "exp")
+
+
+def _patch_exp(monkeypatch: pytest.MonkeyPatch, op: object) -> None:
+    for f in (torch.exp, torch.Tensor.exp):
+        monkeypatch.setitem(_graph.HANDLED, f, op)
+
+
+def _outcomes(variant: str = "function") -> set[str]:
+    """The outcomes of exp's first sample (20 elements) in both dtypes."""
+    report = op_sweep.sweep_op(EXP, max_samples=1)
+    return {c.outcome for c in report.cases if c.variant == variant}
+
+
+def test_harness_finds_a_wrong_gradient(monkeypatch: pytest.MonkeyPatch) -> None:
+    def exp_with_identity_backward(input: torch.Tensor) -> torch.Tensor:
+        with _graph.no_dispatch():
+            return _graph.record(torch.exp(input), "ExpBackward0", lambda g: (g,),
+                                 (_graph.edge(input),))
+
+    _patch_exp(monkeypatch, exp_with_identity_backward)
+    assert _outcomes() == {op_sweep.SILENT}
+    assert _outcomes("method") == {op_sweep.SILENT}
+
+
+def test_harness_finds_a_dropped_gradient_and_a_wrong_value(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def exp_untracked(input: torch.Tensor) -> torch.Tensor:
+        with _graph.no_dispatch():
+            return torch.exp(input.detach())
+
+    _patch_exp(monkeypatch, exp_untracked)
+    assert _outcomes() == {op_sweep.SILENT}
+
+    def exp_off_by_one_ulp(input: torch.Tensor) -> torch.Tensor:
+        with _graph.no_dispatch():
+            value = torch.nextafter(torch.exp(input), torch.tensor(float("inf")))
+            return _graph.record(value, "ExpBackward0", lambda g: (g * value,),
+                                 (_graph.edge(input),), (value,))
+
+    _patch_exp(monkeypatch, exp_off_by_one_ulp)
+    assert _outcomes() == {op_sweep.SILENT}
+
+
+def test_harness_counts_refusals_and_autograd(monkeypatch: pytest.MonkeyPatch) -> None:
+    def exp_refused(input: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError("shimnn: exp refused")
+
+    _patch_exp(monkeypatch, exp_refused)
+    assert _outcomes() == {op_sweep.RAISES}
+
+    def exp_through_autograd(input: torch.Tensor) -> torch.Tensor:
+        with _graph.no_dispatch():
+            x = input.detach().requires_grad_()
+            torch.autograd.grad(torch.exp(x).sum(), x)
+            return torch.exp(input.detach())
+
+    _patch_exp(monkeypatch, exp_through_autograd)
+    assert _outcomes() == {op_sweep.AUTOGRAD}
+
+
+def test_harness_matches_an_exact_op() -> None:
+    assert _outcomes() == {op_sweep.IDENTICAL}
