@@ -668,7 +668,19 @@ def is_handled(op: Any) -> bool:
 
 def sweep_op(op: Any, *, max_samples: int | None = None, time_limit: float | None = None,
              numel_cap: int = NUMEL_CAP) -> OpReport:
-    """Every variant of ``op`` on its samples in float32 and float64."""
+    """Every variant of ``op`` on its samples in float32 and float64, on one thread (the same
+    bits wherever it runs; and OpenMP threads spinning on a shared 2-core machine made tiny
+    kernels ~10x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _sweep_op(op, max_samples, time_limit, numel_cap)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _sweep_op(op: Any, max_samples: int | None, time_limit: float | None, numel_cap: int
+              ) -> OpReport:
     report = OpReport(full_name(op), family(op))
     start, cpu = time.perf_counter(), time.process_time()
     with warnings.catch_warnings():
