@@ -10,7 +10,6 @@ either is later modified in place, using the view raises instead of giving a wro
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,7 +30,6 @@ from .._graph import (
     wrap,
 )
 from ._common import _check_real
-from .linear import _folds, _is_column_major
 
 __all__: list[str] = []
 
@@ -325,99 +323,3 @@ def cat(tensors: Sequence[Tensor], dim: int = 0, *, out: Tensor | None = None) -
             if any(e is not None for e in edges):
                 return apply(_cat_forward, edges, *tensors, dim)
         return wrap(torch.cat(tensors, dim))
-
-
-# ---------------------------------------------------------------------------------------------
-# matmul
-# ---------------------------------------------------------------------------------------------
-
-
-def _mm_grads(g: Tensor, a: Tensor, b: Tensor, need_a: bool, need_b: bool,
-              a_col: bool, b_col: bool) -> tuple[Tensor | None, Tensor | None]:
-    """Gradients of ``a @ b`` (matrices): ``g @ b.t()`` and ``a.t() @ g``, each computed in
-    transposed form for a column-major operand, as torch's mm derivatives do."""
-    grad_a = grad_b = None
-    if need_a:
-        grad_a = b.mm(g.t()).t() if a_col else g.mm(b.t())
-    if need_b:
-        grad_b = g.t().mm(a).t() if b_col else a.t().mm(g)
-    return grad_a, grad_b
-
-
-def _matmul_forward(a: Tensor, b: Tensor, need_a: bool, need_b: bool) -> Recorded:
-    _check_real("matmul", a, b)
-    da, db = a.dim(), b.dim()
-    if da == 1 and db == 1:
-        result = torch.dot(a, b)
-
-        def backward_dot(grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
-            return (grad * b if need_a else None, grad * a if need_b else None)
-
-        return result, backward_dot, (a, b), "DotBackward0"
-    if da == 2 and db == 1:
-        result = torch.mv(a, b)
-
-        def backward_mv(grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
-            return (grad.outer(b) if need_a else None, a.t().mv(grad) if need_b else None)
-
-        return result, backward_mv, (a, b), "MvBackward0"
-    if db == 2 and (da in (1, 2) or _folds(a, need_b)):
-        # 1-d: a.unsqueeze(0) @ b; N-d: a folded to rows (torch's matmul does the same)
-        rows = a if da == 2 else a.unsqueeze(0) if da == 1 else a.reshape(
-            math.prod(a.shape[:-1]), a.shape[-1])
-        out = rows.mm(b)
-        result = out if da == 2 else out.squeeze(0) if da == 1 else out.view(
-            *a.shape[:-1], b.shape[1])
-        a_col, b_col = need_a and _is_column_major(rows), need_b and _is_column_major(b)
-        a_shape, out_rows = a.shape, rows.shape[0]
-
-        def backward_mm(grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
-            g = grad if da == 2 else grad.reshape(out_rows, b.shape[1])
-            grad_a, grad_b = _mm_grads(g, rows, b, need_a, need_b, a_col, b_col)
-            if grad_a is not None and da != 2:
-                grad_a = grad_a.reshape(a_shape)
-            return grad_a, grad_b
-
-        name = {1: "SqueezeBackward4", 2: "MmBackward0"}.get(da, "UnsafeViewBackward0")
-        return result, backward_mm, (rows, b), name
-    raise _Unsupported
-
-
-class _Unsupported(Exception):
-    pass
-
-
-@implements(torch.matmul, Tensor.matmul, Tensor.__matmul__)
-def matmul(input: Tensor, other: Tensor, *, out: Tensor | None = None) -> Tensor:
-    """Matrix product with torch's rank rules: dot (1-d, 1-d), mv (2-d, 1-d), mm, a vector or
-    an N-d batch times a matrix (folded into one mm). Backward: torch's dot/mv/mm formulas.
-    Other rank combinations (batched matmul) are computed but raise at backward."""
-    with no_dispatch():
-        edges = (edge(input), edge(other)) if is_grad_enabled() else (None, None)
-        if out is None and (edges[0] is not None or edges[1] is not None):
-            try:
-                return apply(_matmul_forward, edges, input, other, edges[0] is not None,
-                             edges[1] is not None)
-            except _Unsupported:
-                pass
-        elif out is None:
-            return wrap(torch.matmul(input, other))
-    kwargs = {"out": out} if out is not None else {}
-    return _fallback(torch.matmul, (input, other), kwargs)  # type: ignore[no-any-return]
-
-
-@implements(Tensor.__rmatmul__)
-def rmatmul(input: Tensor, other: Tensor) -> Tensor:
-    """``other @ input``."""
-    return matmul(other, input)
-
-
-@implements(torch.mm, Tensor.mm)
-def mm(input: Tensor, mat2: Tensor, *, out: Tensor | None = None) -> Tensor:
-    """Product of two matrices. Backward: torch's mm formulas."""
-    with no_dispatch():
-        matrices = input.dim() == 2 and mat2.dim() == 2
-    if not matrices or out is not None:
-        kwargs = {"out": out} if out is not None else {}
-        return _fallback(torch.mm, (input, mat2), kwargs)  # type: ignore[no-any-return]
-    return matmul(input, mat2)
