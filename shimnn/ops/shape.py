@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from .._graph import (
+    Node,
     Recorded,
     TrackedTensor,
     _fallback,
@@ -27,9 +28,10 @@ from .._graph import (
     no_dispatch,
     record,
     set_grad_enabled,
+    sum_to,
     wrap,
 )
-from ._common import _check_real
+from ._common import _check_real, _out_requires_grad
 
 __all__: list[str] = []
 
@@ -323,3 +325,324 @@ def cat(tensors: Sequence[Tensor], dim: int = 0, *, out: Tensor | None = None) -
             if any(e is not None for e in edges):
                 return apply(_cat_forward, edges, *tensors, dim)
         return wrap(torch.cat(tensors, dim))
+
+
+# ---------------------------------------------------------------------------------------------
+# permute, expand, repeat, select
+# ---------------------------------------------------------------------------------------------
+
+
+def _int_list(args: tuple[Any, ...], kwargs: dict[str, Any], key: str) -> list[int]:
+    """The int list of ``f(x, 1, 2)``, ``f(x, (1, 2))`` or ``f(x, key=(1, 2))``."""
+    if key in kwargs:
+        value = kwargs[key]
+    elif len(args) == 1 and not isinstance(args[0], int):
+        value = args[0]
+    else:
+        value = args
+    if isinstance(value, int):
+        return [value]
+    return [int(v) for v in value]
+
+
+def _permute_backward(x: Tensor, *args: Any, **kwargs: Any) -> Callable[[Tensor], tuple[Tensor]]:
+    """torch's ``permute_backwards``: the inverse permutation."""
+    dims = _int_list(args, kwargs, "dims")
+    n = len(dims)
+    inverse = [0] * n
+    for i, d in enumerate(dims):
+        inverse[d % n if n else 0] = i
+    return lambda grad: (grad.permute(inverse),)
+
+
+@implements(torch.permute, Tensor.permute)
+def permute(input: Tensor, *dims: Any, **kwargs: Any) -> Tensor:
+    """Reorder the dims (a view). Backward: ``grad.permute(inverse permutation)``."""
+    return _view_op("PermuteBackward0", Tensor.permute, _permute_backward, input, *dims,
+                    **kwargs)
+
+
+def _expand_backward(x: Tensor, *args: Any, **kwargs: Any) -> Callable[[Tensor], tuple[Tensor]]:
+    """ExpandBackward0: ``sum_to(grad, input.shape)`` (broadcast dims summed, as torch)."""
+    shape = x.shape
+    return lambda grad: (sum_to(grad, shape),)
+
+
+@implements(Tensor.expand)
+def expand(input: Tensor, *size: Any, **kwargs: Any) -> Tensor:
+    """Broadcast size-1 (or new leading) dims to ``size`` without copying (a view).
+    Backward: the gradient summed back to the input's shape."""
+    return _view_op("ExpandBackward0", Tensor.expand, _expand_backward, input, *size, **kwargs)
+
+
+@implements(Tensor.expand_as)
+def expand_as(input: Tensor, other: Tensor) -> Tensor:
+    """``input.expand(other.size())``. Backward: as :func:`expand`."""
+    with no_dispatch():
+        shape = other.shape
+    return _view_op("ExpandBackward0", Tensor.expand, _expand_backward, input, shape)
+
+
+@implements(torch.broadcast_to, Tensor.broadcast_to)
+def broadcast_to(input: Tensor, size: Sequence[int]) -> Tensor:
+    """``input.expand(size)``. Backward: as :func:`expand`."""
+    return _view_op("ExpandBackward0", Tensor.expand, _expand_backward, input, tuple(size))
+
+
+def _repeat_backward(x: Tensor, *args: Any, **kwargs: Any) -> Callable[[Tensor], tuple[Tensor]]:
+    """torch's ``repeat_backward``: the new leading dims summed one by one, then one reshape
+    to ``(repeat, size)`` pairs and one sum over the repeat dims."""
+    repeats = _int_list(args, kwargs, "repeats")
+    shape = x.shape
+    if 0 in repeats:
+        return lambda grad: (torch.zeros(shape, dtype=grad.dtype, device=grad.device),)
+    unsqueezed = len(repeats) - len(shape)
+    grad_size: list[int] = []
+    sum_dims: list[int] = []
+    for d, size in enumerate(shape):
+        repeat = repeats[d + unsqueezed]
+        if repeat != 1:
+            grad_size.append(repeat)
+            sum_dims.append(len(grad_size) - 1)
+        grad_size.append(size)
+
+    def backward(grad: Tensor) -> tuple[Tensor]:
+        for _ in range(unsqueezed):
+            grad = grad.sum(0, False)
+        if sum_dims:
+            grad = grad.reshape(grad_size).sum(sum_dims)
+        return (grad,)
+
+    return backward
+
+
+def _repeat_forward(input: Tensor, *args: Any, **kwargs: Any) -> Recorded:
+    _check_real("repeat", input)
+    return (Tensor.repeat(input, *args, **kwargs), _repeat_backward(input, *args, **kwargs), (),
+            "RepeatBackward0")
+
+
+@implements(Tensor.repeat)
+def repeat(input: Tensor, *repeats: Any, **kwargs: Any) -> Tensor:
+    """Tile ``input`` ``repeats`` times along each dim (a copy; extra leading repeats add
+    dims). Backward: the gradient's tiles summed (torch's ``repeat_backward``)."""
+    with no_dispatch():
+        if is_grad_enabled():
+            e_input = edge(input)
+            if e_input is not None:
+                return apply(_repeat_forward, (e_input,), input, *repeats, **kwargs)
+        return wrap(Tensor.repeat(input, *repeats, **kwargs))
+
+
+def _select_backward(x: Tensor, dim: int, index: int) -> Callable[[Tensor], tuple[Tensor]]:
+    """torch's ``select_backward``: zeros with the gradient copied into the selected slice."""
+    shape = x.shape
+
+    def backward(grad: Tensor) -> tuple[Tensor]:
+        grad_input = torch.zeros(shape, dtype=grad.dtype, device=grad.device)
+        grad_input.select(dim, index).copy_(grad)
+        return (grad_input,)
+
+    return backward
+
+
+@implements(torch.select, Tensor.select)
+def select(input: Tensor, dim: int, index: int) -> Tensor:
+    """The slice at ``index`` of ``dim``, without that dim (a view). Backward: the gradient
+    copied into zeros at that slice."""
+    return _view_op("SelectBackward0", torch.select, _select_backward, input, dim, index)
+
+
+# ---------------------------------------------------------------------------------------------
+# multi-output views: unbind, split, chunk
+# ---------------------------------------------------------------------------------------------
+
+
+class _Slots:
+    """The gradients of the outputs of one multi-output op, gathered for its shared node.
+
+    torch gives all outputs of ``split``/``unbind`` one node, whose backward sees every
+    output's gradient (zeros for outputs that got none) and joins them with one ``cat`` or
+    ``stack``. shimnn's nodes have one output each, so each output gets a small node that
+    files its gradient here and wakes the shared node (the first one to run hands it a
+    gradient; the values of that gradient are not used). Every output node is newer than the
+    shared node, so all of them have run when it runs.
+    """
+
+    __slots__ = ("grads", "filled")
+
+    def __init__(self, n: int) -> None:
+        self.grads: list[Tensor | None] = [None] * n
+        self.filled = 0
+
+    def take(self) -> list[Tensor | None]:
+        grads = self.grads
+        self.grads = [None] * len(grads)
+        self.filled = 0
+        return grads
+
+
+class _SlotBackward:
+    """The backward of output ``index``: file the gradient, wake the shared node once."""
+
+    __slots__ = ("slots", "index")
+
+    def __init__(self, slots: _Slots, index: int) -> None:
+        self.slots = slots
+        self.index = index
+
+    def __call__(self, grad: Tensor) -> tuple[Tensor | None]:
+        slots = self.slots
+        slots.grads[self.index] = grad
+        slots.filled += 1
+        return (grad if slots.filled == 1 else None,)
+
+
+def _multi_view(name: str, kernel: Callable[..., Sequence[Tensor]],
+                combine_for: Callable[[Tensor, Sequence[Tensor]],
+                                      Callable[[list[Tensor | None]], Tensor]],
+                input: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, ...]:
+    """Record a multi-output view op: the outputs are views sharing one node whose backward
+    is ``combine_for(input, outputs)(grads)`` (``None`` for an output without a gradient)."""
+    with no_dispatch():
+        e_input = edge(input) if is_grad_enabled() else None
+        if e_input is None:
+            return tuple(wrap(o) for o in kernel(input, *args, **kwargs))
+        set_grad_enabled(False)
+        try:
+            outs = kernel(input, *args, **kwargs)
+        finally:
+            set_grad_enabled(True)
+        slots = _Slots(len(outs))
+        combine = combine_for(input, outs)
+        shared = Node(name, lambda token: (combine(slots.take()),), (e_input,))
+        results = []
+        for i, o in enumerate(outs):
+            r = record(o, name, _SlotBackward(slots, i), (shared,))
+            r._view_version = r._version
+            results.append(r)
+        return tuple(results)
+
+
+def _unbind_combine(x: Tensor, outs: Sequence[Tensor], dim: int = 0
+                    ) -> Callable[[list[Tensor | None]], Tensor]:
+    """torch's ``unbind_backward``: ``stack`` of the gradients, expanded zeros for the missing."""
+    d = dim % max(x.dim(), 1)
+
+    def combine(grads: list[Tensor | None]) -> Tensor:
+        defined = next(g for g in grads if g is not None)
+        zeros = None
+        full: list[Tensor] = []
+        for g in grads:
+            if g is None:
+                if zeros is None:
+                    zeros = torch.zeros((), dtype=defined.dtype,
+                                        device=defined.device).expand(defined.shape)
+                g = zeros
+            full.append(g)
+        return torch.stack(full, d)
+
+    return combine
+
+
+@implements(torch.unbind, Tensor.unbind)
+def unbind(input: Tensor, dim: int = 0) -> tuple[Tensor, ...]:
+    """The slices along ``dim`` (views; also what iterating over a tensor yields).
+    Backward: the slices' gradients stacked (zeros for slices without one)."""
+    return _multi_view("UnbindBackward0", torch.unbind,
+                       lambda x, outs: _unbind_combine(x, outs, dim), input, dim)
+
+
+def _split_combine(x: Tensor, outs: Sequence[Tensor], dim: int
+                   ) -> Callable[[list[Tensor | None]], Tensor]:
+    """torch's ``split_with_sizes_backward``: ``cat`` of the gradients, zeros for the missing."""
+    d = dim % max(x.dim(), 1)
+    shape, dtype, device = list(x.shape), x.dtype, x.device
+    lengths = [o.shape[d] for o in outs]
+
+    def combine(grads: list[Tensor | None]) -> Tensor:
+        full: list[Tensor] = []
+        for g, length in zip(grads, lengths):
+            if g is None:
+                size = list(shape)
+                size[d] = length
+                g = torch.zeros(size, dtype=dtype, device=device)
+            full.append(g)
+        return torch.cat(full, d)
+
+    return combine
+
+
+def _split_dim(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    return int(args[0]) if args else int(kwargs.get("dim", 0))
+
+
+@implements(torch.split, Tensor.split)
+def split(tensor: Tensor, split_size_or_sections: Any, *args: Any, **kwargs: Any
+          ) -> tuple[Tensor, ...]:
+    """Split into pieces of ``split_size`` (the last may be smaller) or of the listed sizes,
+    along ``dim`` (views). Backward: the pieces' gradients concatenated (zeros for pieces
+    without one)."""
+    dim = _split_dim(args, kwargs)
+    name = "SplitBackward0" if isinstance(split_size_or_sections, int) else (
+        "SplitWithSizesBackward0")
+    return _multi_view(name, Tensor.split, lambda x, outs: _split_combine(x, outs, dim),
+                       tensor, split_size_or_sections, dim)
+
+
+@implements(torch.split_with_sizes, Tensor.split_with_sizes)
+def split_with_sizes(input: Tensor, split_sizes: Sequence[int], dim: int = 0
+                     ) -> tuple[Tensor, ...]:
+    """Split into pieces of the listed sizes along ``dim``. Backward: as :func:`split`."""
+    return _multi_view("SplitWithSizesBackward0", torch.split_with_sizes,
+                       lambda x, outs: _split_combine(x, outs, dim), input, split_sizes, dim)
+
+
+@implements(torch.chunk, Tensor.chunk)
+def chunk(input: Tensor, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
+    """``chunks`` pieces along ``dim`` (torch's split by ``ceil(size / chunks)``).
+    Backward: as :func:`split`."""
+    with no_dispatch():
+        size = input.shape[dim] if input.dim() > 0 else 0
+    name = "SplitWithSizesBackward0" if size == 0 else "SplitBackward0"
+    return _multi_view(name, torch.chunk, lambda x, outs: _split_combine(x, outs, dim), input,
+                       chunks, dim)
+
+
+# ---------------------------------------------------------------------------------------------
+# stack
+# ---------------------------------------------------------------------------------------------
+
+
+def _stack_forward(*args: Any) -> Recorded:
+    *tensors, dim = args
+    _check_real("stack", *tensors)
+    result = torch.stack(tensors, dim)
+    d = dim % result.dim()
+    dtypes = [t.dtype for t in tensors]
+
+    def backward(grad: Tensor) -> list[Tensor]:
+        grads = []
+        for i, dtype in enumerate(dtypes):
+            g = grad.select(d, i)
+            grads.append(g if g.dtype is dtype else g.to(dtype))
+        return grads
+
+    return result, backward, (), "StackBackward0"
+
+
+@implements(torch.stack)
+def stack(tensors: Sequence[Tensor], dim: int = 0, *, out: Tensor | None = None) -> Tensor:
+    """Join same-shaped tensors along a new dim ``dim``. Backward: each input's slice of the
+    gradient (``grad.select(dim, i)``, cast to its dtype)."""
+    with no_dispatch():
+        tensors = list(tensors)
+        if is_grad_enabled():
+            edges = tuple(edge(t) for t in tensors)
+            if any(e is not None for e in edges):
+                if out is not None:
+                    raise _out_requires_grad("stack")
+                return apply(_stack_forward, edges, *tensors, dim)
+        if out is not None:
+            return torch.stack(tensors, dim, out=out)
+        return wrap(torch.stack(tensors, dim))
