@@ -5,12 +5,13 @@
 - :mod:`.loss`: loss functions;
 - :mod:`.tensor`: arithmetic, reductions, element-wise math on tracked tensors;
 - :mod:`.shape`: views, indexing, ``cat``, copies and dtype conversions;
-- :mod:`.matmul`: ``matmul`` (torch's decomposition by rank), ``mm``, ``bmm``, ``baddbmm``.
+- :mod:`.matmul`: ``matmul`` (torch's decomposition by rank), ``mm``, ``bmm``, ``baddbmm``;
+- :mod:`.index`: ``gather``, ``index_select``, advanced indexing, ``masked_fill``, ``where``.
 
 Importing this package registers every op with the engine (``_graph.implements``); the public
 names are served by :mod:`shimnn.functional`.
 """
 
-from . import activation, linear, loss, matmul, shape, tensor
+from . import activation, index, linear, loss, matmul, shape, tensor
 
-__all__ = ["activation", "linear", "loss", "matmul", "shape", "tensor"]
+__all__ = ["activation", "index", "linear", "loss", "matmul", "shape", "tensor"]

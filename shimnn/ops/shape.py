@@ -191,10 +191,13 @@ def _is_basic_index(index: Any) -> bool:
 
 @implements(Tensor.__getitem__)
 def getitem(input: Tensor, index: Any) -> Tensor:
-    """Basic indexing (ints, slices, ``None``, ``...``). Backward: the gradient copied into
-    zeros at the indexed positions. Advanced (tensor, list, bool) indexing raises at backward."""
+    """Basic indexing (ints, slices, ``None``, ``...``): a view. Backward: the gradient copied
+    into zeros at the indexed positions. Advanced (tensor, int list) indexing:
+    :func:`shimnn.ops.index.advanced_getitem`."""
     if not _is_basic_index(index):
-        return _fallback(Tensor.__getitem__, (input, index), {})  # type: ignore[no-any-return]
+        from .index import advanced_getitem
+
+        return advanced_getitem(input, index)
     name = "SliceBackward0" if isinstance(index, slice) else "SelectBackward0"
     return _view_op(name, Tensor.__getitem__, _index_backward_for, input, index)
 
