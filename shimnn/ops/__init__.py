@@ -6,12 +6,14 @@
 - :mod:`.tensor`: arithmetic, reductions, element-wise math on tracked tensors;
 - :mod:`.shape`: views, indexing, ``cat``, copies and dtype conversions;
 - :mod:`.matmul`: ``matmul`` (torch's decomposition by rank), ``mm``, ``bmm``, ``baddbmm``;
-- :mod:`.index`: ``gather``, ``index_select``, advanced indexing, ``masked_fill``, ``where``.
+- :mod:`.index`: ``gather``, ``index_select``, advanced indexing, ``masked_fill``, ``where``;
+- :mod:`.reduce`: ``max``/``min``/``amax``, ``topk``/``sort``, ``logsumexp``, ``cumsum``,
+  ``var``/``std``, norms.
 
 Importing this package registers every op with the engine (``_graph.implements``); the public
 names are served by :mod:`shimnn.functional`.
 """
 
-from . import activation, index, linear, loss, matmul, shape, tensor
+from . import activation, index, linear, loss, matmul, reduce, shape, tensor
 
-__all__ = ["activation", "index", "linear", "loss", "matmul", "shape", "tensor"]
+__all__ = ["activation", "index", "linear", "loss", "matmul", "reduce", "shape", "tensor"]
