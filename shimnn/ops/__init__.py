@@ -3,6 +3,7 @@
 - :mod:`.linear`: the affine map (and the matmul path rules it shares with ``matmul``);
 - :mod:`.activation`: element-wise activations, softmax, dropout;
 - :mod:`.loss`: loss functions;
+- :mod:`.embedding`: ``embedding`` (the lookup, ``max_norm``, ``padding_idx``);
 - :mod:`.tensor`: arithmetic, reductions, element-wise math on tracked tensors;
 - :mod:`.shape`: views, indexing, ``cat``, copies and dtype conversions;
 - :mod:`.matmul`: ``matmul`` (torch's decomposition by rank), ``mm``, ``bmm``, ``baddbmm``;
@@ -14,6 +15,7 @@ Importing this package registers every op with the engine (``_graph.implements``
 names are served by :mod:`shimnn.functional`.
 """
 
-from . import activation, index, linear, loss, matmul, reduce, shape, tensor
+from . import activation, embedding, index, linear, loss, matmul, reduce, shape, tensor
 
-__all__ = ["activation", "index", "linear", "loss", "matmul", "reduce", "shape", "tensor"]
+__all__ = ["activation", "embedding", "index", "linear", "loss", "matmul", "reduce", "shape",
+           "tensor"]
