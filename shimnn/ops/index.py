@@ -87,8 +87,6 @@ def _index_select_forward(input: Tensor, dim: int, index: Tensor) -> Recorded:
     def backward(grad: Tensor) -> tuple[Tensor]:
         # index_select_backward: zeros(self_sizes).index_add_(dim, index, grad)
         zeros = torch.zeros(shape, dtype=grad.dtype, device=grad.device)
-        if len(shape) == 0:
-            return (zeros.index_add_(dim, index.view(1), grad.view(1)),)
         return (zeros.index_add_(dim, index, grad),)
 
     return result, backward, (index,), "IndexSelectBackward0"

@@ -412,7 +412,12 @@ def _var_backward(grad: Tensor, input: Tensor, dims: list[int] | None, correctio
     count = 1
     for d in dims:
         count *= input.shape[d]
-    return (2.0 / (count - correction)) * grad * (input - input.mean(dims, True))
+    return _two_over(count - correction) * grad * (input - input.mean(dims, True))
+
+
+def _two_over(dof: float) -> float:
+    """``2.0 / dof`` as C++ doubles divide (``inf`` for 0, where Python raises)."""
+    return 2.0 / dof if dof != 0 else math.inf
 
 
 def _var_forward(input: Tensor, kernel: Callable[..., Tensor], dim: Any, correction: float,
