@@ -18,11 +18,11 @@ import torch
 import torch.nn.functional as TF
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_gradcheck import numerical_grad
 
 import shimnn
 from conftest import assert_same, autograd_forbidden
 from parity import check_function, check_raises_like
+from test_gradcheck import numerical_grad
 
 DTYPES = [torch.float32, torch.float64]
 
