@@ -215,7 +215,11 @@ def advanced_getitem(input: Tensor, index: Any) -> Tensor:
         e_input = edge(input) if is_grad_enabled() else None
         if e_input is None:
             return wrap(Tensor.__getitem__(input, index))
-        parsed = _parse_index(input.dim(), index)
+        if isinstance(index, Tensor) and index.dim() > 0 and (
+                index.dtype is torch.int64 or index.dtype is torch.bool):
+            parsed: Any = ((), [index])  # the common h[idx] / h[mask]: nothing to parse
+        else:
+            parsed = _parse_index(input.dim(), index)
     if parsed is None:
         return _fallback(Tensor.__getitem__, (input, index), {})  # type: ignore[no-any-return]
     basic, tensors = parsed

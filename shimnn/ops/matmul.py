@@ -158,6 +158,22 @@ def _fold_forward(a: Tensor, b: Tensor, need_a: bool, need_b: bool) -> Recorded:
     return result, backward, saved, name
 
 
+def _broadcast(x: Sequence[int], y: Sequence[int]) -> list[int]:
+    """The broadcast of two batch shapes (``torch.broadcast_shapes`` costs ~60 us in Python);
+    RuntimeError when they do not broadcast (the caller then raises torch's own error)."""
+    if len(x) < len(y):
+        x, y = y, x
+    out = list(x)
+    lead = len(x) - len(y)
+    for i, n in enumerate(y):
+        m = out[lead + i]
+        if m == 1:
+            out[lead + i] = n
+        elif n != 1 and n != m:
+            raise RuntimeError("batch shapes do not broadcast")
+    return out
+
+
 def _batched_forward(a: Tensor, b: Tensor, need_a: bool, need_b: bool) -> Recorded:
     """Both operands expanded to the broadcast batch, reshaped to ``(batch, n, m)`` and
     multiplied by bmm. Backward: bmm's formulas, reshaped back, then each gradient summed over
@@ -167,7 +183,7 @@ def _batched_forward(a: Tensor, b: Tensor, need_a: bool, need_b: bool) -> Record
     m1 = a.shape[-1]
     m2 = b.shape[-2] if db > 1 else b.shape[0]
     p = b.shape[-1] if db > 1 else 1
-    batch = list(torch.broadcast_shapes(a.shape[:max(da - 2, 0)], b.shape[:max(db - 2, 0)]))
+    batch = _broadcast(a.shape[:max(da - 2, 0)], b.shape[:max(db - 2, 0)])
     count = math.prod(batch)
     a_shape, b_shape = a.shape, b.shape
     a_expanded = a.expand(*batch, n, m1).reshape(count, n, m1)

@@ -21,6 +21,7 @@ from .._graph import (
     Recorded,
     TrackedTensor,
     _fallback,
+    _make_subclass,
     apply,
     edge,
     implements,
@@ -194,7 +195,7 @@ def getitem(input: Tensor, index: Any) -> Tensor:
     """Basic indexing (ints, slices, ``None``, ``...``): a view. Backward: the gradient copied
     into zeros at the indexed positions. Advanced (tensor, int list) indexing:
     :func:`shimnn.ops.index.advanced_getitem`."""
-    if not _is_basic_index(index):
+    if isinstance(index, Tensor) or not _is_basic_index(index):
         from .index import advanced_getitem
 
         return advanced_getitem(input, index)
@@ -518,10 +519,12 @@ def _multi_view(name: str, kernel: Callable[..., Sequence[Tensor]],
             set_grad_enabled(True)
         slots = _Slots(len(outs))
         combine = combine_for(input, outs)
-        shared = Node(name, lambda token: (combine(slots.take()),), (e_input,))
+        shared = Node(name, lambda token: (combine(slots.take()),), (e_input,), (), ())
+        inputs = (shared,)
         results = []
-        for i, o in enumerate(outs):
-            r = record(o, name, _SlotBackward(slots, i), (shared,))
+        for i, o in enumerate(outs):  # record(), inlined: called once per output
+            r = _make_subclass(TrackedTensor, o)
+            r._node = Node(name, _SlotBackward(slots, i), inputs, (), ())
             r._view_version = r._version
             results.append(r)
         return tuple(results)
@@ -531,19 +534,19 @@ def _unbind_combine(x: Tensor, outs: Sequence[Tensor], dim: int = 0
                     ) -> Callable[[list[Tensor | None]], Tensor]:
     """torch's ``unbind_backward``: ``stack`` of the gradients, expanded zeros for the missing."""
     d = dim % max(x.dim(), 1)
+    shape = x.shape
 
     def combine(grads: list[Tensor | None]) -> Tensor:
+        if all(g is not None for g in grads):
+            return torch.stack(grads, d)  # type: ignore[arg-type]
+        # The stack of expanded zeros and the gradients, written as zeros and copies (the
+        # same values: a copy preserves every bit), without a zero block per missing slice.
         defined = next(g for g in grads if g is not None)
-        zeros = None
-        full: list[Tensor] = []
-        for g in grads:
-            if g is None:
-                if zeros is None:
-                    zeros = torch.zeros((), dtype=defined.dtype,
-                                        device=defined.device).expand(defined.shape)
-                g = zeros
-            full.append(g)
-        return torch.stack(full, d)
+        out = torch.zeros(shape, dtype=defined.dtype, device=defined.device)
+        for i, g in enumerate(grads):
+            if g is not None:
+                out.select(d, i).copy_(g)
+        return out
 
     return combine
 
@@ -564,14 +567,17 @@ def _split_combine(x: Tensor, outs: Sequence[Tensor], dim: int
     lengths = [o.shape[d] for o in outs]
 
     def combine(grads: list[Tensor | None]) -> Tensor:
-        full: list[Tensor] = []
+        if all(g is not None for g in grads):
+            return torch.cat(grads, d)  # type: ignore[arg-type]
+        # The cat of zeros and the gradients, written as zeros and copies (the same values:
+        # a copy preserves every bit), without a zero block per missing piece.
+        out = torch.zeros(shape, dtype=dtype, device=device)
+        offset = 0
         for g, length in zip(grads, lengths):
-            if g is None:
-                size = list(shape)
-                size[d] = length
-                g = torch.zeros(size, dtype=dtype, device=device)
-            full.append(g)
-        return torch.cat(full, d)
+            if g is not None:
+                out.narrow(d, offset, length).copy_(g)
+            offset += length
+        return out
 
     return combine
 
