@@ -17,6 +17,7 @@ from .._graph import (
     is_grad_enabled,
     no_dispatch,
     set_grad_enabled,
+    set_node,
     sum_to,
     wrap,
 )
@@ -88,5 +89,5 @@ def _record_inplace(
             backward, saved, node_name = run(needs)
         finally:
             set_grad_enabled(True)
-        target._node = Node(node_name, backward, (e_self, *e_others), saved)  # type: ignore[attr-defined]
+        set_node(target, Node(node_name, backward, (e_self, *e_others), saved))
         return target

@@ -17,17 +17,16 @@ import torch
 from torch import Tensor
 
 from .._graph import (
-    Node,
     Recorded,
     TrackedTensor,
     _fallback,
-    _make_subclass,
     apply,
     edge,
     implements,
     is_grad_enabled,
     no_dispatch,
     record,
+    record_outputs,
     set_grad_enabled,
     sum_to,
     wrap,
@@ -462,52 +461,13 @@ def select(input: Tensor, dim: int, index: int) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-class _Slots:
-    """The gradients of the outputs of one multi-output op, gathered for its shared node.
-
-    torch gives all outputs of ``split``/``unbind`` one node, whose backward sees every
-    output's gradient (zeros for outputs that got none) and joins them with one ``cat`` or
-    ``stack``. shimnn's nodes have one output each, so each output gets a small node that
-    files its gradient here and wakes the shared node (the first one to run hands it a
-    gradient; the values of that gradient are not used). Every output node is newer than the
-    shared node, so all of them have run when it runs.
-    """
-
-    __slots__ = ("grads", "filled")
-
-    def __init__(self, n: int) -> None:
-        self.grads: list[Tensor | None] = [None] * n
-        self.filled = 0
-
-    def take(self) -> list[Tensor | None]:
-        grads = self.grads
-        self.grads = [None] * len(grads)
-        self.filled = 0
-        return grads
-
-
-class _SlotBackward:
-    """The backward of output ``index``: file the gradient, wake the shared node once."""
-
-    __slots__ = ("slots", "index")
-
-    def __init__(self, slots: _Slots, index: int) -> None:
-        self.slots = slots
-        self.index = index
-
-    def __call__(self, grad: Tensor) -> tuple[Tensor | None]:
-        slots = self.slots
-        slots.grads[self.index] = grad
-        slots.filled += 1
-        return (grad if slots.filled == 1 else None,)
-
-
 def _multi_view(name: str, kernel: Callable[..., Sequence[Tensor]],
                 combine_for: Callable[[Tensor, Sequence[Tensor]],
                                       Callable[[list[Tensor | None]], Tensor]],
                 input: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, ...]:
-    """Record a multi-output view op: the outputs are views sharing one node whose backward
-    is ``combine_for(input, outputs)(grads)`` (``None`` for an output without a gradient)."""
+    """Record a multi-output view op: the outputs are views sharing one node (as torch's), whose
+    backward is ``combine_for(input, outputs)(grads)`` (``None`` for an output without a
+    gradient: torch's undefined gradient, zeros)."""
     with no_dispatch():
         e_input = edge(input) if is_grad_enabled() else None
         if e_input is None:
@@ -517,16 +477,10 @@ def _multi_view(name: str, kernel: Callable[..., Sequence[Tensor]],
             outs = kernel(input, *args, **kwargs)
         finally:
             set_grad_enabled(True)
-        slots = _Slots(len(outs))
         combine = combine_for(input, outs)
-        shared = Node(name, lambda token: (combine(slots.take()),), (e_input,), (), ())
-        inputs = (shared,)
-        results = []
-        for i, o in enumerate(outs):  # record(), inlined: called once per output
-            r = _make_subclass(TrackedTensor, o)
-            r._node = Node(name, _SlotBackward(slots, i), inputs, (), ())
+        results = record_outputs(outs, name, lambda grads: (combine(grads),), (e_input,))
+        for r in results:
             r._view_version = r._version
-            results.append(r)
         return tuple(results)
 
 
