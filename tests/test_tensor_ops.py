@@ -26,6 +26,9 @@ from test_gradcheck import numerical_grad
 
 DTYPES = [torch.float32, torch.float64]
 
+# torch's own warning for var/std with no degrees of freedom (both frameworks raise it)
+pytestmark = pytest.mark.filterwarnings("ignore:var\\(\\). degrees of freedom")
+
 _G = torch.Generator().manual_seed(1234)
 I4 = torch.tensor([0, 2, 2, 1])
 J = torch.tensor([[1, 1], [3, 0]])
@@ -71,6 +74,8 @@ ONE: dict[str, Callable[[torch.Tensor], Any]] = {
     "split": lambda a: torch.cat([p.exp() for p in a.split(2, 1)], 1),
     "split one used": lambda a: torch.split(a, 2, dim=2)[1],
     "split sizes": lambda a: a.split([1, 4], 1)[1] * 2,
+    "split keywords": lambda a: a.split(split_size=3, dim=1)[0].sum() + torch.split(
+        a, split_size_or_sections=[2, 2], dim=0)[1],
     "split_with_sizes": lambda a: torch.split_with_sizes(a, [2, 4], -1)[0],
     "chunk": lambda a: a.chunk(3, 2)[2],
     "chunk all reversed": lambda a: torch.cat(torch.chunk(a, 2, 0)[::-1], 0),
@@ -125,6 +130,7 @@ ONE: dict[str, Callable[[torch.Tensor], Any]] = {
     "where number first": lambda a: torch.where(M3, 1.5, a),
     "where broadcast": lambda a: torch.where(M2[:, :, None], a[0], a[:, :1]),
     "where method": lambda a: a.where(M3, -a),
+    "where method on a mask": lambda a: a * M3.where(M3[0], M3[1]),
     "where own condition": lambda a: torch.where(a > 0, a, torch.zeros_like(a)),
     # reductions
     "max": lambda a: a.max(),

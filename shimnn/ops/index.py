@@ -399,18 +399,20 @@ def _where_forward(condition: Tensor, input: Any, other: Any, needs: tuple[bool,
     return result, backward, (condition,), "WhereBackward0"
 
 
-@implements(torch.where, Tensor.where)
+@implements(Tensor.where)
+def where_method(input: Any, condition: Tensor, other: Any) -> Any:
+    """``input.where(condition, other)``: ``torch.where(condition, input, other)``."""
+    return where(condition, input, other)
+
+
+@implements(torch.where)
 def where(condition: Tensor, input: Any = None, other: Any = None, *,
           out: Tensor | None = None) -> Any:
     """``input`` where ``condition`` is true, else ``other`` (broadcast; numbers allowed).
-    ``Tensor.where(self, condition, other)`` is ``torch.where(condition, self, other)``.
 
     Backward: ``where(condition, grad, 0)``; ``where(condition, 0, grad)``; each summed to
     its operand's shape. ``torch.where(condition)`` (indices) has no gradient."""
     with no_dispatch():
-        if isinstance(condition, Tensor) and condition.dtype is not torch.bool and (
-                isinstance(input, Tensor) and input.dtype is torch.bool):
-            condition, input = input, condition  # the method form: self.where(cond, other)
         if input is None and other is None:
             return torch.where(condition)
         if is_grad_enabled():

@@ -541,11 +541,16 @@ def _split_dim(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
 
 
 @implements(torch.split, Tensor.split)
-def split(tensor: Tensor, split_size_or_sections: Any, *args: Any, **kwargs: Any
-          ) -> tuple[Tensor, ...]:
+def split(tensor: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, ...]:
     """Split into pieces of ``split_size`` (the last may be smaller) or of the listed sizes,
     along ``dim`` (views). Backward: the pieces' gradients concatenated (zeros for pieces
     without one)."""
+    if args:
+        split_size_or_sections, args = args[0], args[1:]
+    else:  # torch.split's and Tensor.split's keyword names
+        split_size_or_sections = kwargs.pop("split_size_or_sections", None)
+        if split_size_or_sections is None:
+            split_size_or_sections = kwargs.pop("split_size")
     dim = _split_dim(args, kwargs)
     name = "SplitBackward0" if isinstance(split_size_or_sections, int) else (
         "SplitWithSizesBackward0")
