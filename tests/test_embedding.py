@@ -1,5 +1,6 @@
-"""Embedding and F.embedding against torch: values, weight gradients, renormed weights, the
-module's API, and torch's own module_db samples."""
+"""Embedding, EmbeddingBag, F.embedding and F.embedding_bag against torch: values, weight
+gradients, renormed weights, the modules' API, and torch's own module_db samples (Embedding;
+module_db has none for EmbeddingBag)."""
 
 from __future__ import annotations
 
@@ -175,3 +176,136 @@ def test_module_db_samples(dtype: torch.dtype, training: bool) -> None:
         ref.train(training)
         shim.train(training)
         check_module(ref, shim, list(sample.forward_input.args))
+
+
+# ---------------------------------------------------------------------------------------------
+# EmbeddingBag
+# ---------------------------------------------------------------------------------------------
+
+FLAT = torch.tensor([0, 2, 2, 1, 4, 4, 3, 0, 1])
+OFFSETS = torch.tensor([0, 3, 3, 5])  # bag 1 is empty
+
+BAG_OPTIONS: list[dict[str, Any]] = [
+    {"mode": "sum"}, {"mode": "mean"}, {"mode": "max"}, {"mode": "sum", "padding_idx": 2},
+    {"mode": "mean", "padding_idx": -1}, {"mode": "max", "padding_idx": 0},
+    {"mode": "mean", "scale_grad_by_freq": True}, {"mode": "sum", "max_norm": 1.0},
+    {"mode": "max", "max_norm": 0.7, "norm_type": 1.0},
+]
+
+
+def _bag_inputs(options: dict[str, Any], layout: str, weighted: bool, dtype: torch.dtype
+                ) -> list[Any]:
+    g = torch.Generator().manual_seed(3)
+    if layout == "2-d":
+        args: list[Any] = [IDX]
+    elif layout == "last offset":
+        args = [FLAT, torch.cat([OFFSETS, torch.tensor([FLAT.numel()])])]
+    elif layout == "int32 indices":
+        args = [FLAT.int(), OFFSETS]
+    else:
+        args = [FLAT, OFFSETS]
+    if weighted:
+        if len(args) == 1:
+            args.append(None)
+        args.append(torch.rand(args[0].shape, generator=g, dtype=dtype))
+    return args
+
+
+class _Call(torch.nn.Module):
+    """Calls ``bag(*args)`` with ``None`` offsets allowed (check_module passes tensors)."""
+
+    def __init__(self, bag: torch.nn.Module, none_offsets: bool) -> None:
+        super().__init__()
+        self.bag = bag
+        self.none_offsets = none_offsets
+
+    def forward(self, *args: Any) -> Any:
+        if self.none_offsets:
+            return self.bag(args[0], None, *args[1:])
+        return self.bag(*args)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("options", BAG_OPTIONS, ids=str)
+@pytest.mark.parametrize("layout", ["2-d", "offsets", "last offset", "int32 indices"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_embedding_bag_matches_torch(options: dict[str, Any], layout: str, weighted: bool,
+                                     dtype: torch.dtype) -> None:
+    if weighted and options["mode"] != "sum":
+        pytest.skip("per_sample_weights: mode='sum' only (see the error test)")
+    kwargs = dict(options, include_last_offset=layout == "last offset")
+    ref, shim = twin_modules(lambda nn: nn.EmbeddingBag(5, 3, dtype=dtype, **kwargs))
+    args = _bag_inputs(options, layout, weighted, dtype)
+    none_offsets = len(args) > 1 and args[1] is None
+    tensors = [a for a in args if a is not None]
+    check_module(_Call(ref, none_offsets), _Call(shim, none_offsets), tensors)
+    assert_same(shim.weight, ref.weight, "weight after the forward")
+    assert repr(shim) == repr(ref)
+
+
+def test_embedding_bag_api_and_errors() -> None:
+    for options in BAG_OPTIONS + [{"sparse": True, "include_last_offset": True}]:
+        ref, shim = twin_modules(lambda nn: nn.EmbeddingBag(6, 2, **options))
+        assert repr(shim) == repr(ref)
+        assert list(shim.state_dict()) == list(ref.state_dict())
+        for name in torch.nn.EmbeddingBag.__constants__:
+            assert getattr(shim, name) == getattr(ref, name), name
+    ref, shim = twin_modules(lambda nn: nn.EmbeddingBag(5, 3, mode="max"))
+    bad_calls = [
+        lambda m: m(FLAT),  # 1-d without offsets
+        lambda m: m(IDX, OFFSETS),  # 2-d with offsets
+        lambda m: m(FLAT[None, None]),  # 3-d
+        lambda m: m(FLAT, OFFSETS, torch.rand(9)),  # per_sample_weights with mode max
+        lambda m: m(FLAT, OFFSETS, torch.rand(3)),  # per_sample_weights of the wrong shape
+        lambda m: m(torch.tensor([5]), torch.tensor([0])),  # index out of range
+    ]
+    for call in bad_calls:
+        check_raises_like(lambda: call(ref), lambda: call(shim))
+    w = torch.randn(5, 3)
+    check_raises_like(
+        lambda: TF.embedding_bag(FLAT, w.clone().requires_grad_(), OFFSETS, padding_idx=9),
+        lambda: TF.embedding_bag(FLAT, shimnn.Parameter(w.clone()), OFFSETS, padding_idx=9))
+    for mode, extra in (("max", {"scale_grad_by_freq": True}), ("median", {})):
+        check_raises_like(
+            lambda: TF.embedding_bag(IDX, w.clone().requires_grad_(), mode=mode, **extra),
+            lambda: TF.embedding_bag(IDX, shimnn.Parameter(w.clone()), mode=mode, **extra))
+    sparse = shimnn.EmbeddingBag(5, 3, sparse=True)
+    with pytest.raises(NotImplementedError, match="shimnn.*sparse"):
+        sparse(IDX)
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_embedding_bag_from_pretrained(freeze: bool) -> None:
+    weights = torch.randn(6, 3)
+    ref = torch.nn.EmbeddingBag.from_pretrained(weights.clone(), freeze=freeze, mode="sum")
+    shim = shimnn.EmbeddingBag.from_pretrained(weights.clone(), freeze=freeze, mode="sum")
+    assert isinstance(shim, shimnn.EmbeddingBag)
+    assert shim.weight.requires_grad is not freeze
+    assert repr(shim) == repr(ref)
+    ref_out = ref(IDX)
+    with autograd_forbidden():
+        out = shim(IDX)
+    assert_same(out, ref_out)
+    if not freeze:
+        g = torch.randn(2, 3)
+        ref_out.backward(g)
+        with autograd_forbidden():
+            out.backward(g)
+        assert_same(shim.weight.grad, ref.weight.grad)
+
+
+def test_embedding_bag_finite_differences() -> None:
+    w = shimnn.Parameter(torch.randn(5, 3, dtype=torch.float64))
+    psw = shimnn.Parameter(torch.rand(9, dtype=torch.float64))
+    weights = torch.randn(4, 3, dtype=torch.float64)
+    for mode, per_sample in (("sum", psw), ("mean", None), ("max", None)):
+        w.grad = psw.grad = None
+
+        def loss() -> torch.Tensor:
+            return (F.embedding_bag(FLAT, w, OFFSETS, mode=mode,
+                                    per_sample_weights=per_sample) * weights).sum()
+
+        with autograd_forbidden():
+            loss().backward()
+        for t in (w, per_sample) if per_sample is not None else (w,):
+            torch.testing.assert_close(t.grad, numerical_grad(loss, t), rtol=1e-6, atol=1e-8)
