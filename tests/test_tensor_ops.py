@@ -81,6 +81,8 @@ ONE: dict[str, Callable[[torch.Tensor], Any]] = {
     "chunk all reversed": lambda a: torch.cat(torch.chunk(a, 2, 0)[::-1], 0),
     "chunk uneven": lambda a: a.chunk(4, 1)[-1],
     "split keeps -0.0": lambda a: a.split(2, 1)[0] * -0.0,
+    "mT": lambda a: a.mT @ a,
+    "mH (real)": lambda a: a.mH,
     "stack": lambda a: torch.stack([a, a * 2], 1),
     "stack negative dim": lambda a: torch.stack((a[0], a[1].exp(), a[2]), dim=-1),
     # indexing
@@ -720,3 +722,33 @@ def test_reductions_over_random_dims(shape: list[int], data: Any, keepdim: bool,
               lambda a: a.topk(k, dim)[0], lambda a: a.sort(dim)[0],
               lambda a: torch.stack(a.unbind(dim), -1), lambda a: a.chunk(k, dim)[-1]):
         check_function(f, x)
+
+
+def test_hooks_and_retain_grad_on_results() -> None:
+    """Tensor hooks and retain_grad on the outputs of the new ops, as on torch's."""
+    x = _x(4, 5, 6)
+
+    def run(t: torch.Tensor) -> list[torch.Tensor]:
+        seen: list[torch.Tensor] = []
+        h = t * 1
+        prod = h @ h.transpose(1, 2)
+        prod.register_hook(lambda g: seen.append(g.clone()))
+        rows = prod.unbind(1)
+        rows[2].register_hook(lambda g: g * 2)
+        top = rows[2].max(-1).values
+        top.retain_grad()
+        (top.sum() + rows[0].sum()).backward()
+        assert top.grad is not None
+        return [*seen, top.grad, t.grad]
+
+    for a, b in zip(run(shimnn.Parameter(x.clone())), run(x.clone().requires_grad_())):
+        assert_same(a, b)
+
+
+def test_values_stay_tracked_without_grad() -> None:
+    h = shimnn.Parameter(_x(3, 4)) * 1
+    with torch.no_grad():
+        for result in (h.max(1), h.topk(2), h.sort(), torch.min(h, 0)):
+            assert isinstance(result.values, shimnn.TrackedTensor)
+        out = (torch.empty(0), torch.empty(0, dtype=torch.int64))
+        assert torch.max(h, 1, out=out).values is out[0]

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from .._graph import (
     Recorded,
+    TrackedTensor,
     _fallback,
     apply,
     edge,
@@ -49,6 +50,14 @@ def _op(forward: Callable[..., Recorded], input: Tensor, args: tuple[Any, ...],
         if out is not None or not isinstance(result, Tensor):
             return result
         return wrap(result)
+
+
+def _stay_tracked(result: Any, input: Tensor) -> Any:
+    """``(values, indices)`` computed without a gradient: the values of a tracked input stay
+    tracked, as every op's result does."""
+    if type(input) is TrackedTensor and type(result[0]) is Tensor:
+        return type(result)((wrap(result[0]), result[1]))
+    return result
 
 
 def _dims(ndim: int, dim: Any) -> list[int]:
@@ -125,7 +134,8 @@ def _minmax(fn: Any, node: str, binary: Callable[..., Tensor], input: Tensor, *a
     with no_dispatch():
         e_input = edge(input) if is_grad_enabled() else None
         if e_input is None:
-            return fn(input, *args, **kwargs)
+            result = fn(input, *args, **kwargs)
+            return result if out is not None else _stay_tracked(result, input)
         if out is not None:
             raise _out_requires_grad(fn.__name__)
         indices: list[Tensor] = []
@@ -277,7 +287,8 @@ def _selecting(kernel: Any, name: str, input: Tensor, dim: int, args: tuple[Any,
     with no_dispatch():
         e_input = edge(input) if is_grad_enabled() else None
         if e_input is None:
-            return kernel(input, *args, **kwargs)
+            result = kernel(input, *args, **kwargs)
+            return result if "out" in kwargs else _stay_tracked(result, input)
         if kwargs.get("out") is not None:
             raise _out_requires_grad(kernel.__name__)
         indices: list[Tensor] = []

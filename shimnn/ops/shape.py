@@ -155,11 +155,16 @@ def _matrix_transpose_property(name: str) -> Callable[..., Tensor]:
     getter = vars(_TensorBase)[name].__get__
 
     def op(input: Tensor, *args: Any) -> Tensor:
-        """``.T`` / ``.mT`` of a matrix: as ``t()``. Other ranks raise at backward."""
+        """``.T`` / ``.mT`` of a matrix: as ``t()``; ``.mT`` of a batch of matrices: as
+        ``transpose(-2, -1)`` (torch's TransposeBackward0). Other ranks and real-dtype ``.mH``
+        raise at backward."""
         with no_dispatch():
             dim = input.dim()
-        if dim == 2:
+            real = not input.dtype.is_complex
+        if dim == 2 and name != "mH":
             return t(input)
+        if dim > 2 and (name == "mT" or name == "mH" and real):
+            return transpose(input, -2, -1)
         return _fallback(getter, (input, *args), {})  # type: ignore[no-any-return]
 
     implements(getter)(op)
@@ -168,6 +173,7 @@ def _matrix_transpose_property(name: str) -> Callable[..., Tensor]:
 
 _T = _matrix_transpose_property("T")
 _mT = _matrix_transpose_property("mT")
+_mH = _matrix_transpose_property("mH")
 
 
 def _index_backward_for(x: Tensor, index: Any) -> Callable[[Tensor], tuple[Tensor]]:
