@@ -201,9 +201,7 @@ def getitem(input: Tensor, index: Any) -> Tensor:
     into zeros at the indexed positions. Advanced (tensor, int list) indexing:
     :func:`shimnn.ops.index.advanced_getitem`."""
     if isinstance(index, Tensor) or not _is_basic_index(index):
-        from .index import advanced_getitem
-
-        return advanced_getitem(input, index)
+        return _index.advanced_getitem(input, index)
     name = "SliceBackward0" if isinstance(index, slice) else "SelectBackward0"
     return _view_op(name, Tensor.__getitem__, _index_backward_for, input, index)
 
@@ -467,7 +465,7 @@ def select(input: Tensor, dim: int, index: int) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-def _multi_view(name: str, kernel: Callable[..., Sequence[Tensor]],
+def _multi_view(name: str | Callable[..., str], kernel: Callable[..., Sequence[Tensor]],
                 combine_for: Callable[[Tensor, Sequence[Tensor]],
                                       Callable[[list[Tensor | None]], Tensor]],
                 input: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, ...]:
@@ -484,6 +482,8 @@ def _multi_view(name: str, kernel: Callable[..., Sequence[Tensor]],
         finally:
             set_grad_enabled(True)
         combine = combine_for(input, outs)
+        if not isinstance(name, str):
+            name = name(input, *args)
         results = record_outputs(outs, name, lambda grads: (combine(grads),), (e_input,))
         for r in results:
             r._view_version = r._version
@@ -576,11 +576,14 @@ def split_with_sizes(input: Tensor, split_sizes: Sequence[int], dim: int = 0
 def chunk(input: Tensor, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
     """``chunks`` pieces along ``dim`` (torch's split by ``ceil(size / chunks)``).
     Backward: as :func:`split`."""
-    with no_dispatch():
-        size = input.shape[dim] if input.dim() > 0 else 0
-    name = "SplitWithSizesBackward0" if size == 0 else "SplitBackward0"
-    return _multi_view(name, torch.chunk, lambda x, outs: _split_combine(x, outs, dim), input,
-                       chunks, dim)
+    return _multi_view(_chunk_node_name, torch.chunk,
+                       lambda x, outs: _split_combine(x, outs, dim), input, chunks, dim)
+
+
+def _chunk_node_name(input: Tensor, chunks: int, dim: int) -> str:
+    """torch's chunk is a split, by sizes when the dim is empty."""
+    return "SplitWithSizesBackward0" if input.dim() and input.shape[dim] == 0 else (
+        "SplitBackward0")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -620,3 +623,6 @@ def stack(tensors: Sequence[Tensor], dim: int = 0, *, out: Tensor | None = None)
         if out is not None:
             return torch.stack(tensors, dim, out=out)
         return wrap(torch.stack(tensors, dim))
+
+
+from . import index as _index  # noqa: E402  (advanced indexing; index.py imports shape lazily)
