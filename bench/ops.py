@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -57,7 +58,22 @@ def _ops() -> dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], tuple[int,
         "sin": (lambda x: x.sin(), (B, H)),
         "triu": (lambda x: x.triu(), (T, T)),
         "embedding (100, H)": (lambda w: torch.nn.functional.embedding(tokens, w), (100, H)),
+        "RNN-style loop, T steps (select, 2 matmuls, tanh, stack)": (_rnn_loop, (B, T + H, H)),
+        "causal attention (bmm, masked_fill, softmax, bmm)": (
+            lambda x: torch.softmax((x @ x.transpose(-2, -1)).masked_fill(causal, -math.inf)
+                                    / math.sqrt(H), -1) @ x, (B, T, H)),
     }
+
+
+def _rnn_loop(p: torch.Tensor) -> torch.Tensor:
+    """A hand-written recurrence over ``T`` steps: inputs ``p[:, :T]``, weight ``p[0, T:]``."""
+    x, w = p[:, :T], p[0, T:]
+    h = x[:, 0]
+    outs = []
+    for t in range(T):
+        h = torch.tanh(x[:, t] @ w + h @ w)
+        outs.append(h)
+    return torch.stack(outs, 1)
 
 
 def _step(op: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, g: torch.Tensor

@@ -389,8 +389,9 @@ def test_matmul_broadcasting(da: int, db: int, n: int, m: int, p: int, batch: li
                              ones: list[bool], ta: bool, tb: bool, rg: tuple[bool, bool],
                              dtype: torch.dtype) -> None:
     """Random ranks and broadcast batches (with size-1 dims on either side)."""
-    ba = [1 if o else b for o, b in zip(ones[:2], batch)][:max(da - 2, 0)]
-    bb = [1 if o else b for o, b in zip(ones[2:], batch)][:max(db - 2, 0)]
+    # batch dims align from the right (size-1 dims broadcast on either side)
+    ba = [1 if o else b for o, b in zip(ones[:2], batch)][2 - max(da - 2, 0):]
+    bb = [1 if o else b for o, b in zip(ones[2:], batch)][2 - max(db - 2, 0):]
     sa = (*ba, n, m) if da > 1 else (m,)
     sb = (*bb, m, p) if db > 1 else (m,)
     a = _maybe_transposed(sa, ta, dtype, 3)

@@ -123,7 +123,7 @@ def _index_item(item: Any) -> Any:
     if isinstance(item, bool):
         return NotImplemented
     if isinstance(item, int):
-        return item
+        return int(item)  # a plain int (an int subclass would look advanced again)
     if isinstance(item, Tensor):
         if item.dtype is torch.bool or item.dtype is torch.uint8:
             return item if item.dim() > 0 else NotImplemented

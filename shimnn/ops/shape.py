@@ -190,9 +190,16 @@ def _index_backward_for(x: Tensor, index: Any) -> Callable[[Tensor], tuple[Tenso
 
 
 def _is_basic_index(index: Any) -> bool:
-    items = index if isinstance(index, tuple) else (index,)
-    return all(i is None or i is Ellipsis or isinstance(i, (int, slice)) and not isinstance(
-        i, bool) for i in items)
+    """Only ints (not bools), slices, ``None`` and ``...`` (one type test each: this runs for
+    every ``h[:, t]`` of a time loop)."""
+    if type(index) is tuple:
+        for i in index:
+            t = type(i)
+            if t is not slice and t is not int and i is not None and i is not Ellipsis:
+                return False
+        return True
+    t = type(index)
+    return t is slice or t is int or index is None or index is Ellipsis
 
 
 @implements(Tensor.__getitem__)
