@@ -495,8 +495,11 @@ def _multi_view(name: str | Callable[..., str], kernel: Callable[..., Sequence[T
         if not isinstance(name, str):
             name = name(input, *args)
         results = record_outputs(outs, name, lambda grads: (combine(grads),), (e_input,))
+        base = input._view_base if type(input) is TrackedTensor and (
+            input._view_version is not None) else input
         for r in results:
             r._view_version = r._version
+            r._view_base = base  # writes into an output go through the base (CopySlices)
         return tuple(results)
 
 
