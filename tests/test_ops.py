@@ -159,7 +159,8 @@ def test_module_subclass_with_free_forward() -> None:
     ref = make(torch.nn, TF)
     torch.manual_seed(0)
     shim = make(shimnn, F)
-    assert isinstance(shim.fc1, torch.nn.Linear) is False and isinstance(shim.fc1, shimnn.Linear)
+    assert isinstance(shim.fc1, torch.nn.Linear) and isinstance(shim.fc1, shimnn.Linear)
+    assert not isinstance(ref.fc1, shimnn.Linear)
     assert [n for n, _ in shim.named_modules()] == [n for n, _ in ref.named_modules()]
     x = _x(5, 4)
     g = _x(5, 2, seed=9)
@@ -172,23 +173,10 @@ def test_module_subclass_with_free_forward() -> None:
         assert torch.equal(a.grad, b.grad), n
 
 
-def test_view_then_inplace_is_refused() -> None:
-    lin = shimnn.Linear(3, 4)
-    h = lin(_x(2, 3))
-    v = h[0]
-    with pytest.raises(NotImplementedError, match="view"):
-        v.add_(1.0)
-    h2 = lin(_x(2, 3))
-    v2 = h2[:, :2]
-    h2.add_(1.0)  # the base changes after the view was taken
-    with pytest.raises(RuntimeError, match="view"):
-        (v2 * 2).sum().backward()
-
-
 def test_unsupported_variants_raise_at_backward() -> None:
     lin = shimnn.Linear(3, 4)
     h = lin(_x(2, 3))
-    for out in (h[torch.tensor([0, 0])], h ** h, 2 ** h, h.clamp(min=torch.zeros(4))):
+    for out in (h ** h, 2 ** h, h.clamp(min=torch.zeros(4))):
         assert isinstance(out, shimnn.TrackedTensor)
         with pytest.raises(NotImplementedError, match="no hand-written backward"):
             out.sum().backward(retain_graph=True)
