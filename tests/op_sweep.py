@@ -38,7 +38,7 @@ import sys
 import time
 import warnings
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -275,12 +275,13 @@ class Side:
 
 
 def build(sample: Any, shim: bool, *, plain_self: bool = False, view_self: bool = False,
-          direct: bool = False) -> Side:
+          direct: bool = False, track_all: bool = False) -> Side:
     """Each floating tensor of the sample that requires grad becomes ``leaf * 1.0``: a leaf
     tensor (torch) or ``shimnn.Parameter`` (shimnn), seen through one recorded op (``direct``:
     the leaf itself). Other tensors are copied. The same tensor object twice in the sample
     stays one tensor. ``plain_self``: the input is a plain copy (a write into a plain tensor);
-    ``view_self``: the input is a view of its tracked self (``base``)."""
+    ``view_self``: the input is a view of its tracked self (``base``); ``track_all``: every
+    real floating tensor is tracked, whether the sample asks for a gradient or not."""
     memo: dict[int, Tensor] = {}
     leaves: list[Tensor] = []
 
@@ -290,7 +291,7 @@ def build(sample: Any, shim: bool, *, plain_self: bool = False, view_self: bool 
             return done
         with _no_dispatch(), torch.no_grad():
             data = t.detach().clone()
-        if t.requires_grad:
+        if t.requires_grad or (track_all and t.dtype.is_floating_point):
             leaf = shimnn.Parameter(data) if shim else data.requires_grad_()
             leaves.append(leaf)
             x = leaf if direct else leaf * 1.0
@@ -403,7 +404,19 @@ def _fresh_out(out_like: Any) -> Any:
 
 def _compare(op: Any, variant: Variant, sample: Any, dtype: torch.dtype, out_like: Any,
              seed: int) -> _Verdict:
+    torch.set_grad_enabled(True)
     v = _Verdict()
+    try:
+        _compare_sides(v, op, variant, sample, dtype, out_like, seed)
+    finally:
+        if not torch.is_grad_enabled():  # global state a user's later code would run under
+            v.add(SILENT, "shimnn left torch's grad mode disabled")
+            torch.set_grad_enabled(True)
+    return v
+
+
+def _compare_sides(v: _Verdict, op: Any, variant: Variant, sample: Any, dtype: torch.dtype,
+                   out_like: Any, seed: int) -> None:
     kw = {"plain_self": variant.kind == "inplace_plain",
           "view_self": variant.kind == "inplace_view", "direct": variant.kind == "call_leaf"}
 
@@ -428,7 +441,7 @@ def _compare(op: Any, variant: Variant, sample: Any, dtype: torch.dtype, out_lik
             shim_side = build(sample, shim=True, **kw)
         except Exception as e:
             v.add(AUTOGRAD if _autograd_in(e) else RAISES, f"building inputs: {_exc_text(e)}")
-            return v
+            return
         shim = call(variant, sample, shim_side, _fresh_out(out_like), seed)
         if shim.exc is not None:
             if _autograd_in(shim.exc):
@@ -438,14 +451,13 @@ def _compare(op: Any, variant: Variant, sample: Any, dtype: torch.dtype, out_lik
                               f"{_exc_text(ref.exc)}")
             else:
                 v.add(RAISES, f"shimnn raises at the call: {_exc_text(shim.exc)}")
-            return v
+            return
         _check_no_torch_graph(v, shim)
         if ref.exc is not None:
             _torch_raised(v, ref.exc, shim, seed)
-            return v
+            return
         _compare_forward(v, op, sample, ref, shim)
         _compare_backward(v, ref, shim, positions, grads, ref_bw, seed, reproducible(op, sample))
-    return v
 
 
 def _torch_graph(t: Tensor) -> str | None:
@@ -716,8 +728,63 @@ def _sweep_op(op: Any, max_samples: int | None, time_limit: float | None, numel_
                     if variant.name.endswith("operator") and sample.kwargs:
                         continue  # Python's operators take no keyword arguments
                     report.cases.append(run_case(op, variant, sample, index, dtype, out_like))
+        report.cases += error_cases(op)
     report.seconds = time.process_time() - cpu
     return report
+
+
+def error_cases(op: Any) -> list[Case]:
+    """torch's error inputs of ``op`` (``error_inputs_func``), every floating tensor tracked:
+    where torch raises, shimnn must raise too (``identical``: the same exception type;
+    ``raises``: another type; ``silent``: shimnn returns), and leave grad mode as it was."""
+    if op.error_inputs_func is None:
+        return []
+    name = full_name(op)
+    _seed_all(zlib.crc32(f"{name}|errors".encode()))
+    try:
+        errors = list(op.error_inputs_func(op, "cpu"))
+    except Exception as e:
+        return [Case(name, "error_input", "-", -1, ERROR, f"error inputs: {_exc_text(e)}")]
+    cases = []
+    for index, error in enumerate(errors):
+        sample = error.sample_input
+        case = Case(name, "error_input", "-", index)
+        try:
+            _error_case(case, op, sample)
+        except Exception as e:  # the harness failed
+            case.outcome, case.detail = ERROR, f"harness: {_exc_text(e)}"
+        if case.detail != "torch does not raise":
+            cases.append(case)
+    return cases
+
+
+def _error_case(case: Case, op: Any, sample: Any) -> None:
+    torch.set_grad_enabled(True)
+    ref = build(sample, shim=False, track_all=True)
+    try:
+        op.op(ref.input, *ref.args, **ref.kwargs)
+    except Exception as e:
+        ref_exc: BaseException = e
+    else:
+        case.detail = "torch does not raise"  # on tracked inputs: nothing to compare
+        return
+    v = _Verdict()
+    with autograd_forbidden():
+        try:
+            shim = build(sample, shim=True, track_all=True)
+            op.op(shim.input, *shim.args, **shim.kwargs)
+        except Exception as e:
+            if _autograd_in(e):
+                v.add(AUTOGRAD, f"call: {_exc_text(e)}")
+            elif type(e) is not type(ref_exc):
+                v.add(RAISES, f"both raise at the call: shimnn {_exc_text(e)} | torch "
+                              f"{_exc_text(ref_exc)}")
+        else:
+            v.add(SILENT, f"torch raises ({_exc_text(ref_exc)}), shimnn returns")
+    if not torch.is_grad_enabled():
+        v.add(SILENT, "shimnn left torch's grad mode disabled")
+        torch.set_grad_enabled(True)
+    case.outcome, case.detail, case.raised = v.outcome, v.detail, v.raised
 
 
 def _out_like(op: Any, sample: Any) -> Any:
@@ -756,35 +823,54 @@ def ci_subset(ops: Sequence[Any]) -> list[Any]:
     return [op for i, op in enumerate(ops) if i % CI_STRIDE == 0 or is_handled(op)]
 
 
-def read_known(path: str = KNOWN_SILENT_FILE) -> set[str]:
-    """The case keys (``op variant dtype sample``) listed as silent.
+def native_path() -> str:
+    """Which of shimnn's paths runs: "1" with the compiled fast paths, "0" without."""
+    from shimnn import _native
 
-    One line per op, variant and dtype: ``op variant dtype 0,3,7  # what differs``."""
+    return "1" if _native.get() is not None else "0"
+
+
+def read_known(path: str = KNOWN_SILENT_FILE, native: str | None = None) -> set[str]:
+    """The case keys (``op variant dtype sample``) listed as silent on this path.
+
+    One line per op, variant and dtype: ``op variant dtype 0,3,7  # what differs``, with
+    ``native=1`` or ``native=0`` after the samples when only that path is silent."""
+    native = native_path() if native is None else native
     known: set[str] = set()
     if not os.path.exists(path):
         return known
     with open(path) as f:
         for line in f:
             fields = line.split("#", 1)[0].split()
-            if fields:
-                op, variant, dtype, indices = fields
-                known.update(f"{op} {variant} {dtype} {i}" for i in indices.split(","))
+            if not fields:
+                continue
+            op, variant, dtype, indices, *tag = fields
+            if tag and tag != [f"native={native}"]:
+                continue
+            known.update(f"{op} {variant} {dtype} {i}" for i in indices.split(","))
     return known
 
 
-def write_known(reports: Iterable[OpReport], path: str = KNOWN_SILENT_FILE) -> None:
-    groups: dict[tuple[str, str, str], list[Case]] = {}
-    for r in reports:
-        for c in r.cases:
-            if c.outcome == SILENT:
-                groups.setdefault((c.op, c.variant, c.dtype), []).append(c)
+def write_known(runs: dict[str, Sequence[OpReport]], path: str = KNOWN_SILENT_FILE) -> None:
+    """Write the silent cases of one sweep per path (``{"1": reports, "0": reports}``)."""
+    silent: dict[str, dict[str, Case]] = {
+        native: {c.key: c for r in reports for c in r.cases if c.outcome == SILENT}
+        for native, reports in runs.items()}
+    every = {k: c for cases in silent.values() for k, c in cases.items()}
+    groups: dict[tuple[str, str, str, str], list[Case]] = {}
+    for key, c in every.items():
+        paths = [n for n in runs if key in silent[n]]
+        tag = "" if len(paths) == len(runs) else f"native={paths[0]}"
+        groups.setdefault((c.op, c.variant, c.dtype, tag), []).append(c)
     lines = ["# Silent cases of tests/op_sweep.py not fixed yet. tests/test_op_sweep.py fails on a",
              "# silent case missing here and on a listed case that is no longer silent.",
-             "# Regenerate: python -m tests.op_sweep --full --write-known",
-             "# op variant dtype samples  # the first sample's difference"]
-    for (op, variant, dtype), cases in groups.items():
-        indices = ",".join(str(c.sample) for c in cases)
-        lines.append(f"{op} {variant} {dtype} {indices}  # {cases[0].detail[:110]}")
+             "# Regenerate: python -m tests.op_sweep --full --write-known (runs both paths)",
+             "# op variant dtype samples [native=N: that path only]  # the first sample's "
+             "difference"]
+    for (op, variant, dtype, tag), cases in groups.items():
+        indices = ",".join(str(c.sample) for c in sorted(cases, key=lambda c: c.sample))
+        fields = f"{op} {variant} {dtype} {indices}" + (f" {tag}" if tag else "")
+        lines.append(f"{fields}  # {cases[0].detail[:110]}")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -807,8 +893,15 @@ CAUSES: tuple[tuple[str, Callable[[Case], bool]], ...] = (
      lambda c: c.variant == "out" and c.detail.startswith("returns self/out")),
     ("write of a tracked value into a plain tensor: torch's destination joins the graph",
      lambda c: c.variant == "inplace_plain" and "not tracked" in c.detail),
-    ("in-place call not recorded (inplace=True keyword): the input keeps its old node",
-     lambda c: c.variant.startswith("inplace") and c.detail.startswith("grad of input")),
+    ("in-place op on a view changes the base's values differently (metadata-only op written "
+     "as data)", lambda c: c.variant == "inplace_view" and c.detail.startswith("mutated 1")),
+    ("in-place op's gradient differs (not recorded, or recorded with another formula)",
+     lambda c: c.variant.startswith("inplace") and c.detail.startswith("grad of input")
+     and "values differ" in c.detail),
+    ("a gradient of the wrong shape reaches a leaf",
+     lambda c: c.detail.startswith("grad of input") and " shape " in c.detail),
+    ("an exception inside shimnn left torch's grad mode disabled",
+     lambda c: "grad mode left disabled" in c.detail),
     ("forward bits differ: torch's kernel path depends on requires_grad / grad mode",
      lambda c: "values differ" in c.detail.split(";")[0] and c.detail.startswith("output")),
 )
@@ -955,7 +1048,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for c in r.cases:
                     f.write(json.dumps({"family": r.family, **vars(c)}) + "\n")
     if a.write_known:
-        write_known(reports)
+        from shimnn import _native
+
+        this = native_path()
+        runs = {this: reports}
+        previous = _native.set_enabled(this == "0")  # the other path, where it can run
+        try:
+            if native_path() != this:
+                runs[native_path()] = [
+                    sweep_op(op, max_samples=max_samples, time_limit=a.time_limit) for op in ops]
+        finally:
+            _native.set_enabled(previous)
+        write_known(runs)
     return 0
 
 
