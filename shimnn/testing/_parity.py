@@ -126,11 +126,12 @@ class _Side:
 def _collect(module: Any, outputs: list[Tensor], leaves: list[Tensor], flags: list[bool]
              ) -> list[tuple[str, Tensor | None]]:
     named: list[tuple[str, Tensor | None]] = [(f"output {k}", o) for k, o in enumerate(outputs)]
-    named += [(f"grad of input {i}", t.grad) for i, (t, rg) in enumerate(zip(leaves, flags))
-              if rg]
-    if isinstance(module, torch.nn.Module):
-        named += [(f"grad of parameter {n}", p.grad) for n, p in module.named_parameters()]
-        named += [(f"buffer {n}", b) for n, b in module.named_buffers()]
+    with _no_dispatch():  # reading .grad of shimnn tensors needs no shimnn dispatch
+        named += [(f"grad of input {i}", t.grad) for i, (t, rg) in enumerate(zip(leaves, flags))
+                  if rg]
+        if isinstance(module, torch.nn.Module):
+            named += [(f"grad of parameter {n}", p.grad) for n, p in module.named_parameters()]
+            named += [(f"buffer {n}", b) for n, b in module.named_buffers()]
     return named
 
 

@@ -1,0 +1,66 @@
+"""shimnn's bootstrap for Python processes started under ``shimnn run`` (see shimnn/runner.py).
+
+``shimnn run`` puts this directory first on ``PYTHONPATH`` and sets ``SHIMNN_PATCH_TORCH=1``;
+every Python interpreter started below it (torchrun's workers, multiprocessing "spawn" children,
+``subprocess.run([sys.executable, ...])``) imports this ``sitecustomize`` at startup. It
+
+1. runs the ``sitecustomize`` it shadows, if the environment has one, so that still happens;
+2. when ``SHIMNN_PATCH_TORCH=1``, installs an import hook that enters ``shimnn.patch_torch()``
+   for the rest of the process right after ``torch`` is first imported (a child that never
+   imports torch pays nothing, and torch is never imported early).
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import os
+import sys
+from types import ModuleType
+from typing import Any
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_ENV = "SHIMNN_PATCH_TORCH"
+
+
+def _run_shadowed_sitecustomize() -> None:
+    path = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+    spec = importlib.machinery.PathFinder.find_spec("sitecustomize", path)
+    if spec is None or spec.loader is None:
+        return
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["sitecustomize"] = module
+    spec.loader.exec_module(module)
+
+
+class _PatchAfterTorch(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: wraps torch's loader so the patch follows torch's import."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != "torch":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec("torch")
+        if spec is None or spec.loader is None:
+            return spec
+        loader = spec.loader
+        exec_module = loader.exec_module
+
+        def exec_then_patch(module: ModuleType) -> None:
+            exec_module(module)
+            import shimnn
+
+            global _patch
+            _patch = shimnn.patch_torch()  # held open for the life of the process
+            _patch.__enter__()
+
+        loader.exec_module = exec_then_patch  # type: ignore[method-assign]
+        return spec
+
+
+_patch: Any = None
+
+_run_shadowed_sitecustomize()
+if os.environ.get(_ENV) == "1" and "torch" not in sys.modules:
+    sys.meta_path.insert(0, _PatchAfterTorch())
