@@ -112,7 +112,7 @@ def child_environment(use_shimnn: bool) -> Iterator[None]:
     """Within the block, Python processes started from here patch torch (``use_shimnn``) or
     certainly do not (the variables removed); ``os.environ`` is restored afterwards."""
     names = (PATCH_ENV, "PYTHONPATH", "PYTEST_PLUGINS")
-    saved = {k: os.environ.get(k) for k in names}
+    saved: dict[str, str | None] = {k: os.environ.get(k) for k in names}
     path = _without_bootstrap(os.environ.get("PYTHONPATH", ""))
     plugins = [p for p in os.environ.get("PYTEST_PLUGINS", "").split(",") if p and p != _PLUGIN]
     try:
@@ -129,11 +129,11 @@ def child_environment(use_shimnn: bool) -> Iterator[None]:
                     os.environ.pop(key, None)
         yield
     finally:
-        for key, value in saved.items():
-            if value is None:
+        for key, old in saved.items():
+            if old is None:
                 os.environ.pop(key, None)
             else:
-                os.environ[key] = value
+                os.environ[key] = old
 
 
 def _exit_status(code: object) -> int:

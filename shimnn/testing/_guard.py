@@ -35,6 +35,7 @@ class AutogradCalled(AssertionError):
     """Raised when torch's autograd engine is entered inside :func:`assert_no_autograd`."""
 
 
+_grad_fn: Any = vars(torch._C.TensorBase)["grad_fn"].__get__
 Watcher = Callable[[str], None]
 """Called with the name of the engine entry point reached; raising stops the call."""
 
@@ -76,11 +77,11 @@ def _targets() -> list[tuple[Any, str, Callable[[Any], Any]]]:
     """(owner, attribute, how to wrap its value): torch's engine entry points."""
     import torch.autograd.forward_ad
     import torch.autograd.graph
-    import torch.autograd.variable
+    from torch.autograd.variable import Variable
 
     engine = "torch.autograd.graph._engine_run_backward"
     return [
-        (torch.autograd.variable.Variable, "_execution_engine", _WatchedEngine),
+        (Variable, "_execution_engine", _WatchedEngine),
         (torch.autograd.graph, "_engine_run_backward", lambda f: _watched(engine, f)),
         # torch.autograd's backward() and grad() call the name they imported from .graph.
         (torch.autograd, "_engine_run_backward", lambda f: _watched(engine, f)),
@@ -143,7 +144,7 @@ def assert_no_autograd() -> Iterator[None]:
 def torch_grad_fn(t: torch.Tensor) -> Any:
     """The ``grad_fn`` torch itself recorded for ``t`` (shimnn's tensors report ``None`` for
     their own property; this reads torch's)."""
-    return torch._C.TensorBase.grad_fn.__get__(t)  # type: ignore[attr-defined]
+    return _grad_fn(t)
 
 
 def assert_no_autograd_graph(*tensors: Any) -> None:

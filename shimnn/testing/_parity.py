@@ -10,13 +10,19 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
 
 from ._guard import assert_no_autograd, assert_no_autograd_graph
-from ._report import ParityError, TensorDiff, compare_tensors
+from ._report import (
+    NAN_VS_NUMBER,
+    NUMBER_VS_NAN,
+    ParityError,
+    TensorDiff,
+    compare_tensors,
+)
 
 __all__ = ["ParityResult", "assert_matches_torch", "random_like"]
 
@@ -237,19 +243,39 @@ def _rounding_level(a: Tensor, b: Tensor) -> TensorDiff:
     return compare_tensors(a, b, "", atol=1e-12 * max(scale, 1e-300), rtol=1e-9)
 
 
+def _bits_only(d: TensorDiff) -> str | None:
+    """``d``'s kinds of difference when no value differs (only zero signs or NaN bits)."""
+    if d.numeric or d.special.get(NAN_VS_NUMBER) or d.special.get(NUMBER_VS_NAN):
+        return None
+    return " and ".join(d.special) or None
+
+
+def _judge(d: TensorDiff, a: Tensor, b: Tensor, where: str) -> str:
+    """The verdict on a float64 difference ``d`` between ``a`` and ``b``."""
+    bits = _bits_only(d)
+    if bits is not None:
+        return (f"{where}: the values agree but differ {bits}, which rounding does not do: "
+                "shimnn's formula or kernel is not torch's")
+    nans = [k for k in (NAN_VS_NUMBER, NUMBER_VS_NAN) if d.special.get(k)]
+    if not nans and _rounding_level(a, b).equal:
+        return (f"{where}: differs only at rounding level (largest absolute difference "
+                f"{d.max_abs:.3g}), so this is rounding (order of operations or kernel "
+                "choice), not a wrong formula")
+    how = [f"largest absolute difference {d.max_abs:.3g}"] if d.numeric else []
+    how += [f"{d.special[k]} {k}" for k in nans]
+    return (f"{where}: {d.summary.split(' (')[0]} ({'; '.join(how)}), so this is not rounding: "
+            "the formula differs from torch's")
+
+
 def _verdict(diff64: TensorDiff | None, a64: Any, b64: Any) -> str:
     if diff64 is None:
         return "float64 rerun: this tensor is missing there"
     if diff64.equal:
         return ("float64 rerun: bit-identical, so this is float32 rounding (order of operations "
                 "or kernel choice), not a wrong formula")
-    if diff64.dtype == torch.float64 and _rounding_level(a64, b64).equal:
-        return (f"float64 rerun: differs only at rounding level (largest absolute difference "
-                f"{diff64.max_abs:.3g}), so this is rounding, not a wrong formula")
     if diff64.dtype is None:
         return f"float64 rerun: {diff64.summary}"
-    return (f"float64 rerun: {diff64.summary.split(' (')[0]} too (largest absolute difference "
-            f"{diff64.max_abs:.3g}), so this is not rounding: the formula differs from torch's")
+    return _judge(diff64, a64, b64, "float64 rerun")
 
 
 def _add_verdicts(failing: list[TensorDiff], shim_side: _Side, ref_side: _Side,
@@ -259,12 +285,8 @@ def _add_verdicts(failing: list[TensorDiff], shim_side: _Side, ref_side: _Side,
     shim_named, ref_named = dict(shim_side.named), dict(ref_side.named)
     for d in failing:
         if d.dtype == torch.float64:
-            if _rounding_level(shim_named[d.name], ref_named[d.name]).equal:  # type: ignore[arg-type]
-                d.verdict = ("float64 already: the difference is at rounding level (order of "
-                             "operations or kernel choice), not a wrong formula")
-            else:
-                d.verdict = ("float64 already: the difference is far above rounding, so the "
-                             "formula differs from torch's")
+            d.verdict = _judge(d, shim_named[d.name], ref_named[d.name],  # type: ignore[arg-type]
+                               "in float64 already")
     low = [d for d in failing if d.dtype in _LOW_PRECISION]
     if not low:
         return
@@ -376,13 +398,14 @@ def assert_matches_torch(
         if check_float64:
             def rerun() -> tuple[_Side, _Side]:
                 s, r = shim, reference
-                if modules:
-                    s, r = copy.deepcopy(shim), copy.deepcopy(reference)
-                    for m in (s, r):
-                        m.load_state_dict(snapshot)  # type: ignore[union-attr, arg-type]
-                        m.double()  # type: ignore[union-attr]
-                        for p in m.parameters():  # type: ignore[union-attr]
+                if modules and snapshot is not None:
+                    copies = [cast(torch.nn.Module, copy.deepcopy(m)) for m in (shim, reference)]
+                    for m in copies:
+                        m.load_state_dict(snapshot)
+                        m.double()
+                        for p in m.parameters():
                             p.grad = None
+                    s, r = copies
                 grads64 = None if grad_outputs is None else [_to_float64(g) for g in grad_outputs]
                 return run(s, r, [_to_float64(t) for t in tensors], grads64)
 

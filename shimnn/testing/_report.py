@@ -24,6 +24,12 @@ _DIGITS = {torch.float64: 17, torch.float32: 9, torch.float16: 5, torch.bfloat16
 
 _no_dispatch = torch._C.DisableTorchFunctionSubclass
 
+# Kinds of difference a tolerance would hide (keys of TensorDiff.special).
+ZERO_SIGN = "in the sign of zero"
+NAN_BITS = "in the bits of a NaN"
+NAN_VS_NUMBER = "NaN where torch has a number"
+NUMBER_VS_NAN = "a number where torch has NaN"
+
 
 class ParityError(AssertionError):
     """A tensor differs from torch's. ``report`` is the message; ``diffs`` the failing
@@ -49,6 +55,8 @@ class TensorDiff:
     verdict: str | None = None
     max_abs: float = 0.0
     dtype: torch.dtype | None = None  # set when values were compared (same dtype and shape)
+    numeric: int = 0  # elements whose values differ (not only a zero's sign or a NaN's bits)
+    special: dict[str, int] = field(default_factory=dict)  # ZERO_SIGN, NAN_BITS... -> count
 
     def __str__(self) -> str:
         parts = [f"{self.name}: {self.summary}", *(f"  {line}" for line in self.lines)]
@@ -122,11 +130,13 @@ def _compare_values(a: Tensor, b: Tensor, shape: torch.Size, name: str,
         shape = torch.Size([*shape, 2])
     floating = a.dtype.is_floating_point
     bits = _BITS.get(a.dtype)
+    ia: Tensor | None
+    ib: Tensor | None
     if floating and bits is not None:
         ia, ib = a.view(bits), b.view(bits)
         bit_diff = ia != ib
     else:
-        ia = ib = None
+        ia, ib = None, None
         bit_diff = a != b
     n_bits = int(bit_diff.sum())
     if tolerant and floating:
@@ -150,15 +160,16 @@ def _compare_values(a: Tensor, b: Tensor, shape: torch.Size, name: str,
                          f"{b[i].item()}")
         return out
     nan_a, nan_b = torch.isnan(a), torch.isnan(b)
-    special = [
-        ("differ only in the sign of zero", diff & (a == 0) & (b == 0), False),
-        ("NaN in shimnn where torch has a number", diff & nan_a & ~nan_b, False),
-        ("number in shimnn where torch has NaN", diff & ~nan_a & nan_b, False),
-        ("NaN with other bits than torch's NaN", diff & nan_a & nan_b, True),
+    special = [  # (kind, how a report line says it, which elements, show their bits)
+        (ZERO_SIGN, "differ only in the sign of zero", diff & (a == 0) & (b == 0), False),
+        (NAN_VS_NUMBER, "NaN in shimnn where torch has a number", diff & nan_a & ~nan_b, False),
+        (NUMBER_VS_NAN, "number in shimnn where torch has NaN", diff & ~nan_a & nan_b, False),
+        (NAN_BITS, "NaN with other bits than torch's NaN", diff & nan_a & nan_b, True),
     ]
-    for label, mask, show_bits in special:
+    for kind, label, mask, show_bits in special:
         count = int(mask.sum())
         if count:
+            out.special[kind] = count
             i = int(mask.nonzero()[0])
             va, vb = _value(a[i].item(), dtype), _value(b[i].item(), dtype)
             if show_bits and ia is not None and ib is not None:
@@ -166,7 +177,8 @@ def _compare_values(a: Tensor, b: Tensor, shape: torch.Size, name: str,
             out.lines.append(f"{count} {label}, first at {_index(i, shape)}: shimnn {va}, "
                              f"torch {vb}")
     numeric = diff & ~nan_a & ~nan_b & ~((a == 0) & (b == 0))
-    if bool(numeric.any()):
+    out.numeric = int(numeric.sum())
+    if out.numeric:
         da, db = a.double(), b.double()
         absdiff = torch.where(numeric, (da - db).abs(), torch.zeros_like(da))
         absdiff = torch.nan_to_num(absdiff, nan=math.inf)  # inf - inf: a difference anyway

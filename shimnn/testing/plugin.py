@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 import pytest
@@ -94,7 +94,7 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     state = _state(item.config)
     if state is None:
         return (yield)
@@ -110,8 +110,8 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
-                              ) -> Iterator[pytest.TestReport]:
-    report: pytest.TestReport = yield
+                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
     state = _state(item.config)
     if state is not None and report.when == "call" and report.failed:
         crash = getattr(report.longrepr, "reprcrash", None)  # the exception's own message
