@@ -182,7 +182,7 @@ def _upstream(roots: list[Tensor], grad_outputs: Sequence[Tensor] | None, seed: 
 
 def _run_shim(shim: Any, args: Any, tensors: list[Tensor], flags: list[bool],
               grads: list[Tensor], ref_differentiable: list[bool]) -> _Side:
-    from .._graph import backward
+    from .._engine import backward
 
     parameter = not isinstance(shim, torch.nn.Module)
     leaves = [_leaf(t, rg, parameter) for t, rg in zip(tensors, flags)]
