@@ -17,8 +17,8 @@ header says that shimnn is serving torch, and the summary says which tests
 
 ``--shimnn-forbid-autograd`` makes that second kind fail instead (every test runs inside
 :func:`shimnn.testing.assert_no_autograd`). Without either option, and when torch is not
-patched, the plugin does nothing (it is loaded in every pytest run once shimnn is installed,
-so it imports nothing heavy until asked).
+patched, the plugin changes nothing (it is loaded in every pytest run once shimnn is installed;
+loading it imports shimnn, and so torch).
 """
 
 from __future__ import annotations
