@@ -27,8 +27,9 @@ How the patch reaches every process of the program (the mechanism multi-process 
    for the life of the process right after ``torch`` is first imported. A child that never
    imports torch pays nothing. Nothing is installed anywhere: the variables exist only in the
    program's environment, and this process restores its own environment afterwards.
-   ``PYTEST_PLUGINS`` also names ``shimnn.testing.plugin``, so a pytest run anywhere below
-   reports that shimnn serves torch.
+   A pytest run anywhere below reports in its header that shimnn serves torch (the plugin
+   ``shimnn.testing.plugin``: an installed ``pytest11`` entry point, else named in
+   ``PYTEST_PLUGINS`` for the run).
 3. **Forked children** (multiprocessing ``fork``, DataLoader workers on Linux) inherit the
    patched interpreter as it is.
 
@@ -102,6 +103,13 @@ def find_console_script(name: str) -> str | None:
     return None
 
 
+def _plugin_installed() -> bool:
+    """Whether shimnn's pytest plugin is an installed ``pytest11`` entry point."""
+    from importlib.metadata import entry_points
+
+    return any(ep.value == _PLUGIN for ep in entry_points(group="pytest11"))
+
+
 def _without_bootstrap(pythonpath: str) -> str:
     return os.pathsep.join(p for p in pythonpath.split(os.pathsep)
                            if p and os.path.abspath(p) != BOOTSTRAP_DIR)
@@ -119,7 +127,8 @@ def child_environment(use_shimnn: bool) -> Iterator[None]:
         if use_shimnn:
             os.environ[PATCH_ENV] = "1"
             os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (BOOTSTRAP_DIR, path) if p)
-            os.environ["PYTEST_PLUGINS"] = ",".join([*plugins, _PLUGIN])
+            if not _plugin_installed():  # else pytest loads it through its entry point
+                os.environ["PYTEST_PLUGINS"] = ",".join([*plugins, _PLUGIN])
         else:
             os.environ.pop(PATCH_ENV, None)
             for key, value in (("PYTHONPATH", path), ("PYTEST_PLUGINS", ",".join(plugins))):

@@ -159,7 +159,8 @@ def test_the_patch_reaches_python_children_and_leaves_the_environment(tmp_path: 
         "\"torch\" in sys.modules)'\n"
         "    print(subprocess.run([sys.executable, '-c', code], capture_output=True, "
         "text=True).stdout.strip())\n"
-        "    lazy = 'import sys; print(\"no torch:\", \"torch\" in sys.modules)'\n"
+        "    lazy = ('import sys; print(\"no torch:\", \"torch\" in sys.modules); import shimnn, "
+        "torch; print(\"shimnn first\", torch.nn.Linear.__module__)')\n"
         "    print(subprocess.run([sys.executable, '-c', lazy], capture_output=True, "
         "text=True).stdout.strip())\n"
         "    ctx = mp.get_context('spawn'); q = ctx.Queue()\n"
@@ -172,6 +173,7 @@ def test_the_patch_reaches_python_children_and_leaves_the_environment(tmp_path: 
         "parent shimnn.modules.linear",
         "subprocess shimnn.modules.linear True",
         "no torch: False",  # the hook imports nothing itself
+        "shimnn first shimnn.modules.linear",  # importing shimnn is what imports torch
         "spawn shimnn.modules.linear",
     ], done.stdout
     # The shadowed sitecustomize still ran in the parent, both subprocesses and the spawned
@@ -183,17 +185,19 @@ def test_the_patch_reaches_python_children_and_leaves_the_environment(tmp_path: 
 
 
 def test_run_target_sets_the_child_environment_only_for_the_run(tmp_path: Path) -> None:
-    from shimnn.runner import BOOTSTRAP_DIR, PATCH_ENV
+    from shimnn.runner import BOOTSTRAP_DIR, PATCH_ENV, _plugin_installed
 
     script = tmp_path / "env.py"
     script.write_text("import os\nprint(os.environ.get('SHIMNN_PATCH_TORCH'), "
                       "os.environ['PYTHONPATH'].split(os.pathsep)[0], "
-                      "os.environ['PYTEST_PLUGINS'])\n")
+                      "os.environ.get('PYTEST_PLUGINS'))\n")
     before = dict(os.environ)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert run_script(str(script), []) == 0
-    assert out.getvalue() == f"1 {BOOTSTRAP_DIR} shimnn.testing.plugin\n"
+    # The plugin comes through its pytest11 entry point when shimnn is installed.
+    plugins = None if _plugin_installed() else "shimnn.testing.plugin"
+    assert out.getvalue() == f"1 {BOOTSTRAP_DIR} {plugins}\n"
     assert dict(os.environ) == before and PATCH_ENV not in os.environ
 
 
@@ -237,7 +241,12 @@ def test_sample_torch_suite_under_shimnn_run() -> None:
 
 
 def test_plugin_lists_or_forbids_tests_that_use_torch_autograd(tmp_path: Path) -> None:
+    (tmp_path / "conftest.py").write_text(  # imported before the session starts
+        "import pytest\nfrom torch.nn import Linear\n"
+        "@pytest.fixture\ndef linear_class():\n    return Linear\n")
     (tmp_path / "test_mixed.py").write_text(
+        "def test_conftest_names_are_served(linear_class):\n"
+        "    assert linear_class.__module__ == 'shimnn.modules.linear'\n"
         "import torch\n"
         "def test_plain_autograd():\n"
         "    x = torch.ones(2, requires_grad=True)\n"
@@ -251,7 +260,7 @@ def test_plugin_lists_or_forbids_tests_that_use_torch_autograd(tmp_path: Path) -
     # The installed plugin (pytest11 entry point): `pytest --shimnn`.
     done = subprocess.run([*base, "--shimnn"], capture_output=True, text=True, cwd=tmp_path,
                           timeout=300)
-    assert done.returncode == 0 and "2 passed" in done.stdout, done.stdout
+    assert done.returncode == 0 and "3 passed" in done.stdout, done.stdout
     assert "is serving torch" in done.stdout and "(pytest --shimnn)" in done.stdout
     summary = done.stdout.split("= shimnn =")[1]
     assert "1 passed, but torch's autograd engine ran in them" in summary
@@ -259,7 +268,7 @@ def test_plugin_lists_or_forbids_tests_that_use_torch_autograd(tmp_path: Path) -
     # Named explicitly, as without an installed shimnn: the same plugin, not a second one.
     done = subprocess.run([*base, "-p", "shimnn.testing.plugin", "--shimnn-forbid-autograd"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert done.returncode == 1 and "1 failed, 1 passed" in done.stdout, done.stdout
+    assert done.returncode == 1 and "1 failed, 2 passed" in done.stdout, done.stdout
     assert "AutogradCalled: torch's autograd engine was entered" in done.stdout
     # An installed console script as the program: pytest's own.
     done = _shimnn("run", "pytest", *PYTEST_ARGS, str(tmp_path / "test_mixed.py"), cwd=tmp_path)

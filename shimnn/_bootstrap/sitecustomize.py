@@ -35,28 +35,54 @@ def _run_shadowed_sitecustomize() -> None:
 
 
 class _PatchAfterTorch(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: wraps torch's loader so the patch follows torch's import."""
+    """Finds nothing itself: wraps the loaders of ``torch`` and ``shimnn`` so that the patch
+    follows the import of torch, or, when importing shimnn is what imports torch (``import
+    shimnn as nn`` first), the end of shimnn's own import."""
+
+    def __init__(self) -> None:
+        self.torch_loaded = False
+        self.done = False
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname != "torch":
+        if fullname not in ("torch", "shimnn") or self.done:
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec("torch")
+        sys.meta_path.remove(self)  # find the real spec, without finding ourselves
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            sys.meta_path.insert(0, self)
         if spec is None or spec.loader is None:
             return spec
-        loader = spec.loader
-        exec_module = loader.exec_module
+        exec_module = spec.loader.exec_module
 
         def exec_then_patch(module: ModuleType) -> None:
             exec_module(module)
-            import shimnn
+            if fullname == "torch":
+                self.torch_loaded = True
+            self.patch(shimnn_done=fullname == "shimnn")
 
-            global _patch
-            _patch = shimnn.patch_torch()  # held open for the life of the process
-            _patch.__enter__()
-
-        loader.exec_module = exec_then_patch  # type: ignore[method-assign]
+        spec.loader.exec_module = exec_then_patch  # type: ignore[method-assign]
         return spec
+
+    def patch(self, shimnn_done: bool = False) -> None:
+        if self.done or not self.torch_loaded:
+            return
+        shim = sys.modules.get("shimnn")
+        if not shimnn_done and shim is not None and getattr(shim.__spec__, "_initializing",
+                                                            False):
+            return  # shimnn is importing torch: patch when shimnn's import ends
+        self.done = True
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        try:
+            import shimnn
+        except ImportError as exc:  # another environment's Python, without shimnn
+            sys.stderr.write(f"shimnn: {_ENV}=1, but shimnn cannot be imported in "
+                             f"{sys.executable} ({exc}); torch is not patched here\n")
+            return
+        global _patch
+        _patch = shimnn.patch_torch()  # held open for the life of the process
+        _patch.__enter__()
 
 
 _patch: Any = None

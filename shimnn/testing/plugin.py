@@ -49,17 +49,7 @@ def _state(config: pytest.Config) -> dict[str, Any] | None:
     return config.stash.get(_STATE, None)
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    wanted = config.getoption("shimnn") or config.getoption("shimnn_forbid_autograd")
-    if not wanted:
-        import sys
-
-        patch = sys.modules.get("shimnn._patch")
-        if patch is None or not patch.is_patched():
-            return  # not asked, and shimnn is not serving torch: nothing to do
-        how = "shimnn run"
-    else:
-        how = "pytest --shimnn"
+def _serve(config: pytest.Config, how: str, forbid: bool) -> None:
     import shimnn
     from shimnn._patch import is_patched
 
@@ -67,8 +57,32 @@ def pytest_configure(config: pytest.Config) -> None:
     if not is_patched():
         stack.enter_context(shimnn.patch_torch())
     config.stash[_STACK] = stack
-    config.stash[_STATE] = {"how": how, "forbid": config.getoption("shimnn_forbid_autograd"),
-                            "engine": {}, "missing": {}}
+    config.stash[_STATE] = {"how": how, "forbid": forbid, "engine": {}, "missing": {}}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser,
+                                  args: list[str]) -> None:
+    """Patch before the first conftest.py is imported: a ``from torch.nn import Linear`` at
+    the top of one then binds shimnn's class, as a test module's does."""
+    options = early_config.known_args_namespace
+    forbid = bool(getattr(options, "shimnn_forbid_autograd", False))
+    if getattr(options, "shimnn", False) or forbid:
+        _serve(early_config, "pytest --shimnn", forbid)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if _state(config) is not None:
+        return  # served since the initial conftests
+    forbid = bool(config.getoption("shimnn_forbid_autograd"))
+    if config.getoption("shimnn") or forbid:
+        _serve(config, "pytest --shimnn", forbid)
+        return
+    import sys
+
+    patch = sys.modules.get("shimnn._patch")
+    if patch is not None and patch.is_patched():  # shimnn run -m pytest, or a patched parent
+        _serve(config, "shimnn run", False)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
