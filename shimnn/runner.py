@@ -24,8 +24,9 @@ How the patch reaches every process of the program (the mechanism multi-process 
    Python's ``site`` imports ``sitecustomize`` at startup; the bootstrap directory holds one
    that first runs the ``sitecustomize`` it shadows (an environment's own still runs) and then,
    with ``SHIMNN_PATCH_TORCH=1``, adds an import hook that enters :func:`shimnn.patch_torch`
-   for the life of the process right after ``torch`` is first imported. A child that never
-   imports torch pays nothing. Nothing is installed anywhere: the variables exist only in the
+   for the life of the process right after ``torch`` is first imported (or, when importing
+   shimnn is what imports torch, right after shimnn's import). A child that never imports torch
+   pays nothing; one whose Python cannot import shimnn prints a warning and runs torch's names. Nothing is installed anywhere: the variables exist only in the
    program's environment, and this process restores its own environment afterwards.
    A pytest run anywhere below reports in its header that shimnn serves torch (the plugin
    ``shimnn.testing.plugin``: an installed ``pytest11`` entry point, else named in
@@ -35,7 +36,8 @@ How the patch reaches every process of the program (the mechanism multi-process 
 
 Limits: ``python -S`` (no ``site``) and ``python -I`` (isolated: ``PYTHONPATH`` ignored)
 children are not patched, and neither is a child whose environment is built from scratch
-without these variables. ``--seed`` seeds this process only. ``shimnn run --torch`` and
+without these variables (``env={...}`` passed to ``subprocess`` without ``os.environ``).
+``--seed`` seeds this process only. ``shimnn run --torch`` and
 ``shimnn compare``'s torch run remove the variables, so nothing below them is patched.
 """
 

@@ -6,8 +6,10 @@ every Python interpreter started below it (torchrun's workers, multiprocessing "
 
 1. runs the ``sitecustomize`` it shadows, if the environment has one, so that still happens;
 2. when ``SHIMNN_PATCH_TORCH=1``, installs an import hook that enters ``shimnn.patch_torch()``
-   for the rest of the process right after ``torch`` is first imported (a child that never
-   imports torch pays nothing, and torch is never imported early).
+   for the rest of the process right after ``torch`` is first imported, or after ``shimnn``'s
+   own import when that is what imports torch (a child that never imports torch pays nothing,
+   and torch is never imported early). Whether shimnn is still importing is read from its
+   module spec's ``_initializing`` flag, which importlib sets while a module executes.
 """
 
 from __future__ import annotations
