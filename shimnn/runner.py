@@ -26,8 +26,9 @@ How the patch reaches every process of the program (the mechanism multi-process 
    with ``SHIMNN_PATCH_TORCH=1``, adds an import hook that enters :func:`shimnn.patch_torch`
    for the life of the process right after ``torch`` is first imported (or, when importing
    shimnn is what imports torch, right after shimnn's import). A child that never imports torch
-   pays nothing; one whose Python cannot import shimnn prints a warning and runs torch's names. Nothing is installed anywhere: the variables exist only in the
-   program's environment, and this process restores its own environment afterwards.
+   pays nothing; one whose Python cannot import shimnn prints a warning and runs torch's names.
+   Nothing is installed anywhere: the variables exist only in the program's environment, and
+   this process restores its own environment afterwards.
    A pytest run anywhere below reports in its header that shimnn serves torch (the plugin
    ``shimnn.testing.plugin``: an installed ``pytest11`` entry point, else named in
    ``PYTEST_PLUGINS`` for the run).

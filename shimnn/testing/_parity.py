@@ -126,7 +126,8 @@ class _Side:
     outputs: Any
     leaves: list[Tensor]
     named: list[tuple[str, Tensor | None]]  # output k, grad of input i, ... in report order
-    differentiable: list[bool]
+    differentiable: list[bool]  # per output: requires grad
+    grads: list[Tensor]  # the upstream gradient of each differentiable output
 
 
 def _collect(module: Any, outputs: list[Tensor], leaves: list[Tensor], flags: list[bool]
@@ -159,7 +160,8 @@ def _run_reference(reference: Any, args: Any, tensors: list[Tensor], flags: list
     grads = _upstream(roots, grad_outputs, seed)
     if roots:
         torch.autograd.backward(roots, grads)
-    return _Side(out, leaves, _collect(reference, outputs, leaves, flags), differentiable)
+    return _Side(out, leaves, _collect(reference, outputs, leaves, flags), differentiable,
+                 grads)
 
 
 def _upstream_seed(seed: int, k: int) -> int:
@@ -192,7 +194,8 @@ def _run_shim(shim: Any, args: Any, tensors: list[Tensor], flags: list[bool],
         outputs = _tensors(out)
         assert_no_autograd_graph(*outputs)
         differentiable = [o.requires_grad for o in outputs]
-        roots, root_grads = [], []
+        roots: list[Tensor] = []
+        root_grads: list[Tensor] = []
         if len(outputs) == len(ref_differentiable):
             upstream = iter(grads)  # one per output torch differentiates, in order
             for o, d, r in zip(outputs, differentiable, ref_differentiable):
@@ -206,7 +209,7 @@ def _run_shim(shim: Any, args: Any, tensors: list[Tensor], flags: list[bool],
             backward(roots, root_grads)
     named = _collect(shim, outputs, leaves, flags)
     assert_no_autograd_graph(*(t for _, t in named))
-    return _Side(out, leaves, named, differentiable)
+    return _Side(out, leaves, named, differentiable, root_grads)
 
 
 def _compare(shim_side: _Side, ref_side: _Side, atol: float | None, rtol: float | None
@@ -380,10 +383,9 @@ def assert_matches_torch(
     def run(shim_: Any, reference_: Any, tensors_: list[Tensor],
             grad_outputs_: Sequence[Tensor] | None) -> tuple[_Side, _Side]:
         ref_side = _run_reference(reference_, inputs, tensors_, flags, grad_outputs_, seed)
-        roots = [o for o, d in zip(_tensors(ref_side.outputs), ref_side.differentiable) if d]
-        grads = _upstream(roots, grad_outputs_, seed)
         try:
-            shim_side = _run_shim(shim_, inputs, tensors_, flags, grads, ref_side.differentiable)
+            shim_side = _run_shim(shim_, inputs, tensors_, flags, ref_side.grads,
+                                  ref_side.differentiable)
         except Exception as exc:
             if hasattr(exc, "add_note"):
                 exc.add_note(f"(raised by shimnn's side of assert_matches_torch: "
