@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+import torch._dynamo  # noqa: F401  (imported lazily by torch.optim; never under autograd_forbidden)
 
 import shimnn
 from shimnn.testing import AutogradCalled, assert_bitwise_equal, assert_no_autograd_graph
