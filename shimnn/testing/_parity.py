@@ -21,6 +21,7 @@ from ._report import (
     NUMBER_VS_NAN,
     ParityError,
     TensorDiff,
+    bits_equal,
     compare_tensors,
 )
 
@@ -373,12 +374,9 @@ def assert_matches_torch(
     tensors = _tensors(inputs)
     flags = _requires_grad(tensors, requires_grad)
     modules = isinstance(shim, torch.nn.Module) and isinstance(reference, torch.nn.Module)
-    if modules:
-        _share_state(shim, reference, state_dict)  # type: ignore[arg-type]
     snapshot: dict[str, Tensor] | None = None
-    if modules and check_float64:
-        with _no_dispatch():
-            snapshot = {k: v.detach().clone() for k, v in shim.state_dict().items()}  # type: ignore[attr-defined]
+    if modules:
+        snapshot = _share_state(shim, reference, state_dict)  # type: ignore[arg-type]
 
     def run(shim_: Any, reference_: Any, tensors_: list[Tensor],
             grad_outputs_: Sequence[Tensor] | None) -> tuple[_Side, _Side]:
@@ -422,13 +420,16 @@ def assert_matches_torch(
 
 
 def _share_state(shim: torch.nn.Module, reference: torch.nn.Module,
-                 state_dict: Mapping[str, Any] | None) -> None:
+                 state_dict: Mapping[str, Any] | None) -> dict[str, Tensor]:
+    """Give both modules the same state; returns a copy of it (for the float64 rerun)."""
     if state_dict is not None:
         reference.load_state_dict(state_dict)
         shim.load_state_dict(state_dict)
-        return
-    ref_state, shim_state = reference.state_dict(), shim.state_dict()
-    if list(ref_state) == list(shim_state) and all(
-            compare_tensors(shim_state[k], v).equal for k, v in ref_state.items()):
-        return
-    shim.load_state_dict(ref_state)
+    else:
+        with _no_dispatch():  # reading state needs no shimnn dispatch
+            ref_state, shim_state = reference.state_dict(), shim.state_dict()
+        if list(ref_state) != list(shim_state) or not all(
+                bits_equal(shim_state[k], v) for k, v in ref_state.items()):
+            shim.load_state_dict(ref_state)
+    with _no_dispatch():
+        return {k: v.detach().clone() for k, v in shim.state_dict().items()}

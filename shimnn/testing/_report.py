@@ -96,6 +96,20 @@ def _bits_hex(t: Tensor, i: int) -> str:
     return f"0x{int(t[i].item()) & ((1 << (4 * width)) - 1):0{width}x}"
 
 
+def bits_equal(a: Tensor, b: Tensor) -> bool:
+    """Same dtype, shape and bits (the fast check before a full :func:`compare_tensors`)."""
+    with _no_dispatch():
+        if a.dtype != b.dtype or a.shape != b.shape or a.device != b.device:
+            return False
+        bits = _BITS.get(a.dtype)
+        if a.is_complex():
+            a, b = torch.view_as_real(a), torch.view_as_real(b)
+            bits = _BITS.get(a.dtype)
+        if bits is None:
+            return torch.equal(a, b)
+        return torch.equal(a.detach().contiguous().view(bits), b.detach().contiguous().view(bits))
+
+
 def compare_tensors(actual: Any, expected: Any, name: str = "tensor", *,
                     atol: float | None = None, rtol: float | None = None) -> TensorDiff:
     """Compare shimnn's ``actual`` with torch's ``expected``.
@@ -115,6 +129,9 @@ def compare_tensors(actual: Any, expected: Any, name: str = "tensor", *,
         if actual.dtype != expected.dtype or actual.shape != expected.shape:
             return TensorDiff(name, False, f"shimnn gave a {_describe(actual)}, torch a "
                                            f"{_describe(expected)}")
+        if bits_equal(actual, expected):
+            desc = f"{str(actual.dtype).removeprefix('torch.')}, shape {tuple(actual.shape)}"
+            return TensorDiff(name, True, f"bit-identical ({desc})")
         a = actual.detach().cpu().contiguous().view(-1)
         b = expected.detach().cpu().contiguous().view(-1)
         return _compare_values(a, b, actual.shape, name, atol, rtol)
