@@ -6,6 +6,8 @@ always used.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,8 +15,12 @@ import torch
 import torch._dynamo  # noqa: F401  (imported lazily by torch.optim; never under autograd_forbidden)
 
 import shimnn
-from shimnn.testing import AutogradCalled, assert_bitwise_equal, assert_no_autograd_graph
-from shimnn.testing import assert_no_autograd as autograd_forbidden
+from shimnn.testing import (
+    AutogradCalled,
+    assert_bitwise_equal,
+    assert_no_autograd,
+    assert_no_autograd_graph,
+)
 from shimnn.testing import torch_grad_fn as c_grad_fn
 
 __all__ = ["AutogradCalled", "assert_no_autograd_graph", "assert_same", "autograd_forbidden",
@@ -28,6 +34,16 @@ def pytest_report_header(config: Any) -> str:
         f" (bit-identity was proven on torch {VERIFIED_TORCH}: a failure here may mean this "
         "torch changed a kernel)")
     return f"shimnn {shimnn.__version__}, torch {torch.__version__}{note}"
+
+
+@contextlib.contextmanager
+def autograd_forbidden(engine_only: bool = True) -> Iterator[None]:
+    """:func:`shimnn.testing.assert_no_autograd`: every run of torch's autograd engine in the
+    block raises. ``torch.autograd.grad`` / ``backward`` stay callable: on shimnn tensors they
+    run shimnn's engine, on anything torch recorded they reach torch's engine and raise
+    (``engine_only`` is accepted for the callers written when it chose between the two)."""
+    with assert_no_autograd():
+        yield
 
 
 @pytest.fixture

@@ -360,7 +360,9 @@ def test_the_suite_helpers_are_shimnn_testing() -> None:
     import conftest
     import parity
 
-    assert conftest.autograd_forbidden is assert_no_autograd
+    for engine_only in (False, True):
+        with conftest.autograd_forbidden(engine_only), pytest.raises(AutogradCalled):
+            torch.ones(1, requires_grad=True).sum().backward()
     assert conftest.AutogradCalled is AutogradCalled
     with pytest.raises(ParityError, match="sign of zero"):
         conftest.assert_same(torch.tensor([-0.0]), torch.tensor([0.0]), "x")

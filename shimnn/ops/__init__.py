@@ -3,13 +3,19 @@
 - :mod:`.linear`: the affine map (and the matmul path rules it shares with ``matmul``);
 - :mod:`.activation`: element-wise activations, softmax, dropout;
 - :mod:`.loss`: loss functions;
+- :mod:`.embedding`: ``embedding`` (the lookup, ``max_norm``, ``padding_idx``);
 - :mod:`.tensor`: arithmetic, reductions, element-wise math on tracked tensors;
-- :mod:`.shape`: views, indexing, ``cat``, ``matmul``, copies and dtype conversions.
+- :mod:`.shape`: views, indexing, ``cat``, copies and dtype conversions;
+- :mod:`.matmul`: ``matmul`` (torch's decomposition by rank), ``mm``, ``bmm``, ``baddbmm``;
+- :mod:`.index`: ``gather``, ``index_select``, advanced indexing, ``masked_fill``, ``where``;
+- :mod:`.reduce`: ``max``/``min``/``amax``, ``topk``/``sort``, ``logsumexp``, ``cumsum``,
+  ``var``/``std``, norms.
 
 Importing this package registers every op with the engine (``_graph.implements``); the public
 names are served by :mod:`shimnn.functional`.
 """
 
-from . import activation, linear, loss, shape, tensor
+from . import activation, embedding, index, linear, loss, matmul, reduce, shape, tensor
 
-__all__ = ["activation", "linear", "loss", "shape", "tensor"]
+__all__ = ["activation", "embedding", "index", "linear", "loss", "matmul", "reduce", "shape",
+           "tensor"]
