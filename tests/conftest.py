@@ -37,7 +37,7 @@ def pytest_report_header(config: Any) -> str:
 
 
 @contextlib.contextmanager
-def autograd_forbidden(engine_only: bool = True) -> Iterator[None]:
+def autograd_forbidden(engine_only: bool = False) -> Iterator[None]:
     """:func:`shimnn.testing.assert_no_autograd`: every run of torch's autograd engine in the
     block raises. ``torch.autograd.grad`` / ``backward`` stay callable: on shimnn tensors they
     run shimnn's engine, on anything torch recorded they reach torch's engine and raise
