@@ -450,7 +450,6 @@ def test_guard_forbids_every_torch_engine_entry_and_allows_shimnn() -> None:
         "autograd.functional.jacobian": lambda: torch.autograd.functional.jacobian(
             torch.sin, torch.ones(2)),
         "torch.func.grad": lambda: torch.func.grad(lambda t: t.sin().sum())(torch.ones(2)),
-        "forward AD": lambda: torch.autograd.forward_ad.dual_level().__enter__(),
     }
     with assert_no_autograd():
         for name, call in calls.items():
@@ -460,6 +459,11 @@ def test_guard_forbids_every_torch_engine_entry_and_allows_shimnn() -> None:
         p = shimnn.Parameter(torch.ones(3))
         (shimnn.functional.relu(p) * 2).sum().backward()  # shimnn's engine: allowed
         assert p.grad is not None
+        # torch.autograd's own functions on shimnn tensors dispatch to shimnn's engine.
+        (g,) = torch.autograd.grad((p * 3).sum(), [p])
+        assert g.tolist() == [3.0, 3.0, 3.0]
+        torch.autograd.backward([(p * 2).sum()])
+        assert p.grad.tolist() == [4.0, 4.0, 4.0]
     # Restored afterwards.
     x = leaf()
     (x * 2).sum().backward()

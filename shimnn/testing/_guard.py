@@ -4,14 +4,15 @@ Every backward torch's autograd runs, however it is reached (``Tensor.backward``
 ``torch.autograd.backward`` / ``grad`` on tensors torch recorded, ``torch.autograd.functional``,
 ``torch.func``, ``torch.autograd.gradcheck``), enters the C++ engine through one Python call:
 ``torch.autograd.graph._engine_run_backward``, which calls
-``Variable._execution_engine.run_backward``. The guard replaces both (and the module-level
-name ``torch.autograd`` imported), plus forward-mode AD's entry points (``dual_level``,
-``make_dual``). It does *not* replace ``torch.autograd.backward`` / ``grad`` themselves: called
-on shimnn tensors they dispatch through ``__torch_function__`` to shimnn's own engine, which is
-what a user of ``torch.autograd.grad`` on a shimnn model should get; called on anything torch
-recorded they reach the engine, and the guard raises there.
+``Variable._execution_engine.run_backward``. The guard replaces both (and the name
+``torch.autograd`` imported from ``.graph``). It does *not* replace ``torch.autograd.backward``
+/ ``grad`` themselves: called on shimnn tensors they dispatch through ``__torch_function__``
+to shimnn's own engine, which is what a user of ``torch.autograd.grad`` on a shimnn model
+should get; called on anything torch recorded they reach the engine, and the guard raises.
 
-Not covered (no Python entry exists to intercept): C++ code calling the engine directly.
+Not covered: C++ code calling the engine directly (no Python entry exists to intercept), and
+forward-mode AD (``dual_level``, ``make_dual``), which runs no backward engine; shimnn itself
+refuses it, naming it, when one of its ops would record under it.
 Recording a torch graph is not an engine run; :func:`assert_no_autograd_graph` checks results
 for a ``grad_fn``.
 
@@ -75,7 +76,6 @@ def _watched(entry: str, original: Callable[..., Any]) -> Callable[..., Any]:
 
 def _targets() -> list[tuple[Any, str, Callable[[Any], Any]]]:
     """(owner, attribute, how to wrap its value): torch's engine entry points."""
-    import torch.autograd.forward_ad
     import torch.autograd.graph
     from torch.autograd.variable import Variable
 
@@ -85,10 +85,6 @@ def _targets() -> list[tuple[Any, str, Callable[[Any], Any]]]:
         (torch.autograd.graph, "_engine_run_backward", lambda f: _watched(engine, f)),
         # torch.autograd's backward() and grad() call the name they imported from .graph.
         (torch.autograd, "_engine_run_backward", lambda f: _watched(engine, f)),
-        (torch.autograd.forward_ad, "enter_dual_level",
-         lambda f: _watched("torch.autograd.forward_ad.dual_level", f)),
-        (torch.autograd.forward_ad, "make_dual",
-         lambda f: _watched("torch.autograd.forward_ad.make_dual", f)),
     ]
 
 
