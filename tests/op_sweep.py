@@ -392,12 +392,21 @@ def run_case(op: Any, variant: Variant, sample: Any, index: int, dtype: torch.dt
     return case
 
 
-def _fresh_out(out_like: Any) -> Any:
+def _fresh_out(out_like: Any, variant: Variant, side: Side, shim: bool) -> Any:
+    """``out=`` tensors shaped like torch's result: plain, or (``out_tracked``) floating ones
+    as ``leaf * 1.0`` like the inputs (``torch.sin(h, out=h2)``), their leaves appended to the
+    side's."""
     def fill(t: Tensor) -> Tensor:
         with _no_dispatch(), torch.no_grad():
             if t.dtype.is_floating_point or t.dtype.is_complex:
-                return torch.full_like(t.detach(), float("nan"))
-            return torch.zeros_like(t.detach())
+                buf = torch.full_like(t.detach(), float("nan"))
+            else:
+                return torch.zeros_like(t.detach())
+        if variant.name != "out_tracked" or not buf.dtype.is_floating_point:
+            return buf
+        leaf = shimnn.Parameter(buf) if shim else buf.requires_grad_()
+        side.leaves.append(leaf)
+        return leaf * 1.0
 
     return _map(fill, out_like)
 
@@ -422,7 +431,7 @@ def _compare_sides(v: _Verdict, op: Any, variant: Variant, sample: Any, dtype: t
 
     # torch: the oracle, with its autograd.
     ref_side = build(sample, shim=False, **kw)
-    ref = call(variant, sample, ref_side, _fresh_out(out_like), seed)
+    ref = call(variant, sample, ref_side, _fresh_out(out_like, variant, ref_side, False), seed)
     positions: list[int] = []
     ref_bw: BaseException | None = None
     grads: list[Tensor] = []
@@ -442,7 +451,8 @@ def _compare_sides(v: _Verdict, op: Any, variant: Variant, sample: Any, dtype: t
         except Exception as e:
             v.add(AUTOGRAD if _autograd_in(e) else RAISES, f"building inputs: {_exc_text(e)}")
             return
-        shim = call(variant, sample, shim_side, _fresh_out(out_like), seed)
+        shim = call(variant, sample, shim_side, _fresh_out(out_like, variant, shim_side, True),
+                    seed)
         if shim.exc is not None:
             if _autograd_in(shim.exc):
                 v.add(AUTOGRAD, f"call: {_exc_text(shim.exc)}")
@@ -605,7 +615,7 @@ def variants(op: Any) -> list[Variant]:
     if inplace_operator is not None:
         found.append(Variant("inplace_operator", inplace_operator, "inplace"))
     if op.supports_out:
-        found.append(Variant("out", op.op, "out"))
+        found += [Variant("out", op.op, "out"), Variant("out_tracked", op.op, "out")]
     return found
 
 
@@ -884,13 +894,14 @@ def write_known(runs: dict[str, Sequence[OpReport]], path: str = KNOWN_SILENT_FI
 # matches no rule is reported as "unclassified" (a new kind of problem).
 CAUSES: tuple[tuple[str, Callable[[Case], bool]], ...] = (
     ("out= with an input that requires grad: torch refuses, shimnn returns an untracked result",
-     lambda c: c.variant == "out" and "don't support automatic differentiation" in c.detail),
+     lambda c: c.variant.startswith("out")
+     and "don't support automatic differentiation" in c.detail),
     ("out= of a composite op: torch's out joins the graph (CopyBackwards), shimnn's stays plain",
-     lambda c: c.variant == "out" and "CopyBackwards" in c.detail),
+     lambda c: c.variant.startswith("out") and "CopyBackwards" in c.detail),
     ("out= with no derivative: torch's out gets a node whose backward raises, shimnn's is plain",
-     lambda c: c.variant == "out" and "NotImplemented" in c.detail),
+     lambda c: c.variant.startswith("out") and "NotImplemented" in c.detail),
     ("out= returns new tensors instead of the out tensors",
-     lambda c: c.variant == "out" and c.detail.startswith("returns self/out")),
+     lambda c: c.variant.startswith("out") and c.detail.startswith("returns self/out")),
     ("write of a tracked value into a plain tensor: torch's destination joins the graph",
      lambda c: c.variant == "inplace_plain" and "not tracked" in c.detail),
     ("in-place op on a view changes the base's values differently (metadata-only op written "
@@ -929,7 +940,8 @@ def markdown(reports: Sequence[OpReport], seconds: float, command: str) -> str:
         f"thread). Command: `{command}`.",
         "",
         "Each call: an op_db sample in float32/float64, one variant (function, method, operator, "
-        "in-place, in-place on a view, in-place into a plain tensor, out=), inputs as shimnn "
+        "in-place, in-place on a view, in-place into a plain tensor, out= into a plain or a "
+        "tracked tensor, torch's error inputs), inputs as shimnn "
         "tracked tensors (function_leaf: the leaves themselves); outputs and every input "
         "gradient compared bit for bit with torch.",
         "",
