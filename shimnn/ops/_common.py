@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from .._graph import sum_to
 
-__all__ = ["_check_real", "_reduce_to"]
+__all__ = ["_check_real", "_reduce_to", "_suggest_memory_format"]
 
 
 def _reduce_to(grad: Tensor, like: Tensor) -> Tensor:
@@ -21,3 +22,24 @@ def _check_real(name: str, *tensors: Tensor | None) -> None:
             raise NotImplementedError(
                 f"shimnn: the backward of {name} is written for real dtypes; got {t.dtype}"
             )
+
+
+def _suggest_memory_format(t: Tensor) -> torch.memory_format:
+    """torch's ``Tensor::suggest_memory_format()`` for a 4-d tensor: channels_last when its
+    strides are channels_last-like (c10's ``is_channels_last_strides_2d``, which resolves
+    ambiguous size-1 cases to contiguous), else contiguous."""
+    if t.dim() != 4 or t.layout != torch.strided:
+        return torch.contiguous_format
+    sizes, strides = t.shape, t.stride()
+    if strides[1] == 0:
+        return torch.contiguous_format
+    low = 0
+    for d in (1, 3, 2, 0):
+        if sizes[d] == 0 or strides[d] < low:
+            return torch.contiguous_format
+        if d == 0 and low == strides[1]:
+            return torch.contiguous_format
+        low = strides[d]
+        if sizes[d] > 1:
+            low *= sizes[d]
+    return torch.channels_last

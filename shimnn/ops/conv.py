@@ -18,7 +18,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._graph import Recorded, TrackedTensor, apply, edge, implements, is_grad_enabled, no_dispatch, wrap
+from .._graph import (
+    Recorded,
+    TrackedTensor,
+    apply,
+    edge,
+    implements,
+    is_grad_enabled,
+    no_dispatch,
+    wrap,
+)
 from ._common import _check_real
 
 __all__ = ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d"]

@@ -20,7 +20,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._graph import Recorded, TrackedTensor, apply, edge, implements, is_grad_enabled, no_dispatch, wrap
+from .._graph import (
+    Recorded,
+    TrackedTensor,
+    apply,
+    edge,
+    implements,
+    is_grad_enabled,
+    no_dispatch,
+    wrap,
+)
 from ._common import _check_real
 
 __all__ = ["pad"]
@@ -64,7 +73,8 @@ def _circular_steps(shape: Sequence[int], pad: list[int]
         dim = n_padded - i + n_plain - 1
         left, right, size = pad[2 * i], pad[2 * i + 1], out_shape[dim]
         if left > 0:
-            copies.append(((dim, 0, left), (dim, size - left - max(right, 0), size - max(right, 0))))
+            end = size - max(right, 0)
+            copies.append(((dim, 0, left), (dim, end - left, end)))
         if right > 0:
             copies.append(((dim, size - right, size), (dim, max(left, 0), max(left, 0) + right)))
     return input_slices, middle, copies, out_shape
