@@ -10,6 +10,6 @@ Importing this package registers every op with the engine (``_graph.implements``
 names are served by :mod:`shimnn.functional`.
 """
 
-from . import activation, conv, linear, loss, norm, pad, pool, shape, tensor
+from . import activation, conv, linear, loss, norm, pad, pool, shape, tensor, vision
 
-__all__ = ["activation", "conv", "linear", "loss", "norm", "pad", "pool", "shape", "tensor"]
+__all__ = ["activation", "conv", "linear", "loss", "norm", "pad", "pool", "shape", "tensor", "vision"]
