@@ -34,7 +34,7 @@ __all__ = ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d"]
 
 _convolution_backward = torch.ops.aten.convolution_backward.default._op
 _constant_pad_nd = torch.constant_pad_nd
-_IntArg = int | Sequence[int]
+_IntArg = int | list[int] | tuple[int, ...]
 
 
 def _expand(value: _IntArg, n: int) -> list[int]:
@@ -188,9 +188,9 @@ def conv_transpose2d(input: Tensor, weight: Tensor, bias: Tensor | None = None,
 
 
 @implements(torch.convolution)
-def convolution(input: Tensor, weight: Tensor, bias: Tensor | None, stride: Sequence[int],
-                padding: Sequence[int], dilation: Sequence[int], transposed: bool,
-                output_padding: Sequence[int], groups: int) -> TrackedTensor:
+def convolution(input: Tensor, weight: Tensor, bias: Tensor | None, stride: _IntArg,
+                padding: _IntArg, dilation: _IntArg, transposed: bool,
+                output_padding: _IntArg, groups: int) -> TrackedTensor:
     """``torch.convolution`` (``aten::convolution``, batched inputs). Backward as
     :func:`conv2d`."""
     with no_dispatch():

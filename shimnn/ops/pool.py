@@ -32,11 +32,15 @@ __all__ = [
     "adaptive_avg_pool1d",
     "adaptive_avg_pool2d",
     "adaptive_max_pool1d",
+    "adaptive_max_pool1d_with_indices",
     "adaptive_max_pool2d",
+    "adaptive_max_pool2d_with_indices",
     "avg_pool1d",
     "avg_pool2d",
     "max_pool1d",
+    "max_pool1d_with_indices",
     "max_pool2d",
+    "max_pool2d_with_indices",
 ]
 
 _aten = torch.ops.aten
@@ -46,7 +50,7 @@ _avg_pool2d_backward = _aten.avg_pool2d_backward.default._op
 _adaptive_avg_pool2d_backward = _aten._adaptive_avg_pool2d_backward.default._op
 _adaptive_max_pool2d_backward = _aten.adaptive_max_pool2d_backward.default._op
 
-_IntArg = int | Sequence[int]
+_IntArg = int | list[int] | tuple[int, ...]
 
 
 def _first(value: _IntArg) -> int:
@@ -325,7 +329,7 @@ def adaptive_avg_pool2d(input: Tensor, output_size: Any) -> TrackedTensor:
     ``grad`` expanded over the plane and divided by ``H * W``.
     """
     with no_dispatch():
-        size = _list_with_default(output_size, input.size())
+        size = _list_with_default(output_size, list(input.size()))
     return _pool(adaptive_avg_pool2d_forward, _nn.adaptive_avg_pool2d, input, size)
 
 
@@ -375,7 +379,7 @@ def adaptive_max_pool2d(input: Tensor, output_size: Any, return_indices: bool = 
     Backward: ``grad`` scattered to the maxima, by ``adaptive_max_pool2d_backward``.
     """
     with no_dispatch():
-        size = _list_with_default(output_size, input.size())
+        size = _list_with_default(output_size, list(input.size()))
     return _indexed_pool(adaptive_max_pool2d_forward, _adaptive_max_pool2d_value,
                          "AdaptiveMaxPool2DBackward0", input, (size,), return_indices)
 
