@@ -196,8 +196,8 @@ def convolution(input: Tensor, weight: Tensor, bias: Tensor | None, stride: _Int
     with no_dispatch():
         n = weight.dim() - 2
         if input.dim() != n + 2:  # aten::convolution takes no unbatched input: torch's error
-            torch.convolution(input, weight, bias, stride, padding, dilation, transposed,
-                              output_padding, groups)
+            torch.convolution(input, weight, bias, stride, padding, dilation,  # type: ignore[arg-type]
+                              transposed, output_padding, groups)  # type: ignore[arg-type]
             raise NotImplementedError(
                 "shimnn: torch.convolution on an unbatched input; use F.conv1d/F.conv2d")
     return _convolution(torch.convolution, (stride, padding, dilation, transposed,
