@@ -24,6 +24,7 @@ from .._graph import (
     implements,
     is_grad_enabled,
     no_dispatch,
+    run_kernel,
     wrap,
 )
 from ._common import _check_real, _suggest_memory_format
@@ -93,6 +94,19 @@ def _indexed_pool(forward: Callable[..., tuple[Tensor, Tensor, Any]], value: Cal
         return (out, indices[0]) if return_indices else out
 
 
+def _into_out(name: str, value: Callable[..., Any], input: Tensor, args: tuple[Any, ...],
+              out: Any, differentiable: bool = True) -> Any:
+    """torch's ``out=`` variant: refused when the input needs a gradient (torch's error), else
+    computed into ``out``. ``differentiable=False``: torch writes into ``out`` regardless (a
+    composite op whose ``out`` never requires grad)."""
+    with no_dispatch():
+        if differentiable and is_grad_enabled() and edge(input) is not None:
+            raise RuntimeError(
+                f"{name}(): functions with out=... arguments don't support automatic "
+                "differentiation, but one of the arguments requires grad.")
+        return run_kernel(lambda: value(input, *args, out=out))
+
+
 # ---------------------------------------------------------------------------------------------
 # max pooling
 # ---------------------------------------------------------------------------------------------
@@ -160,11 +174,22 @@ def max_pool2d(input: Tensor, kernel_size: _IntArg, stride: _IntArg | None = Non
                      dilation, ceil_mode, return_indices)
 
 
-@implements(torch.nn.functional.max_pool2d_with_indices, _nn.max_pool2d_with_indices)
+@implements(torch.nn.functional.max_pool2d_with_indices)
 def max_pool2d_with_indices(input: Tensor, kernel_size: _IntArg, stride: _IntArg | None = None,
                             padding: _IntArg = 0, dilation: _IntArg = 1, ceil_mode: bool = False,
                             return_indices: bool = True) -> tuple[Tensor, Tensor]:
     """:func:`max_pool2d` returning ``(output, indices)``."""
+    return max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, True)  # type: ignore[no-any-return]
+
+
+@implements(_nn.max_pool2d_with_indices)
+def _aten_max_pool2d_with_indices(input: Tensor, kernel_size: _IntArg, stride: _IntArg = (),
+                                  padding: _IntArg = 0, dilation: _IntArg = 1,
+                                  ceil_mode: bool = False, *, out: Any = None
+                                  ) -> tuple[Tensor, Tensor]:
+    if out is not None:
+        return _into_out("max_pool2d_with_indices", _nn.max_pool2d_with_indices, input,  # type: ignore[no-any-return]
+                         (kernel_size, stride, padding, dilation, ceil_mode), out)
     return max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, True)  # type: ignore[no-any-return]
 
 
@@ -240,13 +265,19 @@ def avg_pool1d_forward(input: Tensor, kernel_size: _IntArg, stride: _IntArg, pad
 @implements(_nn.avg_pool2d)
 def avg_pool2d(input: Tensor, kernel_size: _IntArg, stride: _IntArg | None = None,
                padding: _IntArg = 0, ceil_mode: bool = False, count_include_pad: bool = True,
-               divisor_override: int | None = None) -> TrackedTensor:
+               divisor_override: int | None = None, *, out: Tensor | None = None
+               ) -> TrackedTensor:
     r"""2-d average pooling of ``(N, C, H, W)`` or ``(C, H, W)``: each window's sum divided by
     its size (with the zero padding if ``count_include_pad``) or by ``divisor_override``.
 
     Backward: each output's gradient spread evenly back over its window (divided the same
-    way), by torch's ``avg_pool2d_backward``.
+    way), by torch's ``avg_pool2d_backward``. ``out=``: as torch (refused when a gradient is
+    needed).
     """
+    if out is not None:
+        return _into_out("avg_pool2d", _nn.avg_pool2d, input,  # type: ignore[no-any-return]
+                         (kernel_size, stride, padding, ceil_mode, count_include_pad,
+                          divisor_override), out)
     return _pool(avg_pool2d_forward, _nn.avg_pool2d, input, kernel_size,
                  [] if stride is None else stride, padding, ceil_mode, count_include_pad,
                  divisor_override)
@@ -320,7 +351,16 @@ def adaptive_avg_pool1d_forward(input: Tensor, output_size: Any) -> Recorded:
     return out, backward, (x,), "SqueezeBackward1"
 
 
-@implements(torch.nn.functional.adaptive_avg_pool2d, _nn.adaptive_avg_pool2d)
+@implements(_nn.adaptive_avg_pool2d)
+def _aten_adaptive_avg_pool2d(input: Tensor, output_size: Any, *, out: Tensor | None = None
+                              ) -> TrackedTensor:
+    if out is not None:  # torch's composite writes into out, which never requires grad
+        return _into_out("adaptive_avg_pool2d", _nn.adaptive_avg_pool2d, input,  # type: ignore[no-any-return]
+                         (output_size,), out, differentiable=False)
+    return adaptive_avg_pool2d(input, output_size)
+
+
+@implements(torch.nn.functional.adaptive_avg_pool2d)
 def adaptive_avg_pool2d(input: Tensor, output_size: Any) -> TrackedTensor:
     r"""2-d adaptive average pooling to ``output_size`` (an int, or a pair whose ``None``
     keeps the input's size). Window ``i`` spans ``[floor(i H / h), ceil((i + 1) H / h))``.
@@ -384,10 +424,19 @@ def adaptive_max_pool2d(input: Tensor, output_size: Any, return_indices: bool = 
                          "AdaptiveMaxPool2DBackward0", input, (size,), return_indices)
 
 
-@implements(torch.nn.functional.adaptive_max_pool2d_with_indices, _nn.adaptive_max_pool2d)
+@implements(torch.nn.functional.adaptive_max_pool2d_with_indices)
 def adaptive_max_pool2d_with_indices(input: Tensor, output_size: Any,
                                      return_indices: bool = True) -> tuple[Tensor, Tensor]:
     """:func:`adaptive_max_pool2d` returning ``(output, indices)``."""
+    return adaptive_max_pool2d(input, output_size, True)  # type: ignore[no-any-return]
+
+
+@implements(_nn.adaptive_max_pool2d)
+def _aten_adaptive_max_pool2d(input: Tensor, output_size: Any, *, out: Any = None
+                              ) -> tuple[Tensor, Tensor]:
+    if out is not None:
+        return _into_out("adaptive_max_pool2d", _nn.adaptive_max_pool2d, input,  # type: ignore[no-any-return]
+                         (output_size,), out)
     return adaptive_max_pool2d(input, output_size, True)  # type: ignore[no-any-return]
 
 
