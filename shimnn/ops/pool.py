@@ -90,7 +90,13 @@ def _indexed_pool(forward: Callable[..., tuple[Tensor, Tensor, Any]], value: Cal
             indices.append(idx)
             return out, backward, (input, idx), name
 
-        out = apply(recorded, (e_input,), input, *args)
+        try:
+            out = apply(recorded, (e_input,), input, *args)
+        except Exception:
+            # torch's function for this variant checks first (max_pool1d has its own checks
+            # before max_pool1d_with_indices): its error if it has one, else the kernel's.
+            run_kernel(value, input, *args)
+            raise
         return (out, indices[0]) if return_indices else out
 
 
