@@ -57,6 +57,23 @@ POOLS_1D: list[tuple[str, Callable[[torch.Tensor], Any]]] = [
 ]
 
 
+def _check_no_grad(f: Callable[[torch.Tensor], Any], x: torch.Tensor) -> None:
+    """Under no_grad (and on a plain tensor): torch's values, the same kinds of results."""
+    with torch.no_grad():
+        ref = f(x)
+        for inp in (shimnn.Parameter(x.clone()), x.clone()):
+            out = f(inp)
+            assert type(out) is type(ref) or isinstance(out, torch.Tensor)
+            assert isinstance(out, tuple) == isinstance(ref, tuple)
+            for a, b in zip(out if isinstance(out, tuple) else (out,),
+                            ref if isinstance(ref, tuple) else (ref,)):
+                assert_same(a, b, "no_grad value")
+    for g in (F.max_pool2d, F.adaptive_max_pool2d, F.max_pool1d, F.adaptive_max_pool1d):
+        with torch.no_grad():
+            assert isinstance(g(torch.randn(1, 2, 4, 4)[..., 0] if "1d" in g.__name__
+                                else torch.randn(1, 2, 4, 4), 2), torch.Tensor)
+
+
 def _input(dtype: torch.dtype, channels_last: bool, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(2, 3, 7, 9, generator=g, dtype=dtype)
@@ -74,6 +91,7 @@ def test_pool2d(case: tuple[str, Callable[[torch.Tensor], Any]], channels_last: 
     if "adaptive avg" in case[0] or "avg" in case[0]:
         x = x.nan_to_num(posinf=3.0, neginf=-3.0)  # an average of +inf and -inf is NaN
     check_function(case[1], x)
+    _check_no_grad(case[1], x)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -82,6 +100,7 @@ def test_pool1d(case: tuple[str, Callable[[torch.Tensor], Any]], dtype: torch.dt
     x = _input(dtype, False)[:, :, 0].contiguous()
     check_function(case[1], x)
     check_function(case[1], _input(dtype, False, 1)[:, :, :, 2], seed=1)  # non-contiguous
+    _check_no_grad(case[1], x)
 
 
 @settings(max_examples=40, deadline=None)

@@ -81,7 +81,7 @@ def _indexed_pool(forward: Callable[..., tuple[Tensor, Tensor, Any]], value: Cal
         if e_input is None:
             result = value(input, *args)
             if isinstance(result, tuple):
-                return wrap(result[0]), result[1]
+                return (wrap(result[0]), result[1]) if return_indices else wrap(result[0])
             return wrap(result)
         indices: list[Tensor] = []
 
