@@ -14,17 +14,16 @@ returns has a ``grad_fn`` and torch's autograd engine never runs.
 
 from __future__ import annotations
 
-import heapq
+import inspect
 import itertools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Union
 
 import torch
 from torch import Tensor
 
-from . import _native
-
-__all__ = ["Node", "Recorded", "TrackedTensor", "apply", "backward", "edge", "record", "wrap"]
+__all__ = ["Node", "Output", "Recorded", "TrackedTensor", "apply", "edge", "record",
+           "record_outputs", "set_node", "wrap"]
 
 # The sequence number orders nodes by creation. A node is always created after its inputs, so
 # running the highest number first is a topological order, and it is the order torch's engine
@@ -42,8 +41,9 @@ _grad_fn: Any = vars(torch._C.TensorBase)["grad_fn"].__get__
 # _base keeps the plain result alive).
 _make_subclass = Tensor._make_subclass
 
-Edge = Union["Node", Tensor, None]
-"""Where an input's gradient goes: its producer node, a leaf tensor, or nowhere (None)."""
+Edge = Union["Node", "Output", Tensor, None]
+"""Where an input's gradient goes: its producer node (or one output of it), a leaf tensor, or
+nowhere (None)."""
 BackwardFn = Callable[..., Sequence[Tensor | None]]
 """Maps the gradient of an op's output to the gradients of its inputs (None where unneeded);
 called as ``backward(grad)``, or ``backward(grad, retain_graph)`` for a node that
@@ -71,7 +71,7 @@ class Node:
     """
 
     __slots__ = ("name", "backward", "inputs", "saved", "versions", "seq", "hooks", "retained",
-                 "takes_retain")
+                 "takes_retain", "outputs")
 
     def __init__(
         self,
@@ -89,10 +89,14 @@ class Node:
         # what an earlier one saved before the node exists).
         self.versions = tuple([t._version for t in saved]) if versions is None else versions
         self.seq = next(_sequence)
-        self.hooks: list[Callable[[Tensor], Tensor | None]] | None = None
+        # Tensor hooks of its outputs, as (output number, hook), in registration order.
+        self.hooks: list[tuple[int, Callable[[Tensor], Tensor | None]]] | None = None
         self.retained: list[TrackedTensor] | None = None
         # A node whose backward is called as backward(grad, retain_graph), to free as it goes.
         self.takes_retain = False
+        # A node with several outputs: one edge per output (its backward then takes the list of
+        # their gradients, None where none arrived); None for the usual single output.
+        self.outputs: tuple[Output, ...] | None = None
 
     @property
     def next_functions(self) -> tuple[tuple[Node | str | None, int], ...]:
@@ -114,18 +118,18 @@ class Node:
             self.saved = None
 
 
-def _check_saved(node: Node) -> None:
-    """Raise torch's errors if the node's graph was freed or a saved tensor modified in place."""
-    saved = node.saved
-    if node.backward is None or saved is None:
-        raise RuntimeError(FREED_MESSAGE)
-    for t, v in zip(saved, node.versions):
-        if t._version != v:
-            raise RuntimeError(
-                "one of the variables needed for gradient computation has been modified by an "
-                f"inplace operation: [{t.type()} {list(t.shape)}], which was saved by "
-                f"{node.name}, is at version {t._version}; expected version {v} instead."
-            )
+class Output:
+    """The edge to output ``nr`` of a node with several outputs (``split``, an RNN's output and
+    final states): their gradients reach the node's backward together, as a list."""
+
+    __slots__ = ("node", "nr")
+
+    def __init__(self, node: Node, nr: int) -> None:
+        self.node = node
+        self.nr = nr
+
+    def __repr__(self) -> str:
+        return f"<output {self.nr} of {self.node!r}>"
 
 
 def edge(t: Tensor | None) -> Edge:
@@ -139,12 +143,12 @@ def edge(t: Tensor | None) -> Edge:
         node = t._node
         if node is not None:
             if t._view_version is not None and t._version != t._view_version:
-                raise RuntimeError(
-                    f"shimnn: a view ({node.name}) of a tensor that was later modified in place "
-                    "(or that was itself modified in place) is used in a computation that needs "
-                    "a gradient; shimnn does not rebase views. Take the view after the in-place "
-                    "operation, or use an out-of-place operation.")
-            return node
+                # Its memory was written since: a view of its base's current node now.
+                _dispatch.refresh_view(t)
+                node = t._node
+                assert node is not None
+            outputs = node.outputs
+            return node if outputs is None else outputs[t._output_nr]
     if _requires_grad(t):
         grad_fn = _grad_fn(t)
         if grad_fn is not None:
@@ -206,6 +210,47 @@ def record(
     return out  # type: ignore[return-value]
 
 
+def record_outputs(
+    results: Sequence[Tensor | None],
+    name: str,
+    backward: BackwardFn,
+    inputs: tuple[Edge, ...],
+    saved: tuple[Tensor, ...] = (),
+    versions: tuple[int, ...] | None = None,
+) -> list[Any]:
+    """Record one node for several outputs (``None`` or non-floating ones carry no gradient).
+
+    ``backward`` receives the list of the outputs' gradients, ``None`` for an output that got
+    none (torch's undefined gradient: treat it as zeros), and returns one gradient per input.
+    """
+    node = Node(name, backward, inputs, saved, versions)
+    node.outputs = tuple(Output(node, i) for i in range(len(results)))
+    tracked: list[Any] = []
+    for i, r in enumerate(results):
+        if r is None or not (r.dtype.is_floating_point or r.dtype.is_complex):
+            tracked.append(r)
+            continue
+        out = _make_subclass(TrackedTensor, r)
+        out._node = node
+        out._output_nr = i
+        tracked.append(out)
+    return tracked
+
+
+def set_node(t: Tensor, node: Node) -> None:
+    """Give ``t`` a new node after an in-place op: later uses differentiate through the op.
+
+    ``retain_grad`` follows the tensor to its new node, as torch moves its hook; other tensor
+    hooks stay on the old node (they see the gradient of the value before the op, as in torch).
+    """
+    old = t._node  # type: ignore[attr-defined]
+    if old is not None and old.retained is not None and any(r is t for r in old.retained):
+        old.retained = [r for r in old.retained if r is not t]
+        node.retained = [*(node.retained or ()), t]  # type: ignore[list-item]
+    t._node = node  # type: ignore[attr-defined]
+    t._output_nr = 0  # type: ignore[attr-defined]
+
+
 def apply(forward: Callable[..., Recorded], inputs: tuple[Edge, ...], *args: Any
           ) -> TrackedTensor:
     """Run an op's ``forward(*args)`` with grad mode off and record its backward."""
@@ -243,200 +288,6 @@ def sum_to(grad: Tensor, shape: Sequence[int]) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# The backward walk
-# ---------------------------------------------------------------------------------------------
-
-
-def _accumulate_leaf(leaf: Tensor, grad: Tensor, foreign: set[int]) -> None:
-    """Accumulate into ``leaf.grad`` as torch's AccumulateGrad does: store, then add in place."""
-    hooks = leaf._backward_hooks
-    if hooks:
-        for hook in tuple(hooks.values()):
-            replaced = hook(grad)
-            if replaced is not None:
-                grad = replaced
-    if grad.dtype is not leaf.dtype:
-        grad = grad.to(leaf.dtype)
-    old = leaf.grad
-    if old is None:
-        # .grad must own its memory (a later backward adds into it in place) and, like
-        # torch's, have the parameter's layout.
-        if grad._base is not None or id(grad) in foreign or not grad.is_contiguous():
-            if grad.is_contiguous() or grad.stride() == leaf.stride():
-                grad = grad.clone(memory_format=torch.preserve_format)
-            else:
-                grad = torch.empty_like(leaf).copy_(grad)
-        foreign.add(id(grad))
-        leaf.grad = grad
-    else:
-        old.add_(grad)
-    post_hooks = leaf._post_accumulate_grad_hooks
-    if post_hooks:
-        for hook in tuple(post_hooks.values()):
-            hook(leaf)
-
-
-def _run_tensor_hooks(node: Node, grad: Tensor) -> Tensor:
-    if node.hooks:
-        for hook in tuple(node.hooks):
-            replaced = hook(grad)
-            if replaced is not None:
-                grad = replaced
-    if node.retained:
-        for t in node.retained:
-            old = t.grad
-            t.grad = grad.clone() if old is None else old + grad
-    return grad
-
-
-def backward(
-    roots: Sequence[Tensor],
-    grads: Sequence[Tensor | None],
-    retain_graph: bool = False,
-    inputs: Iterable[Tensor] | None = None,
-) -> None:
-    """Backpropagate from ``roots``: run every reachable node's hand-written backward once.
-
-    Args:
-        roots: output tensors to differentiate.
-        grads: the gradient of each root (``None``: ones, for a single-element root).
-        retain_graph: keep saved tensors so the graph can be walked again.
-        inputs: if given, only these leaves receive ``.grad``.
-    """
-    prev_grad_mode = is_grad_enabled()
-    set_grad_enabled(False)
-    try:
-        with no_dispatch():
-            _backward(roots, grads, retain_graph, inputs)
-    finally:
-        set_grad_enabled(prev_grad_mode)
-
-
-_ONES: dict[torch.dtype, Tensor] = {}  # CPU scalar ones, by dtype
-
-
-def _root_grad(i: int, root: Tensor, grad: Tensor | None, shareable: bool) -> Tensor:
-    if grad is None:
-        if root.numel() != 1:
-            raise RuntimeError("grad can be implicitly created only for scalar outputs")
-        if not root.dtype.is_floating_point and not root.dtype.is_complex:
-            raise RuntimeError(
-                f"grad can be implicitly created only for real scalar outputs but got {root.dtype}"
-            )
-        if shareable and root.dim() == 0 and root.is_cpu:
-            # The implicit 1 of a scalar loss is only read by backward functions: reuse it.
-            ones = _ONES.get(root.dtype)
-            if ones is None:
-                ones = _ONES[root.dtype] = torch.ones((), dtype=root.dtype)
-            return ones
-        return torch.ones_like(root, memory_format=torch.contiguous_format)
-    if not isinstance(grad, Tensor):
-        raise TypeError(f"gradient must be a Tensor or None, but got {type(grad).__name__}")
-    if grad.shape != root.shape:
-        raise RuntimeError(
-            f"Mismatch in shape: grad_output[{i}] has a shape of {grad.shape} and output[{i}] "
-            f"has a shape of {root.shape}."
-        )
-    if grad.dtype != root.dtype:
-        grad = grad.to(root.dtype)
-    return grad
-
-
-def _backward(
-    roots: Sequence[Tensor],
-    grads: Sequence[Tensor | None],
-    retain_graph: bool,
-    inputs: Iterable[Tensor] | None,
-) -> None:
-    node_grads: dict[Node, Tensor] = {}  # gradient of each pending node's output
-    leaf_grads: dict[int, list[Any]] = {}  # id(leaf) -> [leaf, grad]; ids: Tensor hashing is slow
-    heap: list[tuple[int, Node]] = []
-    foreign: set[int] = set()  # gradients .grad must not alias: the caller's, and ones stored
-
-    for i, (root, grad) in enumerate(zip(roots, grads)):
-        e = edge(root)
-        if e is None:
-            raise RuntimeError(
-                f"element {i} of tensors does not require grad and does not have a grad_fn"
-            )
-        g = _root_grad(i, root, grad, type(e) is Node and not (e.hooks or e.retained))
-        if grad is not None:
-            foreign.add(id(g))
-        _send(e, g, node_grads, leaf_grads, heap)
-
-    native = _native.get()
-    if native is not None:  # the loop below, in C++
-        native.walk(node_grads, leaf_grads, heap, retain_graph, Node, heapq.heappush,
-                    heapq.heappop, _run_tensor_hooks, _check_saved)
-    pop = heapq.heappop
-    while heap:
-        _, node = pop(heap)
-        if node.hooks or node.retained:
-            node_grads[node] = _run_tensor_hooks(node, node_grads[node])
-        _check_saved(node)
-        backward_fn = node.backward
-        if not retain_graph:
-            # The node's own references go now: a node that frees as it goes (a fused chain)
-            # then holds each saved tensor only as long as its backward needs it.
-            node.release()
-        # The incoming gradient is handed over, not kept here: a fused chain frees it once
-        # its last layer has used it, as torch's engine frees a consumed input buffer.
-        if node.takes_retain:
-            input_grads = backward_fn(node_grads.pop(node), retain_graph)  # type: ignore[misc]
-        else:
-            input_grads = backward_fn(node_grads.pop(node))  # type: ignore[misc]
-        del backward_fn
-        for e, gi in zip(node.inputs, input_grads):
-            if e is not None and gi is not None:
-                _send(e, gi, node_grads, leaf_grads, heap)
-
-    if inputs is not None:
-        wanted = {id(t) for t in inputs}
-        leaf_grads = {k: v for k, v in leaf_grads.items() if k in wanted}
-    pending: Iterable[list[Any]] = leaf_grads.values()
-    if native is not None and pending:
-        pending = native.accumulate_leaves(list(pending), foreign)  # the common case, in C++
-    for leaf, g in pending:
-        _accumulate_leaf(leaf, g, foreign)
-
-
-def _send(e: Edge, g: Tensor, node_grads: dict[Node, Tensor], leaf_grads: dict[int, list[Any]],
-          heap: list[tuple[int, Node]]) -> None:
-    """Hand ``g`` to its edge: torch's input buffer, the first gradient, then old + new."""
-    if type(e) is Node:
-        prev = node_grads.get(e)
-        if prev is None:
-            node_grads[e] = g
-            heapq.heappush(heap, (-e.seq, e))
-        else:
-            node_grads[e] = prev + g
-    else:
-        entry = leaf_grads.get(id(e))
-        if entry is None:
-            leaf_grads[id(e)] = [e, g]
-        else:
-            entry[1] = entry[1] + g
-
-
-def tensor_backward(
-    self: Tensor,
-    gradient: Tensor | None = None,
-    retain_graph: bool | None = None,
-    create_graph: bool = False,
-    inputs: Sequence[Tensor] | Tensor | None = None,
-) -> None:
-    """``Tensor.backward`` for shimnn's tensors (tracked tensors and parameters)."""
-    if create_graph:
-        raise NotImplementedError(
-            "shimnn computes gradients by hand and does not record the backward pass: "
-            "create_graph=True (higher-order gradients) is not supported"
-        )
-    if isinstance(inputs, Tensor):
-        inputs = [inputs]
-    backward([self], [gradient], bool(retain_graph), inputs)
-
-
-# ---------------------------------------------------------------------------------------------
 # The tracked tensor
 # ---------------------------------------------------------------------------------------------
 
@@ -450,160 +301,26 @@ def implements(*funcs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]
     def register(op: Callable[..., Any]) -> Callable[..., Any]:
         for f in funcs:
             HANDLED[f] = op
+            if _may_mutate(f):
+                MAY_MUTATE.add(f)
         return op
 
     return register
 
 
-def _tensors_in(args: Iterable[Any]) -> list[Tensor]:
-    found: list[Tensor] = []
-    for a in args:
-        if isinstance(a, Tensor):
-            found.append(a)
-        elif isinstance(a, (list, tuple)):
-            found.extend(x for x in a if isinstance(x, Tensor))
-    return found
+# HANDLED callables that may write into an argument (in-place ops, ``inplace=`` keywords):
+# their calls go through the dispatcher's check for writes into views (see _dispatch.handled).
+MAY_MUTATE: set[Any] = set()
 
 
-def _op_name(func: Any) -> str:
-    name = getattr(func, "__name__", None) or repr(func)
-    if name == "__get__":  # a property getter: name the property
-        name = getattr(getattr(func, "__self__", None), "__name__", name)
-    return str(name)
-
-
-_NOT_INPLACE = {"requires_grad_", "share_memory_", "detach_", "pin_memory_", "rename_",
-                "refine_names_", "align_to_", "set_"}
-
-
-def _is_inplace(name: str) -> bool:
-    if name in _NOT_INPLACE:
+def _may_mutate(func: Any) -> bool:
+    name = getattr(func, "__name__", "") or ""
+    if name.startswith("__i") or (name.endswith("_") and not name.startswith("_")):
+        return True
+    try:
+        return "inplace" in inspect.signature(func).parameters
+    except (TypeError, ValueError):
         return False
-    if name.startswith("__"):
-        return name in ("__iadd__", "__isub__", "__imul__", "__itruediv__", "__ipow__",
-                        "__imatmul__", "__setitem__", "__ifloordiv__", "__imod__")
-    return name.endswith("_")
-
-
-def _unsupported(name: str) -> BackwardFn:
-    def backward(grad: Tensor) -> Sequence[Tensor | None]:
-        raise NotImplementedError(
-            f"shimnn has no hand-written backward for '{name}', and a gradient flows through "
-            f"it. Its value was computed, but shimnn will not guess a derivative. Compute it "
-            f"on a detached tensor (or under torch.no_grad()) if it needs no gradient, or "
-            f"write it as a shimnn.Function with its own backward."
-        )
-
-    return backward
-
-
-def _poison(value: Any, name: str, inputs: tuple[Edge, ...]) -> Any:
-    if isinstance(value, Tensor):
-        if value.dtype.is_floating_point or value.dtype.is_complex:
-            return record(value, name, _unsupported(name), inputs)
-        return value
-    if isinstance(value, (tuple, list)):
-        return type(value)(_poison(v, name, inputs) for v in value)
-    return value
-
-
-# Non-differentiable torch callables: their results carry no gradient in torch either.
-_NON_DIFFERENTIABLE: set[Any] = {
-    Tensor.detach, torch.detach, vars(torch._C.TensorBase)["data"].__get__,
-    vars(torch._C.TensorBase)["grad"].__get__,
-    Tensor.new_zeros, Tensor.new_ones, Tensor.new_empty, Tensor.new_full, Tensor.new_tensor,
-    torch.zeros_like, torch.ones_like, torch.empty_like, torch.full_like, torch.rand_like,
-    torch.randn_like, torch.randint_like, Tensor.__repr__, Tensor.__format__,
-}
-
-
-def _stay_tracked(value: Any, inputs: list[Tensor]) -> Any:
-    """New floating results of ops on tracked tensors stay TrackedTensors (without a graph), so
-    that ``.backward()`` on them is shimnn's and raises as torch's would."""
-    if isinstance(value, Tensor):
-        if (type(value) is Tensor and (value.dtype.is_floating_point or value.dtype.is_complex)
-                and not any(value is t for t in inputs)):
-            return wrap(value)
-        return value
-    if isinstance(value, (tuple, list)):
-        return type(value)(_stay_tracked(v, inputs) for v in value)
-    return value
-
-
-def _fallback(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Run a torch callable shimnn has no op for; never let a gradient through it silently."""
-    with no_dispatch():
-        name = _op_name(func)
-        tensors = _tensors_in(args) + _tensors_in(kwargs.values())
-        edges: tuple[Edge, ...] = ()
-        if (is_grad_enabled() and func not in _NON_DIFFERENTIABLE and name not in _NOT_INPLACE
-                and getattr(func, "__module__", None) != "torch.nn.init"):  # runs under no_grad
-            # A tensor with torch autograd history is torch's to differentiate (and the op
-            # may not even be differentiable, like torch.equal): no shimnn edge for it.
-            edges = tuple(None if _has_torch_graph(t) else edge(t) for t in tensors)
-        if not any(e is not None for e in edges):
-            result = func(*args, **kwargs)
-            if getattr(func, "__name__", None) == "__get__" or not any(
-                    type(t) is TrackedTensor for t in tensors):
-                return result  # a property, or an op on parameters/plain tensors (torch's way)
-            return _stay_tracked(result, tensors)
-        target = args[0] if args else None
-        if _is_inplace(name) and isinstance(target, Tensor):
-            check_inplace_target(target, name)
-            if type(target) is not TrackedTensor or target._node is None:
-                if _requires_grad(target):
-                    raise RuntimeError(
-                        "a leaf Variable that requires grad is being used in an in-place "
-                        "operation."
-                    )
-            result = run_kernel(func, *args, **kwargs) if kwargs else run_kernel(func, *args)
-            if type(target) is TrackedTensor:
-                target._node = Node(name, _unsupported(name), edges)
-            return result
-        result = run_kernel(lambda: func(*args, **kwargs))
-        if any(result is t for t in tensors):
-            return result  # returned an input unchanged (x.float() on float x, .contiguous())
-        return _poison(result, name, edges)
-
-
-def _repr(t: Tensor, node: Node | None) -> str:
-    """torch's repr, with ``grad_fn=<Name>`` naming the shimnn node as torch names its own."""
-    with no_dispatch():
-        plain = t.detach()
-        if node is None:
-            if _requires_grad(t):
-                _set_requires_grad(plain, True)  # torch prints requires_grad=True
-            return torch._tensor_str._str(plain)
-        body = torch._tensor_str._str(plain)[:-1]
-    # Reproduce torch's _add_suffixes for the one suffix it would add last.
-    last_line = body[body.rfind("\n") + 1:]
-    wrapped_suffix = last_line.startswith(" ") and "=" in last_line and "[" not in last_line
-    used = len(last_line) if wrapped_suffix else len(last_line) + 2
-    suffix = f"grad_fn=<{node.name}>"
-    indent = len("tensor(")
-    if used + len(suffix) + 2 > torch._tensor_str.PRINT_OPTS.linewidth:
-        return f"{body},\n{' ' * indent}{suffix})"
-    return f"{body}, {suffix})"
-
-
-def _format(t: Tensor, spec: str) -> str:
-    with no_dispatch():
-        if t.dim() == 0:
-            return t.item().__format__(spec)
-    return object.__format__(t, spec)
-
-
-# torch calls whose result holds no tensor: nothing to record or poison, so they skip
-# _fallback's bookkeeping (it made ``loss.item()`` in a training loop cost ~7 us).
-_PLAIN_RESULT = frozenset([
-    Tensor.item, Tensor.tolist, Tensor.dim, Tensor.ndimension, Tensor.size, Tensor.numel,
-    Tensor.nelement, Tensor.__len__, Tensor.element_size, Tensor.is_contiguous,
-    Tensor.is_floating_point, Tensor.is_complex, Tensor.data_ptr, Tensor.stride,
-    Tensor.storage_offset, Tensor.__bool__, Tensor.__float__, Tensor.__int__, Tensor.__index__,
-    *(getattr(Tensor, name).__get__ for name in (
-        "shape", "dtype", "device", "ndim", "layout", "is_cuda", "is_sparse", "is_meta",
-        "itemsize", "nbytes")),
-])
 
 
 def _torch_function(
@@ -611,16 +328,10 @@ def _torch_function(
 ) -> Any:
     op = HANDLED.get(func)
     if op is not None:
-        return op(*args, **(kwargs or {}))
-    if func in _PLAIN_RESULT:
-        with no_dispatch():
-            return func(*args, **kwargs) if kwargs else func(*args)
-    if func is Tensor.__repr__:
-        t = args[0]
-        return _repr(t, t._node if type(t) is TrackedTensor else None)
-    if func is Tensor.__format__:
-        return _format(args[0], args[1])
-    return _fallback(func, args, kwargs or {})
+        if func in MAY_MUTATE or (kwargs and "out" in kwargs):
+            return _dispatch.handled(func, op, args, kwargs or {})
+        return op(*args, **kwargs) if kwargs else op(*args)
+    return _dispatch.torch_function(func, args, kwargs)
 
 
 class TrackedTensor(Tensor):
@@ -633,7 +344,9 @@ class TrackedTensor(Tensor):
     """
 
     _node: Node | None = None
+    _output_nr: int = 0  # which output of its node (nodes with several outputs)
     _view_version: int | None = None  # set on views: the storage version when taken
+    _view_base: Tensor | None = None  # set on views: the tensor whose memory they view
 
     __torch_function__: Any = classmethod(_torch_function)
     # Identity hashing, as Tensor.__hash__, without a Python-level call (optimizer state).
@@ -703,13 +416,14 @@ class TrackedTensor(Tensor):
             return Tensor.register_hook(self, hook)
         if node.hooks is None:
             node.hooks = []
-        node.hooks.append(hook)
+        entry = (self._output_nr, hook)
+        node.hooks.append(entry)
         hooks = node.hooks
 
         class _Handle:
             def remove(self) -> None:
-                if hook in hooks:
-                    hooks.remove(hook)
+                if entry in hooks:
+                    hooks.remove(entry)
 
         return _Handle()
 
@@ -721,7 +435,7 @@ class TrackedTensor(Tensor):
         inputs: Sequence[Tensor] | Tensor | None = None,
     ) -> None:
         """Compute gradients with shimnn's hand-written backward functions (no autograd)."""
-        tensor_backward(self, gradient, retain_graph, create_graph, inputs)
+        _engine.tensor_backward(self, gradient, retain_graph, create_graph, inputs)
 
     def numpy(self, *, force: bool = False) -> Any:
         if self._node is not None and not force:
@@ -739,3 +453,9 @@ class TrackedTensor(Tensor):
             if _requires_grad(self):
                 _set_requires_grad(plain, True)
         return plain.__reduce_ex__(proto)
+
+
+# The walk and the dispatcher live in their own modules, which import this one.
+from . import _dispatch, _engine  # noqa: E402
+from ._dispatch import fallback as _fallback  # noqa: E402,F401
+from ._engine import tensor_backward  # noqa: E402,F401
