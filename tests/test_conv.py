@@ -309,9 +309,6 @@ def test_in_place_relu_after_conv_and_views_and_hooks() -> None:
         assert_same(p.grad, q.grad, name)
 
 
-@pytest.mark.xfail(reason="engine (_graph): a tracked value written into a plain tensor does "
-                   "not join shimnn's graph yet; backward raises (not silently wrong)",
-                   strict=True)
 def test_write_into_a_buffer_like_torch() -> None:
     ref, shim = twin_modules(lambda nn: nn.Conv1d(2, 2, 3, padding=1))
     x = torch.randn(3, 2, 6)

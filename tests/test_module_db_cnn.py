@@ -14,7 +14,7 @@ import torch
 import shimnn
 from conftest import assert_no_autograd_graph, assert_same, autograd_forbidden
 from parity import random_like
-from shimnn._graph import backward as shim_backward
+from shimnn._engine import backward as shim_backward
 
 common_modules = pytest.importorskip("torch.testing._internal.common_modules")
 

@@ -217,6 +217,8 @@ def test_channel_dropout_errors_and_in_place_on_a_leaf() -> None:
     x = torch.randn(2, 3, 4, 4)
     for call in [lambda t: TF.dropout2d(t, 1.5), lambda t: TF.dropout1d(t, 0.5),
                  lambda t: TF.dropout2d(t, 0.5, inplace=True),
+                 lambda t: TF.dropout1d(t[0], 0.5, inplace=True),
+                 lambda t: TF.dropout2d(t[:1], 0.5, inplace=True),
                  lambda t: torch.feature_dropout(t[0, 0, 0], 0.5, True)]:
         r, s = check_raises_like(lambda: call(x.clone().requires_grad_()),
                                  lambda: call(shimnn.Parameter(x.clone())))
@@ -225,3 +227,27 @@ def test_channel_dropout_errors_and_in_place_on_a_leaf() -> None:
     r, s = check_raises_like(lambda: TF.dropout1d(y.clone().requires_grad_(), 0.5, inplace=True),
                              lambda: TF.dropout1d(shimnn.Parameter(y.clone()), 0.5, inplace=True))
     assert str(s) == str(r)
+
+
+def test_channel_dropout_in_place_on_a_view() -> None:
+    """In place into a view of a tensor that needs a gradient: the write goes through the
+    view's base, as torch's CopySlices."""
+    x = torch.randn(4, 3, 5, 5)
+
+    def run(t: torch.Tensor) -> torch.Tensor:
+        h = t * 2.0
+        TF.dropout2d(h[1:3], 0.5, inplace=True)
+        return h
+
+    torch.manual_seed(4)
+    a = x.clone().requires_grad_()
+    ref = run(a)
+    grad = random_like(ref, 0)
+    ref.backward(grad)
+    torch.manual_seed(4)
+    b = shimnn.Parameter(x.clone())
+    with autograd_forbidden():
+        out = run(b)
+        out.backward(grad)
+    assert_same(out, ref)
+    assert_same(b.grad, a.grad)

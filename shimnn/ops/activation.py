@@ -21,6 +21,7 @@ Each op has up to three forward/backward pairs (grad mode off, plain tensors):
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -903,8 +904,17 @@ def _dispatched_dropout1d(input: Tensor, p: float = 0.5, training: bool = True,
     return dropout1d(input, p, training, inplace)
 
 
+_torch_dropout2d_code = torch.nn.functional.dropout2d.__code__
+
+
 @implements(torch.nn.functional.dropout2d)
 def _dispatched_dropout2d(input: Tensor, p: float = 0.5, training: bool = True,
                           inplace: bool = False) -> TrackedTensor:
-    # Reached through torch's own dropout2d: its warnings point at that function's caller.
-    return dropout2d(input, p, training, inplace, 2 + _DISPATCH_FRAMES + 1)
+    # Reached through torch's own dropout2d (and shimnn's dispatch, whose depth depends on the
+    # call): its warnings point at the caller of torch's function, found on the stack.
+    frame = sys._getframe(1)
+    level = 3  # the caller of this function, counted from dropout2d's warnings.warn
+    while frame is not None and frame.f_code is not _torch_dropout2d_code:
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return dropout2d(input, p, training, inplace, level + 1 if frame is not None else 2)
