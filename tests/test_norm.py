@@ -300,3 +300,12 @@ def test_in_place_after_norm_and_hooks() -> None:
     for p, q in zip(shim.parameters(), ref.parameters()):
         assert_same(p.grad, q.grad)
     check_module(ref, shim, [x])  # fused Sequential (or layer by layer): the same numbers
+
+
+def test_rms_norm_mixed_dtypes_refused() -> None:
+    x = shimnn.Parameter(torch.randn(3, 4))
+    with pytest.raises(NotImplementedError, match="rms_norm"):
+        F.rms_norm(x, (4,), torch.ones(4, dtype=torch.float64))
+    with torch.no_grad():  # a value only: torch's
+        assert_same(F.rms_norm(x, (4,), torch.ones(4, dtype=torch.float64)),
+                    TF.rms_norm(x.detach(), (4,), torch.ones(4, dtype=torch.float64)))

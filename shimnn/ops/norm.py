@@ -513,7 +513,10 @@ def rms_norm(input: Tensor, normalized_shape: Sequence[int], weight: Tensor | No
                 edges = (e_input, e_weight) if upcast else (e_input, e_input, e_weight)
                 return apply(rms_norm_forward, edges, input, list(normalized_shape), weight,
                              eps, e_input is not None, e_weight is not None)
-        out = torch.rms_norm(input, normalized_shape, weight, eps)
+        out = torch.rms_norm(input, normalized_shape, weight, eps)  # torch's value or error
         if is_grad_enabled() and (edge(input) is not None or edge(weight) is not None):
-            raise NotImplementedError("shimnn: rms_norm accepted inputs shimnn rejects")
+            raise NotImplementedError(
+                "shimnn: rms_norm with a weight whose dtype differs from the input's is not "
+                "differentiated (torch promotes and casts back in its composite); cast the "
+                "weight to the input's dtype")
         return wrap(out)
