@@ -340,3 +340,25 @@ def test_no_grad_and_plain_inputs() -> None:
     with autograd_forbidden():
         out = m(x)
     assert isinstance(out, shimnn.TrackedTensor) and out.shim_fn is None
+
+
+def test_parametrized_weight_like_torch() -> None:
+    """A parametrization replaces ``weight`` by a property: the module reads it, not the
+    parameter dict."""
+
+    class Double(torch.nn.Module):
+        def forward(self, w: torch.Tensor) -> torch.Tensor:
+            return w * 2.0
+
+    ref, shim = twin_modules(lambda nn: nn.Conv2d(2, 3, 3))
+    for m in (ref, shim):
+        torch.nn.utils.parametrize.register_parametrization(m, "weight", Double())
+    x = torch.randn(2, 2, 5, 5)
+    ref_out = ref(x)
+    ref_out.sum().backward()
+    with autograd_forbidden():
+        out = shim(x)
+        out.sum().backward()
+    assert_same(out, ref_out)
+    for p, q in zip(shim.parameters(), ref.parameters()):
+        assert_same(p.grad, q.grad)

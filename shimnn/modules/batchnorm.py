@@ -6,7 +6,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._graph import no_dispatch
 from ..ops import norm as F
+from ._attrs import buffer, parameter
 from .module import Module
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d"]
@@ -15,28 +17,29 @@ __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d"]
 def _batch_norm_forward(self: torch.nn.modules.batchnorm._BatchNorm, input: Tensor) -> Tensor:
     """torch's ``_BatchNorm.forward`` (the same running-statistics bookkeeping:
     ``num_batches_tracked``, the cumulative average for ``momentum=None``), with shimnn's
-    :func:`~shimnn.functional.batch_norm`."""
-    self._check_input_dim(input)
-    if self.momentum is None:
-        exponential_average_factor = 0.0
-    else:
-        exponential_average_factor = self.momentum
-    if self.training and self.track_running_stats:
-        if self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-            if self.momentum is None:  # cumulative moving average
-                exponential_average_factor = 1.0 / float(self.num_batches_tracked)
+    :func:`~shimnn.functional.batch_norm`. Buffers and parameters are read from the module's
+    dicts, where ``__getattr__`` finds them."""
+    with no_dispatch():
+        self._check_input_dim(input)
+    momentum, training = self.momentum, self.training
+    exponential_average_factor = 0.0 if momentum is None else momentum
+    if training and self.track_running_stats:
+        num_batches_tracked = buffer(self, "num_batches_tracked")
+        if num_batches_tracked is not None:
+            num_batches_tracked.add_(1)
+            if momentum is None:  # cumulative moving average
+                exponential_average_factor = 1.0 / float(num_batches_tracked)
             else:  # exponential moving average
-                exponential_average_factor = self.momentum
-    if self.training:
-        bn_training = True
-    else:
-        bn_training = (self.running_mean is None) and (self.running_var is None)
-    # The buffers are passed only where torch passes them: to be updated (training, tracked)
-    # or to normalize with (eval).
-    track = not self.training or self.track_running_stats
-    return F.batch_norm(input, self.running_mean if track else None,
-                        self.running_var if track else None, self.weight, self.bias,
+                exponential_average_factor = momentum
+    running_mean, running_var = buffer(self, "running_mean"), buffer(self, "running_var")
+    # Statistics are used from the batch in training (and in eval without buffers); the
+    # buffers are passed only where torch passes them: to be updated (training, tracked) or to
+    # normalize with (eval).
+    bn_training = training or (running_mean is None and running_var is None)
+    track = not training or self.track_running_stats
+    return F.batch_norm(input, running_mean if track else None,
+                        running_var if track else None, parameter(self, "weight"),
+                        parameter(self, "bias"),
                         bn_training, exponential_average_factor, self.eps)
 
 

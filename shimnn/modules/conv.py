@@ -6,8 +6,10 @@ import torch
 from torch import Tensor
 from torch.nn.modules.utils import _pair, _single
 
+from .._graph import no_dispatch
 from ..ops import conv as C
 from ..ops import pad as P
+from ._attrs import parameter
 from .module import Module
 
 __all__ = ["Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d"]
@@ -20,6 +22,9 @@ class Conv1d(torch.nn.Conv1d, Module):
 
     Shape: :math:`(N, C_{in}, L)` or :math:`(C_{in}, L)` -> :math:`(N, C_{out}, L_{out})`.
     """
+
+    def forward(self, input: Tensor) -> Tensor:
+        return self._conv_forward(input, parameter(self, "weight"), parameter(self, "bias"))
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         if self.padding_mode != "zeros":
@@ -39,6 +44,9 @@ class Conv2d(torch.nn.Conv2d, Module):
     :math:`(N, C_{out}, H_{out}, W_{out})`.
     """
 
+    def forward(self, input: Tensor) -> Tensor:
+        return self._conv_forward(input, parameter(self, "weight"), parameter(self, "bias"))
+
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         if self.padding_mode != "zeros":
             return C.conv2d(P.pad(input, self._reversed_padding_repeated_twice,
@@ -56,11 +64,13 @@ class ConvTranspose1d(torch.nn.ConvTranspose1d, Module):
         if self.padding_mode != "zeros":
             raise ValueError("Only `zeros` padding mode is supported for ConvTranspose1d")
         assert isinstance(self.padding, tuple)
-        output_padding = self._output_padding(
-            input, output_size, self.stride, self.padding, self.kernel_size,  # type: ignore[arg-type]
-            1, self.dilation)  # type: ignore[arg-type]
-        return C.conv_transpose1d(input, self.weight, self.bias, self.stride, self.padding,
-                                  output_padding, self.groups, self.dilation)
+        with no_dispatch():  # it reads the input's sizes
+            output_padding = self._output_padding(
+                input, output_size, self.stride, self.padding, self.kernel_size,  # type: ignore[arg-type]
+                1, self.dilation)  # type: ignore[arg-type]
+        return C.conv_transpose1d(input, parameter(self, "weight"), parameter(self, "bias"),
+                                  self.stride, self.padding, output_padding, self.groups,
+                                  self.dilation)
 
 
 class ConvTranspose2d(torch.nn.ConvTranspose2d, Module):
@@ -71,8 +81,10 @@ class ConvTranspose2d(torch.nn.ConvTranspose2d, Module):
         if self.padding_mode != "zeros":
             raise ValueError("Only `zeros` padding mode is supported for ConvTranspose2d")
         assert isinstance(self.padding, tuple)
-        output_padding = self._output_padding(
-            input, output_size, self.stride, self.padding, self.kernel_size,  # type: ignore[arg-type]
-            2, self.dilation)  # type: ignore[arg-type]
-        return C.conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding,
-                                  output_padding, self.groups, self.dilation)
+        with no_dispatch():  # it reads the input's sizes
+            output_padding = self._output_padding(
+                input, output_size, self.stride, self.padding, self.kernel_size,  # type: ignore[arg-type]
+                2, self.dilation)  # type: ignore[arg-type]
+        return C.conv_transpose2d(input, parameter(self, "weight"), parameter(self, "bias"),
+                                  self.stride, self.padding, output_padding, self.groups,
+                                  self.dilation)

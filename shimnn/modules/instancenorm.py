@@ -8,6 +8,7 @@ from torch import Tensor
 
 from ..ops import norm as F
 from ..ops import shape as S
+from ._attrs import buffer, parameter
 from .module import Module
 
 __all__ = ["InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"]
@@ -22,7 +23,8 @@ class _InstanceNorm(Module):
 
     def _apply_instance_norm(self, input: Tensor) -> Tensor:
         m: torch.nn.modules.instancenorm._InstanceNorm = self  # type: ignore[assignment]
-        return F.instance_norm(input, m.running_mean, m.running_var, m.weight, m.bias,
+        return F.instance_norm(input, buffer(self, "running_mean"), buffer(self, "running_var"),
+                               parameter(self, "weight"), parameter(self, "bias"),
                                m.training or not m.track_running_stats,
                                m.momentum if m.momentum is not None else 0.0, m.eps)
 

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from ..ops import norm as F
+from ._attrs import parameter
 from .module import Module
 
 __all__ = ["GroupNorm", "LayerNorm", "RMSNorm"]
@@ -20,7 +21,8 @@ class LayerNorm(torch.nn.LayerNorm, Module):
     """
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
+        return F.layer_norm(input, self.normalized_shape, parameter(self, "weight"),
+                            parameter(self, "bias"), self.eps)
 
 
 class GroupNorm(torch.nn.GroupNorm, Module):
@@ -28,7 +30,8 @@ class GroupNorm(torch.nn.GroupNorm, Module):
     :func:`shimnn.functional.group_norm`. Shape: :math:`(N, C, *)`, unchanged."""
 
     def forward(self, input: Tensor) -> Tensor:
-        return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+        return F.group_norm(input, self.num_groups, parameter(self, "weight"),
+                            parameter(self, "bias"), self.eps)
 
 
 class RMSNorm(torch.nn.RMSNorm, Module):
@@ -36,4 +39,4 @@ class RMSNorm(torch.nn.RMSNorm, Module):
     :func:`shimnn.functional.rms_norm`. Shape: :math:`(*, \text{normalized\_shape})`."""
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.rms_norm(x, self.normalized_shape, self.weight, self.eps)
+        return F.rms_norm(x, self.normalized_shape, parameter(self, "weight"), self.eps)

@@ -78,21 +78,22 @@ def _batch_norm_checks_pass(input: Tensor, weight: Tensor | None, bias: Tensor |
                             running_mean: Tensor | None, running_var: Tensor | None,
                             training: bool) -> bool:
     """``_batch_norm_impl_index``'s checks (torch raises their errors when they fail)."""
-    if input.dim() < 2:
+    if input.dim() < 2 or (not training and (running_mean is None or running_var is None)):
         return False
     c = input.shape[1]
-    if running_mean is None or running_var is None:
-        if not training:
+    for t in (running_mean, running_var, weight, bias):
+        if t is not None and t.numel() != c:
             return False
-    return all(t is None or t.numel() == c for t in (running_mean, running_var, weight, bias))
+    return True
 
 
 def batch_norm_pieces(input: Tensor, weight: Tensor | None, bias: Tensor | None,
                       running_mean: Tensor | None, running_var: Tensor | None, training: bool,
                       momentum: float, eps: float, mask: list[bool]
                       ) -> tuple[Tensor, Callable[[Tensor], Grads3], tuple[Tensor, ...], str]:
-    """torch's ``at::batch_norm`` (grad mode off): output, backward, saved tensors, node name.
-    The running statistics are updated in place by the kernel, as torch's."""
+    """The forward/backward pair of torch's ``at::batch_norm`` (grad mode off, plain tensors):
+    output, backward, saved tensors, node name. The running statistics are updated in place by
+    the kernel, as torch's."""
     if input.numel() == 0:
         return _empty_batch_norm(input, weight, bias, mask)
     out, save_mean, save_invstd = _native_batch_norm(input, weight, bias, running_mean,
@@ -102,9 +103,11 @@ def batch_norm_pieces(input: Tensor, weight: Tensor | None, bias: Tensor | None,
         return _native_batch_norm_backward(grad, input, weight, running_mean, running_var,  # type: ignore[no-any-return]
                                            save_mean, save_invstd, training, eps, mask)
 
-    saved = tuple(t for t in (input, weight, running_mean, running_var, save_mean, save_invstd)
-                  if t is not None)
-    return out, backward, saved, "NativeBatchNormBackward0"
+    saved = [input, save_mean, save_invstd]
+    for t in (weight, running_mean, running_var):
+        if t is not None:
+            saved.append(t)
+    return out, backward, tuple(saved), "NativeBatchNormBackward0"
 
 
 def _empty_batch_norm(input: Tensor, weight: Tensor | None, bias: Tensor | None,
@@ -138,16 +141,6 @@ def _empty_batch_norm(input: Tensor, weight: Tensor | None, bias: Tensor | None,
     return out, backward, (), name
 
 
-def batch_norm_forward(input: Tensor, weight: Tensor | None, bias: Tensor | None,
-                       running_mean: Tensor | None, running_var: Tensor | None, training: bool,
-                       momentum: float, eps: float, mask: list[bool]) -> Recorded:
-    """The forward/backward pair of :func:`batch_norm` (grad mode off, plain tensors)."""
-    _check_real("batch_norm", input, weight, bias)
-    out, grads, saved, name = batch_norm_pieces(input, weight, bias, running_mean, running_var,
-                                                training, momentum, eps, mask)
-    return out, grads, saved, name
-
-
 def _batch_norm(input: Tensor, weight: Tensor | None, bias: Tensor | None,
                 running_mean: Tensor | None, running_var: Tensor | None, training: bool,
                 momentum: float, eps: float, cudnn_enabled: bool) -> TrackedTensor:
@@ -157,7 +150,8 @@ def _batch_norm(input: Tensor, weight: Tensor | None, bias: Tensor | None,
         if recorded is not None and _batch_norm_checks_pass(input, weight, bias, running_mean,
                                                             running_var, training):
             edges, mask = recorded
-            return apply(batch_norm_forward, edges, input, weight, bias, running_mean,
+            # (A complex input: the kernel raises torch's own NotImplementedError.)
+            return apply(batch_norm_pieces, edges, input, weight, bias, running_mean,
                          running_var, training, momentum, eps, mask)
         out = torch.batch_norm(input, weight, bias, running_mean, running_var, training,
                                momentum, eps, cudnn_enabled)  # torch's value, or its error
@@ -215,8 +209,8 @@ def instance_norm_forward(input: Tensor, weight: Tensor | None, bias: Tensor | N
                           running_mean: Tensor | None, running_var: Tensor | None,
                           use_input_stats: bool, momentum: float, eps: float, mask: list[bool]
                           ) -> Recorded:
-    """torch's ``at::instance_norm`` (grad mode off, plain tensors)."""
-    _check_real("instance_norm", input, weight, bias)
+    """torch's ``at::instance_norm`` (grad mode off, plain tensors; a complex input: the batch
+    norm kernel raises torch's own error)."""
     b, c = input.shape[0], input.shape[1]
     shape = [1, b * c, *input.shape[2:]]
     weight_, bias_, mean_, var_ = (None if t is None else t.repeat(b)
