@@ -387,8 +387,11 @@ def layer_norm_forward(input: Tensor, normalized_shape: Sequence[int], weight: T
         return _native_layer_norm_backward(grad, input, normalized_shape, mean, rstd, weight,  # type: ignore[no-any-return]
                                            bias, mask)
 
-    saved = tuple(t for t in (input, weight, bias, mean, rstd) if t is not None)
-    return out, backward, saved, "NativeLayerNormBackward0"
+    saved = [input, mean, rstd]
+    for t in (weight, bias):
+        if t is not None:
+            saved.append(t)
+    return out, backward, tuple(saved), "NativeLayerNormBackward0"
 
 
 def _layer_norm(input: Tensor, normalized_shape: Sequence[int], weight: Tensor | None,
@@ -396,7 +399,7 @@ def _layer_norm(input: Tensor, normalized_shape: Sequence[int], weight: Tensor |
     """``torch.layer_norm``: ``native_layer_norm``'s output (its checks raise torch's errors)."""
     with no_dispatch():
         recorded = _edges3(input, weight, bias)
-        if recorded is not None and isinstance(normalized_shape, Sequence):
+        if recorded is not None and isinstance(normalized_shape, (list, tuple)):
             edges, mask = recorded
             return apply(layer_norm_forward, edges, input, list(normalized_shape), weight, bias,
                          eps, mask)
@@ -498,7 +501,7 @@ def rms_norm(input: Tensor, normalized_shape: Sequence[int], weight: Tensor | No
     and the square (``* 2x``), the two added where torch's engine adds them.
     """
     with no_dispatch():
-        if is_grad_enabled() and isinstance(normalized_shape, Sequence):
+        if is_grad_enabled() and isinstance(normalized_shape, (list, tuple)):
             e_input, e_weight = edge(input), edge(weight)
             if (e_input is not None or e_weight is not None) and _rms_norm_checks_pass(
                     input, normalized_shape, weight) and (
