@@ -159,7 +159,8 @@ def test_module_subclass_with_free_forward() -> None:
     ref = make(torch.nn, TF)
     torch.manual_seed(0)
     shim = make(shimnn, F)
-    assert isinstance(shim.fc1, torch.nn.Linear) is False and isinstance(shim.fc1, shimnn.Linear)
+    assert isinstance(shim.fc1, torch.nn.Linear) and isinstance(shim.fc1, shimnn.Linear)
+    assert not isinstance(ref.fc1, shimnn.Linear)
     assert [n for n, _ in shim.named_modules()] == [n for n, _ in ref.named_modules()]
     x = _x(5, 4)
     g = _x(5, 2, seed=9)
@@ -175,7 +176,7 @@ def test_module_subclass_with_free_forward() -> None:
 def test_unsupported_variants_raise_at_backward() -> None:
     lin = shimnn.Linear(3, 4)
     h = lin(_x(2, 3))
-    for out in (h[torch.tensor([0, 0])], h ** h, 2 ** h, h.clamp(min=torch.zeros(4))):
+    for out in (h ** h, 2 ** h, h.clamp(min=torch.zeros(4))):
         assert isinstance(out, shimnn.TrackedTensor)
         with pytest.raises(NotImplementedError, match="no hand-written backward"):
             out.sum().backward(retain_graph=True)

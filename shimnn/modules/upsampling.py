@@ -12,22 +12,24 @@ __all__ = ["PixelShuffle", "PixelUnshuffle", "Upsample", "UpsamplingBilinear2d",
            "UpsamplingNearest2d"]
 
 
-class _Upsample(Module):
+class _Upsample:
+    """A mixin before torch's class, ``Module`` after it (torch's ``__init__`` runs)."""
+
     def forward(self, input: Tensor) -> Tensor:
         m: torch.nn.Upsample = self  # type: ignore[assignment]
         return F.interpolate(input, m.size, m.scale_factor, m.mode, m.align_corners,
                              recompute_scale_factor=m.recompute_scale_factor)
 
 
-class Upsample(_Upsample, torch.nn.Upsample):
+class Upsample(_Upsample, torch.nn.Upsample, Module):
     """``torch.nn.Upsample`` by :func:`shimnn.functional.interpolate`."""
 
 
-class UpsamplingNearest2d(_Upsample, torch.nn.UpsamplingNearest2d):
+class UpsamplingNearest2d(_Upsample, torch.nn.UpsamplingNearest2d, Module):
     """``torch.nn.UpsamplingNearest2d`` by :func:`shimnn.functional.interpolate`."""
 
 
-class UpsamplingBilinear2d(_Upsample, torch.nn.UpsamplingBilinear2d):
+class UpsamplingBilinear2d(_Upsample, torch.nn.UpsamplingBilinear2d, Module):
     """``torch.nn.UpsamplingBilinear2d`` by :func:`shimnn.functional.interpolate`."""
 
 

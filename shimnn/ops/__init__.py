@@ -3,8 +3,13 @@
 - :mod:`.linear`: the affine map (and the matmul path rules it shares with ``matmul``);
 - :mod:`.activation`: element-wise activations, softmax, dropout;
 - :mod:`.loss`: loss functions;
+- :mod:`.embedding`: ``embedding`` (the lookup, ``max_norm``, ``padding_idx``);
 - :mod:`.tensor`: arithmetic, reductions, element-wise math on tracked tensors;
-- :mod:`.shape`: views, indexing, ``cat``, ``matmul``, copies and dtype conversions;
+- :mod:`.shape`: views, indexing, ``cat``, copies and dtype conversions;
+- :mod:`.matmul`: ``matmul`` (torch's decomposition by rank), ``mm``, ``bmm``, ``baddbmm``;
+- :mod:`.index`: ``gather``, ``index_select``, advanced indexing, ``masked_fill``, ``where``;
+- :mod:`.reduce`: ``max``/``min``/``amax``, ``topk``/``sort``, ``logsumexp``, ``cumsum``,
+  ``var``/``std``, norms;
 - :mod:`.conv`: convolutions and transposed convolutions;
 - :mod:`.pool`: max, average and adaptive pooling;
 - :mod:`.norm`: batch, instance, group, layer and RMS normalization;
@@ -15,7 +20,22 @@ Importing this package registers every op with the engine (``_graph.implements``
 names are served by :mod:`shimnn.functional`.
 """
 
-from . import activation, conv, linear, loss, norm, pad, pool, shape, tensor, vision
+from . import (
+    activation,
+    conv,
+    embedding,
+    index,
+    linear,
+    loss,
+    matmul,
+    norm,
+    pad,
+    pool,
+    reduce,
+    shape,
+    tensor,
+    vision,
+)
 
-__all__ = ["activation", "conv", "linear", "loss", "norm", "pad", "pool", "shape", "tensor",
-           "vision"]
+__all__ = ["activation", "conv", "embedding", "index", "linear", "loss", "matmul", "norm", "pad",
+           "pool", "reduce", "shape", "tensor", "vision"]
