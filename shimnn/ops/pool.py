@@ -27,7 +27,7 @@ from .._graph import (
     run_kernel,
     wrap,
 )
-from ._common import _check_real, _suggest_memory_format
+from ._common import _check_real, _out_requires_grad, _suggest_memory_format
 
 __all__ = [
     "adaptive_avg_pool1d",
@@ -107,9 +107,7 @@ def _into_out(name: str, value: Callable[..., Any], input: Tensor, args: tuple[A
     composite op whose ``out`` never requires grad)."""
     with no_dispatch():
         if differentiable and is_grad_enabled() and edge(input) is not None:
-            raise RuntimeError(
-                f"{name}(): functions with out=... arguments don't support automatic "
-                "differentiation, but one of the arguments requires grad.")
+            raise _out_requires_grad(name)
         return run_kernel(lambda: value(input, *args, out=out))
 
 
