@@ -1,8 +1,9 @@
 """Parity sweep over torch's own operator database: every op, fed shimnn tracked tensors.
 
 For every OpInfo in ``torch.testing._internal.common_methods_invocations.op_db`` and its CPU
-sample inputs in float32 and float64, each variant of the op (function, method, operator,
-in-place, in-place on a view, in-place into a plain tensor, ``out=``) runs twice:
+sample inputs in float32 and float64, each variant of the op (function, the function on the
+leaves themselves, method, operator, in-place, in-place on a view, in-place into a plain
+tensor, ``out=`` into a plain or a tracked tensor) runs twice:
 
 - under torch, on inputs ``leaf * 1.0`` where ``leaf`` is a plain tensor that requires grad;
 - under shimnn (torch's autograd forbidden), on inputs ``leaf * 1.0`` where ``leaf`` is a
@@ -10,6 +11,7 @@ in-place, in-place on a view, in-place into a plain tensor, ``out=``) runs twice
   a user holds after any shimnn op.
 
 then backward with the same random upstream gradient on every output that requires grad.
+torch's error inputs of each op (``error_inputs_func``) must raise under shimnn too.
 Each call ends in one of:
 
 - ``identical``: outputs, mutated tensors, ``requires_grad`` flags, identity of returned
@@ -50,10 +52,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # conftest, as p
 import shimnn  # noqa: E402
 import shimnn._graph as _graph  # noqa: E402
 from conftest import AutogradCalled, autograd_forbidden  # noqa: E402
-
-# shimnn's backward over several roots (what Tensor.backward and torch.autograd.backward call).
-_engine_backward: Callable[..., None] = getattr(
-    getattr(shimnn, "_engine", None), "backward", None) or _graph.backward  # type: ignore[attr-defined]
+from shimnn._engine import backward as _engine_backward  # noqa: E402  (several roots)
 
 IDENTICAL, RAISES, SILENT, AUTOGRAD, ERROR = "identical", "raises", "silent", "autograd", "error"
 OUTCOMES = (IDENTICAL, RAISES, SILENT, AUTOGRAD, ERROR)
@@ -333,6 +332,8 @@ class Variant:
 
 
 def call(variant: Variant, sample: Any, side: Side, out: Any, seed: int) -> Run:
+    """One side's call of the variant (torch's global RNG seeded first), and what backward
+    starts from: the processed outputs, or the mutated tensor (self, a view's base, out)."""
     run = Run(side)
     _seed(seed)
     try:
