@@ -14,7 +14,6 @@ returns has a ``grad_fn`` and torch's autograd engine never runs.
 
 from __future__ import annotations
 
-import heapq
 import itertools
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Union
@@ -22,9 +21,8 @@ from typing import Any, Union
 import torch
 from torch import Tensor
 
-from . import _native
-
-__all__ = ["Node", "Recorded", "TrackedTensor", "apply", "backward", "edge", "record", "wrap"]
+__all__ = ["Node", "Output", "Recorded", "TrackedTensor", "apply", "edge", "record",
+           "record_outputs", "set_node", "wrap"]
 
 # The sequence number orders nodes by creation. A node is always created after its inputs, so
 # running the highest number first is a topological order, and it is the order torch's engine
@@ -42,8 +40,9 @@ _grad_fn: Any = vars(torch._C.TensorBase)["grad_fn"].__get__
 # _base keeps the plain result alive).
 _make_subclass = Tensor._make_subclass
 
-Edge = Union["Node", Tensor, None]
-"""Where an input's gradient goes: its producer node, a leaf tensor, or nowhere (None)."""
+Edge = Union["Node", "Output", Tensor, None]
+"""Where an input's gradient goes: its producer node (or one output of it), a leaf tensor, or
+nowhere (None)."""
 BackwardFn = Callable[..., Sequence[Tensor | None]]
 """Maps the gradient of an op's output to the gradients of its inputs (None where unneeded);
 called as ``backward(grad)``, or ``backward(grad, retain_graph)`` for a node that
@@ -71,7 +70,7 @@ class Node:
     """
 
     __slots__ = ("name", "backward", "inputs", "saved", "versions", "seq", "hooks", "retained",
-                 "takes_retain")
+                 "takes_retain", "outputs")
 
     def __init__(
         self,
@@ -89,10 +88,14 @@ class Node:
         # what an earlier one saved before the node exists).
         self.versions = tuple([t._version for t in saved]) if versions is None else versions
         self.seq = next(_sequence)
-        self.hooks: list[Callable[[Tensor], Tensor | None]] | None = None
+        # Tensor hooks of its outputs, as (output number, hook), in registration order.
+        self.hooks: list[tuple[int, Callable[[Tensor], Tensor | None]]] | None = None
         self.retained: list[TrackedTensor] | None = None
         # A node whose backward is called as backward(grad, retain_graph), to free as it goes.
         self.takes_retain = False
+        # A node with several outputs: one edge per output (its backward then takes the list of
+        # their gradients, None where none arrived); None for the usual single output.
+        self.outputs: tuple[Output, ...] | None = None
 
     @property
     def next_functions(self) -> tuple[tuple[Node | str | None, int], ...]:
@@ -114,18 +117,18 @@ class Node:
             self.saved = None
 
 
-def _check_saved(node: Node) -> None:
-    """Raise torch's errors if the node's graph was freed or a saved tensor modified in place."""
-    saved = node.saved
-    if node.backward is None or saved is None:
-        raise RuntimeError(FREED_MESSAGE)
-    for t, v in zip(saved, node.versions):
-        if t._version != v:
-            raise RuntimeError(
-                "one of the variables needed for gradient computation has been modified by an "
-                f"inplace operation: [{t.type()} {list(t.shape)}], which was saved by "
-                f"{node.name}, is at version {t._version}; expected version {v} instead."
-            )
+class Output:
+    """The edge to output ``nr`` of a node with several outputs (``split``, an RNN's output and
+    final states): their gradients reach the node's backward together, as a list."""
+
+    __slots__ = ("node", "nr")
+
+    def __init__(self, node: Node, nr: int) -> None:
+        self.node = node
+        self.nr = nr
+
+    def __repr__(self) -> str:
+        return f"<output {self.nr} of {self.node!r}>"
 
 
 def edge(t: Tensor | None) -> Edge:
@@ -144,7 +147,8 @@ def edge(t: Tensor | None) -> Edge:
                     "(or that was itself modified in place) is used in a computation that needs "
                     "a gradient; shimnn does not rebase views. Take the view after the in-place "
                     "operation, or use an out-of-place operation.")
-            return node
+            outputs = node.outputs
+            return node if outputs is None else outputs[t._output_nr]
     if _requires_grad(t):
         grad_fn = _grad_fn(t)
         if grad_fn is not None:
@@ -206,6 +210,47 @@ def record(
     return out  # type: ignore[return-value]
 
 
+def record_outputs(
+    results: Sequence[Tensor | None],
+    name: str,
+    backward: BackwardFn,
+    inputs: tuple[Edge, ...],
+    saved: tuple[Tensor, ...] = (),
+    versions: tuple[int, ...] | None = None,
+) -> list[Any]:
+    """Record one node for several outputs (``None`` or non-floating ones carry no gradient).
+
+    ``backward`` receives the list of the outputs' gradients, ``None`` for an output that got
+    none (torch's undefined gradient: treat it as zeros), and returns one gradient per input.
+    """
+    node = Node(name, backward, inputs, saved, versions)
+    node.outputs = tuple(Output(node, i) for i in range(len(results)))
+    tracked: list[Any] = []
+    for i, r in enumerate(results):
+        if r is None or not (r.dtype.is_floating_point or r.dtype.is_complex):
+            tracked.append(r)
+            continue
+        out = _make_subclass(TrackedTensor, r)
+        out._node = node
+        out._output_nr = i
+        tracked.append(out)
+    return tracked
+
+
+def set_node(t: Tensor, node: Node) -> None:
+    """Give ``t`` a new node after an in-place op: later uses differentiate through the op.
+
+    ``retain_grad`` follows the tensor to its new node, as torch moves its hook; other tensor
+    hooks stay on the old node (they see the gradient of the value before the op, as in torch).
+    """
+    old = t._node  # type: ignore[attr-defined]
+    if old is not None and old.retained is not None and any(r is t for r in old.retained):
+        old.retained = [r for r in old.retained if r is not t]
+        node.retained = [*(node.retained or ()), t]  # type: ignore[list-item]
+    t._node = node  # type: ignore[attr-defined]
+    t._output_nr = 0  # type: ignore[attr-defined]
+
+
 def apply(forward: Callable[..., Recorded], inputs: tuple[Edge, ...], *args: Any
           ) -> TrackedTensor:
     """Run an op's ``forward(*args)`` with grad mode off and record its backward."""
@@ -240,200 +285,6 @@ def sum_to(grad: Tensor, shape: Sequence[int]) -> Tensor:
         return grad.sum(list(range(lead))) if lead else grad
     grad = grad.sum(list(range(lead)) + inner, keepdim=True)
     return grad.view(shape) if lead > 0 else grad
-
-
-# ---------------------------------------------------------------------------------------------
-# The backward walk
-# ---------------------------------------------------------------------------------------------
-
-
-def _accumulate_leaf(leaf: Tensor, grad: Tensor, foreign: set[int]) -> None:
-    """Accumulate into ``leaf.grad`` as torch's AccumulateGrad does: store, then add in place."""
-    hooks = leaf._backward_hooks
-    if hooks:
-        for hook in tuple(hooks.values()):
-            replaced = hook(grad)
-            if replaced is not None:
-                grad = replaced
-    if grad.dtype is not leaf.dtype:
-        grad = grad.to(leaf.dtype)
-    old = leaf.grad
-    if old is None:
-        # .grad must own its memory (a later backward adds into it in place) and, like
-        # torch's, have the parameter's layout.
-        if grad._base is not None or id(grad) in foreign or not grad.is_contiguous():
-            if grad.is_contiguous() or grad.stride() == leaf.stride():
-                grad = grad.clone(memory_format=torch.preserve_format)
-            else:
-                grad = torch.empty_like(leaf).copy_(grad)
-        foreign.add(id(grad))
-        leaf.grad = grad
-    else:
-        old.add_(grad)
-    post_hooks = leaf._post_accumulate_grad_hooks
-    if post_hooks:
-        for hook in tuple(post_hooks.values()):
-            hook(leaf)
-
-
-def _run_tensor_hooks(node: Node, grad: Tensor) -> Tensor:
-    if node.hooks:
-        for hook in tuple(node.hooks):
-            replaced = hook(grad)
-            if replaced is not None:
-                grad = replaced
-    if node.retained:
-        for t in node.retained:
-            old = t.grad
-            t.grad = grad.clone() if old is None else old + grad
-    return grad
-
-
-def backward(
-    roots: Sequence[Tensor],
-    grads: Sequence[Tensor | None],
-    retain_graph: bool = False,
-    inputs: Iterable[Tensor] | None = None,
-) -> None:
-    """Backpropagate from ``roots``: run every reachable node's hand-written backward once.
-
-    Args:
-        roots: output tensors to differentiate.
-        grads: the gradient of each root (``None``: ones, for a single-element root).
-        retain_graph: keep saved tensors so the graph can be walked again.
-        inputs: if given, only these leaves receive ``.grad``.
-    """
-    prev_grad_mode = is_grad_enabled()
-    set_grad_enabled(False)
-    try:
-        with no_dispatch():
-            _backward(roots, grads, retain_graph, inputs)
-    finally:
-        set_grad_enabled(prev_grad_mode)
-
-
-_ONES: dict[torch.dtype, Tensor] = {}  # CPU scalar ones, by dtype
-
-
-def _root_grad(i: int, root: Tensor, grad: Tensor | None, shareable: bool) -> Tensor:
-    if grad is None:
-        if root.numel() != 1:
-            raise RuntimeError("grad can be implicitly created only for scalar outputs")
-        if not root.dtype.is_floating_point and not root.dtype.is_complex:
-            raise RuntimeError(
-                f"grad can be implicitly created only for real scalar outputs but got {root.dtype}"
-            )
-        if shareable and root.dim() == 0 and root.is_cpu:
-            # The implicit 1 of a scalar loss is only read by backward functions: reuse it.
-            ones = _ONES.get(root.dtype)
-            if ones is None:
-                ones = _ONES[root.dtype] = torch.ones((), dtype=root.dtype)
-            return ones
-        return torch.ones_like(root, memory_format=torch.contiguous_format)
-    if not isinstance(grad, Tensor):
-        raise TypeError(f"gradient must be a Tensor or None, but got {type(grad).__name__}")
-    if grad.shape != root.shape:
-        raise RuntimeError(
-            f"Mismatch in shape: grad_output[{i}] has a shape of {grad.shape} and output[{i}] "
-            f"has a shape of {root.shape}."
-        )
-    if grad.dtype != root.dtype:
-        grad = grad.to(root.dtype)
-    return grad
-
-
-def _backward(
-    roots: Sequence[Tensor],
-    grads: Sequence[Tensor | None],
-    retain_graph: bool,
-    inputs: Iterable[Tensor] | None,
-) -> None:
-    node_grads: dict[Node, Tensor] = {}  # gradient of each pending node's output
-    leaf_grads: dict[int, list[Any]] = {}  # id(leaf) -> [leaf, grad]; ids: Tensor hashing is slow
-    heap: list[tuple[int, Node]] = []
-    foreign: set[int] = set()  # gradients .grad must not alias: the caller's, and ones stored
-
-    for i, (root, grad) in enumerate(zip(roots, grads)):
-        e = edge(root)
-        if e is None:
-            raise RuntimeError(
-                f"element {i} of tensors does not require grad and does not have a grad_fn"
-            )
-        g = _root_grad(i, root, grad, type(e) is Node and not (e.hooks or e.retained))
-        if grad is not None:
-            foreign.add(id(g))
-        _send(e, g, node_grads, leaf_grads, heap)
-
-    native = _native.get()
-    if native is not None:  # the loop below, in C++
-        native.walk(node_grads, leaf_grads, heap, retain_graph, Node, heapq.heappush,
-                    heapq.heappop, _run_tensor_hooks, _check_saved)
-    pop = heapq.heappop
-    while heap:
-        _, node = pop(heap)
-        if node.hooks or node.retained:
-            node_grads[node] = _run_tensor_hooks(node, node_grads[node])
-        _check_saved(node)
-        backward_fn = node.backward
-        if not retain_graph:
-            # The node's own references go now: a node that frees as it goes (a fused chain)
-            # then holds each saved tensor only as long as its backward needs it.
-            node.release()
-        # The incoming gradient is handed over, not kept here: a fused chain frees it once
-        # its last layer has used it, as torch's engine frees a consumed input buffer.
-        if node.takes_retain:
-            input_grads = backward_fn(node_grads.pop(node), retain_graph)  # type: ignore[misc]
-        else:
-            input_grads = backward_fn(node_grads.pop(node))  # type: ignore[misc]
-        del backward_fn
-        for e, gi in zip(node.inputs, input_grads):
-            if e is not None and gi is not None:
-                _send(e, gi, node_grads, leaf_grads, heap)
-
-    if inputs is not None:
-        wanted = {id(t) for t in inputs}
-        leaf_grads = {k: v for k, v in leaf_grads.items() if k in wanted}
-    pending: Iterable[list[Any]] = leaf_grads.values()
-    if native is not None and pending:
-        pending = native.accumulate_leaves(list(pending), foreign)  # the common case, in C++
-    for leaf, g in pending:
-        _accumulate_leaf(leaf, g, foreign)
-
-
-def _send(e: Edge, g: Tensor, node_grads: dict[Node, Tensor], leaf_grads: dict[int, list[Any]],
-          heap: list[tuple[int, Node]]) -> None:
-    """Hand ``g`` to its edge: torch's input buffer, the first gradient, then old + new."""
-    if type(e) is Node:
-        prev = node_grads.get(e)
-        if prev is None:
-            node_grads[e] = g
-            heapq.heappush(heap, (-e.seq, e))
-        else:
-            node_grads[e] = prev + g
-    else:
-        entry = leaf_grads.get(id(e))
-        if entry is None:
-            leaf_grads[id(e)] = [e, g]
-        else:
-            entry[1] = entry[1] + g
-
-
-def tensor_backward(
-    self: Tensor,
-    gradient: Tensor | None = None,
-    retain_graph: bool | None = None,
-    create_graph: bool = False,
-    inputs: Sequence[Tensor] | Tensor | None = None,
-) -> None:
-    """``Tensor.backward`` for shimnn's tensors (tracked tensors and parameters)."""
-    if create_graph:
-        raise NotImplementedError(
-            "shimnn computes gradients by hand and does not record the backward pass: "
-            "create_graph=True (higher-order gradients) is not supported"
-        )
-    if isinstance(inputs, Tensor):
-        inputs = [inputs]
-    backward([self], [gradient], bool(retain_graph), inputs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -633,6 +484,7 @@ class TrackedTensor(Tensor):
     """
 
     _node: Node | None = None
+    _output_nr: int = 0  # which output of its node (nodes with several outputs)
     _view_version: int | None = None  # set on views: the storage version when taken
 
     __torch_function__: Any = classmethod(_torch_function)
@@ -703,13 +555,14 @@ class TrackedTensor(Tensor):
             return Tensor.register_hook(self, hook)
         if node.hooks is None:
             node.hooks = []
-        node.hooks.append(hook)
+        entry = (self._output_nr, hook)
+        node.hooks.append(entry)
         hooks = node.hooks
 
         class _Handle:
             def remove(self) -> None:
-                if hook in hooks:
-                    hooks.remove(hook)
+                if entry in hooks:
+                    hooks.remove(entry)
 
         return _Handle()
 
@@ -721,7 +574,7 @@ class TrackedTensor(Tensor):
         inputs: Sequence[Tensor] | Tensor | None = None,
     ) -> None:
         """Compute gradients with shimnn's hand-written backward functions (no autograd)."""
-        tensor_backward(self, gradient, retain_graph, create_graph, inputs)
+        _engine.tensor_backward(self, gradient, retain_graph, create_graph, inputs)
 
     def numpy(self, *, force: bool = False) -> Any:
         if self._node is not None and not force:
@@ -739,3 +592,8 @@ class TrackedTensor(Tensor):
             if _requires_grad(self):
                 _set_requires_grad(plain, True)
         return plain.__reduce_ex__(proto)
+
+
+# The walk and the fallback live in their own modules, which import this one.
+from . import _engine  # noqa: E402
+from ._engine import tensor_backward  # noqa: E402,F401

@@ -8,10 +8,10 @@ process, and prove that the compiled ones are taken where they should be.
 from __future__ import annotations
 
 import contextlib
-import heapq
 import itertools
 import os
 import re
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -235,72 +235,63 @@ def test_mse_loss_matches_python_path_and_torch(reduction: str, dtype: torch.dty
 # ---------------------------------------------------------------------------------------------
 
 
-@needs_native
-def test_accumulate_leaves_common_case_and_stops_where_python_must_run() -> None:
-    a, b = torch.zeros(3, requires_grad=True), torch.zeros(2, 2, requires_grad=True)
-    ga, gb = torch.ones(3), torch.full((2, 2), 2.0)
-    foreign: set[int] = set()
-    assert native.accumulate_leaves([[a, ga], [b, gb]], foreign) == []
-    assert a.grad is ga and b.grad is gb  # stolen, as torch's AccumulateGrad does
-    assert foreign == {id(ga), id(gb)}
-    assert native.accumulate_leaves([[a, torch.ones(3)]], foreign) == []
-    assert a.grad is ga and torch.equal(a.grad, torch.full((3,), 2.0))  # added in place
+def _walk_graph(order: list[str]) -> dict[str, Any]:
+    """A graph with every case the walk distinguishes: fan-in to a node and to a leaf, a
+    gradient sent twice (add), a None gradient, a node with several outputs, hooks on a leaf,
+    a post-accumulate hook, a leaf that stopped requiring grad, a user-held gradient, a view
+    gradient, another dtype. Returns the leaves and what the backward functions produced."""
+    leaves = {n: torch.zeros(2, requires_grad=True) for n in "abcdefg"}
+    made: dict[str, Any] = {}
 
-    def rest(leaf: torch.Tensor, grad: torch.Tensor, known: set[int] | None = None) -> Any:
-        return native.accumulate_leaves([[a, torch.ones(3)], [leaf, grad], [b, gb]],
-                                        set() if known is None else known)
+    def fresh(name: str, value: float) -> Any:
+        def backward(g: torch.Tensor) -> Any:
+            out = g * value
+            made[name] = weakref.ref(out)
+            return (out,)
+        return backward
 
-    fresh = torch.zeros(4, requires_grad=True)
-    hooked = torch.zeros(4, requires_grad=True)
-    hooked.register_hook(lambda g: g * 2)
-    posted = torch.zeros(4, requires_grad=True)
-    posted.register_post_accumulate_grad_hook(lambda p: None)
-    ones = torch.ones(4)
-    cases = {
-        "a hook": (hooked, ones, None),
-        "a post-accumulate hook": (posted, ones, None),
-        "another dtype": (fresh, ones.double(), None),
-        "a view": (fresh, torch.ones(8)[::2], None),
-        "a gradient stored elsewhere": (fresh, ones, {id(ones)}),
-        "another shape": (fresh, torch.ones(2, 2), None),
-    }
-    for what, (leaf, grad, known) in cases.items():
-        left = rest(leaf, grad, known)
-        assert [item[0] for item in left] == [leaf, b], what
-        assert leaf.grad is None, what
+    a, b, c, d, e, f, g = leaves.values()
+    n_a = _graph.Node("A", fresh("a", 2.0), (a,))
+    n_twice = _graph.Node("Twice", lambda grad: (grad, grad), (b, c))  # torch's add: one tensor
+    n_none = _graph.Node("NoneFor", lambda grad: (grad * 3, None), (d, e))
+    multi = _graph.Node("Multi", lambda grads: (grads[0] + grads[1],), (f,))
+    multi.outputs = (_graph.Output(multi, 0), _graph.Output(multi, 1))
+    n_view = _graph.Node("View", lambda grad: (grad.reshape(2),), (g,))
+    d.register_hook(lambda grad: grad * 10)
+    a.register_post_accumulate_grad_hook(lambda p: order.append("a"))
+    c.register_post_accumulate_grad_hook(lambda p: order.append("c"))
+    e.requires_grad_(False)  # after the forward: torch leaves its .grad alone
+    top = _graph.Node("Top", lambda grad: (grad, grad, grad, grad, grad, grad.reshape(1, 2),
+                                           a.new_ones(2, dtype=torch.float64)),
+                      (n_a, n_twice, n_none, multi.outputs[0], multi.outputs[1], n_view, a))
+    root = _graph.record(torch.zeros(2), "Root", lambda grad: (grad,), (top,))
+    return {"leaves": leaves, "made": made, "root": root}
 
 
 @needs_native
-def test_send_all_is_the_python_loop() -> None:
-    leaf, other = torch.zeros(2, requires_grad=True), torch.zeros(2, requires_grad=True)
-    n1 = _graph.Node("A", lambda g: (g,), ())
-    n2 = _graph.Node("B", lambda g: (g,), ())
-    g = [torch.full((2,), float(i)) for i in range(6)]
-    edges = (n1, leaf, None, n2, leaf, n1, other)
-    grads = (g[0], g[1], g[2], g[3], g[4], g[5], None)
-
-    def run(compiled: bool) -> tuple[Any, Any, Any]:
-        node_grads: dict[Any, Any] = {}
-        leaf_grads: dict[int, list[Any]] = {}
-        heap: list[Any] = []
-        with torch._C.DisableTorchFunctionSubclass():
-            if compiled:
-                native.send_all(edges, grads, node_grads, leaf_grads, heap, _graph.Node,
-                                heapq.heappush)
-            else:
-                for e, gi in zip(edges, grads):
-                    if e is not None and gi is not None:
-                        _graph._send(e, gi, node_grads, leaf_grads, heap)
-        return node_grads, leaf_grads, heap
-
-    compiled, python = run(True), run(False)
-    assert compiled[2] == python[2] == [(-n2.seq, n2), (-n1.seq, n1)]
-    assert compiled[0].keys() == python[0].keys() == {n1, n2}
-    for node in (n1, n2):
-        assert_same(compiled[0][node], python[0][node], node.name)
-    assert compiled[1].keys() == python[1].keys() == {id(leaf)}
-    assert_same(compiled[1][id(leaf)][1], g[1] + g[4])
-    assert compiled[1][id(leaf)][0] is leaf
+def test_compiled_walk_is_the_python_walk() -> None:
+    results = []
+    for compiled in (True, False):
+        previous = _native.set_enabled(compiled)
+        try:
+            order: list[str] = []
+            graph = _walk_graph(order)
+            graph["root"].backward(torch.full((2,), 0.5))
+        finally:
+            _native.set_enabled(previous)
+        results.append((graph, order))
+    (compiled, c_order), (python, p_order) = results
+    assert c_order == p_order == ["c", "a"]  # accumulated as soon as their last gradient came
+    for name in "abcdefg":
+        c_grad, p_grad = compiled["leaves"][name].grad, python["leaves"][name].grad
+        assert (c_grad is None) == (p_grad is None), name
+        if c_grad is not None:
+            assert_same(c_grad, p_grad, name)
+    assert compiled["leaves"]["e"].grad is None  # no longer requires grad
+    for graph in (compiled, python):
+        assert graph["made"]["a"]() is None  # summed with another gradient: a new tensor
+        b, c = graph["leaves"]["b"].grad, graph["leaves"]["c"].grad
+        assert b.data_ptr() != c.data_ptr()  # one tensor sent twice: the first one is copied
 
 
 # ---------------------------------------------------------------------------------------------

@@ -284,11 +284,6 @@ bool truthy_attr(PyObject* obj, PyObject* name) {
   return is_true(get_attr(obj, name).ptr());
 }
 
-// graph._accumulate_leaf's common case, for each [leaf, grad] of `items` in order: no hooks,
-// the leaf's dtype, and either no .grad yet and a gradient it may keep (not a view, not
-// `foreign`, contiguous, the leaf's shape, device and layout: stored as is) or a .grad to add
-// into in place. Stops at the first item outside that case and returns it and the rest, for
-// the Python function (which also raises torch's errors).
 // A tensor's `_backward_hooks` or `_post_accumulate_grad_hooks` (the fields those attributes
 // read) holds a hook.
 bool has_tensor_hooks(PyObject* obj) {
@@ -299,40 +294,59 @@ bool has_tensor_hooks(PyObject* obj) {
   return false;
 }
 
-py::list accumulate_leaves(const py::list& items, py::set foreign) {
-  at::AutoGradMode no_grad(false);
-  Py_ssize_t n = PyList_GET_SIZE(items.ptr());
-  for (Py_ssize_t i = 0; i < n; ++i) {
-    PyObject* item = PyList_GET_ITEM(items.ptr(), i);
-    if (!PyList_Check(item) || PyList_GET_SIZE(item) != 2) throw std::invalid_argument("item");
-    PyObject* leaf_obj = PyList_GET_ITEM(item, 0);
-    PyObject* grad_obj = PyList_GET_ITEM(item, 1);
-    if (!THPVariable_Check(leaf_obj) || !THPVariable_Check(grad_obj) ||
-        has_tensor_hooks(leaf_obj)) {
-      return items[py::slice(i, n, 1)];
-    }
-    const Tensor& leaf = THPVariable_Unpack(leaf_obj);
-    const Tensor& grad = THPVariable_Unpack(grad_obj);
-    if (grad.scalar_type() != leaf.scalar_type()) return items[py::slice(i, n, 1)];
-    Tensor& old = leaf.mutable_grad();
-    if (!old.defined()) {
-      py::object id = py::reinterpret_steal<py::object>(PyLong_FromVoidPtr(grad_obj));
-      if (grad.is_view() || foreign.contains(id) || !grad.is_contiguous() ||
-          grad.sizes() != leaf.sizes() || grad.device() != leaf.device() ||
-          grad.layout() != leaf.layout()) {
-        return items[py::slice(i, n, 1)];
+// _engine._non_overlapping_and_dense / _obeys_layout_contract / _clone_obey_contract (torch's
+// gradient layout contract).
+bool obeys_layout_contract(const Tensor& grad, const Tensor& leaf) {
+  if (leaf.is_non_overlapping_and_dense()) {
+    for (int64_t i = 0; i < grad.dim(); ++i) {
+      if (grad.size(i) != 1) {
+        if (grad.stride(i) != leaf.stride(i)) return false;
+      } else if (grad.stride(i) == 0) {
+        return false;
       }
-      foreign.add(id);
-      old = grad;
-    } else {
-      old.add_(grad);
     }
+    return true;
   }
-  return py::list();
+  return grad.is_contiguous();
 }
 
-// graph._check_saved's version test: the index of the first saved tensor whose version is not
-// the one recorded, or -1.
+Tensor clone_obey_contract(const Tensor& grad, const Tensor& leaf) {
+  if (leaf.is_non_overlapping_and_dense()) {
+    return grad.new_empty_strided(leaf.sizes(), leaf.strides(), grad.options()).copy_(grad);
+  }
+  return grad.clone(at::MemoryFormat::Contiguous);
+}
+
+// _engine._accumulate_leaf's common case for a gradient `grad` that the caller owns (its only
+// engine reference): no hooks, a leaf that still requires grad, the leaf's dtype. Stored as is
+// when nothing else references it and it has the leaf's layout, else a copy with the leaf's
+// layout; later gradients are added in place. Returns false, having done nothing, outside that
+// case (the Python function runs).
+bool accumulate_leaf(PyObject* leaf_obj, const py::object& grad_obj) {
+  if (!THPVariable_Check(leaf_obj) || !THPVariable_Check(grad_obj.ptr()) ||
+      has_tensor_hooks(leaf_obj)) {
+    return false;
+  }
+  const Tensor& leaf = THPVariable_Unpack(leaf_obj);
+  const Tensor& grad = THPVariable_Unpack(grad_obj.ptr());
+  if (grad.scalar_type() != leaf.scalar_type() || !leaf.requires_grad()) return false;
+  at::AutoGradMode no_grad(false);
+  Tensor& old = leaf.mutable_grad();
+  if (!old.defined()) {
+    if (Py_REFCNT(grad_obj.ptr()) == 1 && grad.use_count() == 1 &&
+        obeys_layout_contract(grad, leaf)) {
+      old = grad.is_view() ? grad.detach() : grad;
+    } else {
+      old = clone_obey_contract(grad, leaf);
+    }
+  } else {
+    old.add_(grad);
+  }
+  return true;
+}
+
+// _engine._check_saved's version test: the index of the first saved tensor whose version is
+// not the one recorded, or -1.
 int64_t first_changed(const py::tuple& saved, const py::tuple& versions) {
   auto n = std::min(saved.size(), versions.size());
   for (size_t i = 0; i < n; ++i) {
@@ -346,118 +360,201 @@ int64_t first_changed(const py::tuple& saved, const py::tuple& versions) {
   return -1;
 }
 
-// graph._send for every (edge, gradient) pair of a node's inputs, as zip() pairs them: a node's
-// first gradient is stored and the node queued (heappush of (-seq, node)); later ones, and a
-// leaf's, are summed old + new with Python's `+` (the same call as the Python path).
-void send_all(const py::tuple& edges, const py::handle& grads, py::dict node_grads,
-              py::dict leaf_grads, py::list heap, const py::handle& node_type,
-              const py::handle& heappush) {
-  static PyObject* seq_name = PyUnicode_InternFromString("seq");
-  py::object seq_grads = py::reinterpret_steal<py::object>(
-      PySequence_Fast(grads.ptr(), "a backward function must return a sequence"));
-  if (!seq_grads) throw py::error_already_set();
-  Py_ssize_t n = std::min<Py_ssize_t>(PyTuple_GET_SIZE(edges.ptr()),
-                                      PySequence_Fast_GET_SIZE(seq_grads.ptr()));
-  PyObject** items = PySequence_Fast_ITEMS(seq_grads.ptr());
-  for (Py_ssize_t i = 0; i < n; ++i) {
-    PyObject* e = PyTuple_GET_ITEM(edges.ptr(), i);
-    PyObject* g = items[i];
-    if (e == Py_None || g == Py_None) continue;
-    if (Py_TYPE(e) == reinterpret_cast<PyTypeObject*>(node_type.ptr())) {
-      PyObject* prev = PyDict_GetItemWithError(node_grads.ptr(), e);  // borrowed
-      if (prev == nullptr) {
-        if (PyErr_Occurred()) throw py::error_already_set();
-        if (PyDict_SetItem(node_grads.ptr(), e, g) < 0) throw py::error_already_set();
-        py::object seq = py::reinterpret_steal<py::object>(PyObject_GetAttr(e, seq_name));
-        if (!seq) throw py::error_already_set();
-        py::object neg = py::reinterpret_steal<py::object>(PyNumber_Negative(seq.ptr()));
-        if (!neg) throw py::error_already_set();
-        heappush(heap, py::make_tuple(neg, py::handle(e)));
-      } else {
-        py::object sum = py::reinterpret_steal<py::object>(PyNumber_Add(prev, g));
-        if (!sum || PyDict_SetItem(node_grads.ptr(), e, sum.ptr()) < 0) {
+py::object steal(PyObject* obj) {
+  if (obj == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::object>(obj);
+}
+
+// _engine._Walk.run for a walk without `inputs` (every reachable node runs, leaves accumulate):
+// the same steps in the same order. `walk` is the Python _Walk: its dicts are used directly,
+// and its methods for what this does not do itself (an Output edge, a leaf outside
+// accumulate_leaf's case, the final flush); `run_hooks` is _engine._run_tensor_hooks and
+// `check_saved` _engine._check_saved (which raises torch's errors).
+class Walker {
+ public:
+  Walker(py::object walk, const py::handle& node_type, const py::handle& heappush,
+         const py::handle& heappop, const py::handle& run_hooks, const py::handle& check_saved)
+      : walk_(std::move(walk)),
+        node_type_(node_type.ptr()),
+        heappush_(py::reinterpret_borrow<py::object>(heappush)),
+        heappop_(py::reinterpret_borrow<py::object>(heappop)),
+        run_hooks_(py::reinterpret_borrow<py::object>(run_hooks)),
+        check_saved_(py::reinterpret_borrow<py::object>(check_saved)) {
+    static PyObject* names[] = {
+        PyUnicode_InternFromString("node_grads"), PyUnicode_InternFromString("heap"),
+        PyUnicode_InternFromString("leaf_grads"), PyUnicode_InternFromString("leaf_deps")};
+    node_grads_ = steal(PyObject_GetAttr(walk_.ptr(), names[0]));
+    heap_ = steal(PyObject_GetAttr(walk_.ptr(), names[1]));
+    leaf_grads_ = steal(PyObject_GetAttr(walk_.ptr(), names[2]));
+    leaf_deps_ = steal(PyObject_GetAttr(walk_.ptr(), names[3]));
+  }
+
+  void run(bool retain_graph) {
+    static PyObject* hooks_name = PyUnicode_InternFromString("hooks");
+    static PyObject* retained_name = PyUnicode_InternFromString("retained");
+    static PyObject* backward_name = PyUnicode_InternFromString("backward");
+    static PyObject* saved_name = PyUnicode_InternFromString("saved");
+    static PyObject* versions_name = PyUnicode_InternFromString("versions");
+    static PyObject* takes_retain_name = PyUnicode_InternFromString("takes_retain");
+    static PyObject* inputs_name = PyUnicode_InternFromString("inputs");
+    py::object retain = py::bool_(retain_graph);
+    while (PyList_GET_SIZE(heap_.ptr()) > 0) {
+      py::object item = heappop_(heap_);
+      py::object node = py::reinterpret_borrow<py::object>(PyTuple_GET_ITEM(item.ptr(), 1));
+      item = py::object();
+      PyObject* pending = PyDict_GetItemWithError(node_grads_.ptr(), node.ptr());  // borrowed
+      if (pending == nullptr) {
+        if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, node.ptr());
+        throw py::error_already_set();
+      }
+      py::object g = py::reinterpret_borrow<py::object>(pending);
+      if (PyDict_DelItem(node_grads_.ptr(), node.ptr()) < 0) throw py::error_already_set();
+      if (truthy_attr(node.ptr(), hooks_name) || truthy_attr(node.ptr(), retained_name)) {
+        g = run_hooks_(node, std::move(g));
+      }
+      py::object backward = get_attr(node.ptr(), backward_name);
+      py::object saved = get_attr(node.ptr(), saved_name);
+      if (backward.is_none() || saved.is_none() || !PyTuple_Check(saved.ptr()) ||
+          first_changed(py::reinterpret_borrow<py::tuple>(saved),
+                        get_attr(node.ptr(), versions_name)) >= 0) {
+        check_saved_(node);  // raises
+        backward = get_attr(node.ptr(), backward_name);
+      }
+      if (!retain_graph && PyTuple_GET_SIZE(saved.ptr()) > 0) {  // Node.release
+        if (PyObject_SetAttr(node.ptr(), backward_name, Py_None) < 0 ||
+            PyObject_SetAttr(node.ptr(), saved_name, Py_None) < 0) {
           throw py::error_already_set();
         }
       }
-    } else {
-      py::object key = py::reinterpret_steal<py::object>(PyLong_FromVoidPtr(e));
-      PyObject* entry = PyDict_GetItemWithError(leaf_grads.ptr(), key.ptr());  // borrowed
-      if (entry == nullptr) {
+      saved = py::object();
+      py::object input_grads;
+      if (THPVariable_Check(g.ptr()) && py::isinstance<Chain>(backward)) {
+        // this module's own nodes: called directly, not through Python
+        Tensor grad_tensor = THPVariable_Unpack(g.ptr());
+        g = py::object();
+        input_grads = backward.cast<Chain&>().backward(std::move(grad_tensor), retain_graph);
+      } else if (THPVariable_Check(g.ptr()) && py::isinstance<MseLoss>(backward)) {
+        input_grads = backward.cast<MseLoss&>().backward(THPVariable_Unpack(g.ptr()));
+        g = py::object();
+      } else {
+        input_grads = truthy_attr(node.ptr(), takes_retain_name) ? backward(g, retain)
+                                                                 : backward(g);
+        g = py::object();  // as the Python walk's `del grad`: the node's outputs are ours
+      }
+      backward = py::object();
+      // A list this walk owns (its gradients are taken out of it one by one, see send).
+      py::object grads = steal(PySequence_List(input_grads.ptr()));
+      input_grads = py::object();
+      py::object edges = get_attr(node.ptr(), inputs_name);
+      Py_ssize_t n = std::min(PyTuple_GET_SIZE(edges.ptr()), PyList_GET_SIZE(grads.ptr()));
+      for (Py_ssize_t i = 0; i < n; ++i) {
+        PyObject* e = PyTuple_GET_ITEM(edges.ptr(), i);
+        if (e == Py_None) continue;
+        PyObject* gi = PyList_GET_ITEM(grads.ptr(), i);
+        Py_INCREF(Py_None);
+        PyList_SET_ITEM(grads.ptr(), i, Py_None);  // the list's reference is now ours
+        py::object owned = py::reinterpret_steal<py::object>(gi);
+        if (gi == Py_None) {
+          // torch's undefined gradient: a leaf waits for one fewer
+          if (THPVariable_Check(e)) leaf_done(e, py::object());
+          continue;
+        }
+        send(e, std::move(owned));
+      }
+    }
+    call_walk("flush");
+  }
+
+ private:
+  template <typename... Args>
+  void call_walk(const char* method, Args&&... args) {
+    walk_.attr(method)(std::forward<Args>(args)...);
+  }
+
+  // _Walk.send with a gradient this walk owns.
+  void send(PyObject* e, py::object g) {
+    static PyObject* seq_name = PyUnicode_InternFromString("seq");
+    if (Py_TYPE(e) == reinterpret_cast<PyTypeObject*>(node_type_)) {
+      PyObject* prev = PyDict_GetItemWithError(node_grads_.ptr(), e);  // borrowed
+      if (prev == nullptr) {
         if (PyErr_Occurred()) throw py::error_already_set();
+        if (PyDict_SetItem(node_grads_.ptr(), e, g.ptr()) < 0) throw py::error_already_set();
+        py::object seq = steal(PyObject_GetAttr(e, seq_name));
+        py::object neg = steal(PyNumber_Negative(seq.ptr()));
+        heappush_(heap_, py::make_tuple(neg, py::handle(e)));
+      } else {
+        py::object sum = steal(PyNumber_Add(prev, g.ptr()));
+        if (PyDict_SetItem(node_grads_.ptr(), e, sum.ptr()) < 0) throw py::error_already_set();
+      }
+    } else if (THPVariable_Check(e)) {
+      leaf_done(e, std::move(g));
+    } else {  // an Output edge: the Python method
+      py::list box(1);
+      PyList_SET_ITEM(box.ptr(), 0, g.release().ptr());  // the box takes our reference
+      call_walk("send", py::reinterpret_borrow<py::object>(e), box, 0);
+    }
+  }
+
+  // A gradient for a leaf (an undefined one when `g` is null): summed with the others; once the
+  // last one has arrived, accumulated.
+  void leaf_done(PyObject* leaf, py::object g) {
+    py::object key = steal(PyLong_FromVoidPtr(leaf));
+    PyObject* remaining = PyDict_GetItemWithError(leaf_deps_.ptr(), key.ptr());  // borrowed
+    if (remaining == nullptr) {
+      if (PyErr_Occurred()) throw py::error_already_set();
+      return;  // a leaf nobody asked for
+    }
+    long count = PyLong_AsLong(remaining);
+    PyObject* entry = PyDict_GetItemWithError(leaf_grads_.ptr(), key.ptr());  // borrowed
+    if (entry == nullptr && PyErr_Occurred()) throw py::error_already_set();
+    if (g) {
+      if (entry == nullptr) {
         py::list pair(2);
-        pair[0] = py::handle(e);
-        pair[1] = py::handle(g);
-        if (PyDict_SetItem(leaf_grads.ptr(), key.ptr(), pair.ptr()) < 0) {
+        Py_INCREF(leaf);
+        PyList_SET_ITEM(pair.ptr(), 0, leaf);
+        PyList_SET_ITEM(pair.ptr(), 1, g.release().ptr());  // the list takes our reference
+        if (PyDict_SetItem(leaf_grads_.ptr(), key.ptr(), pair.ptr()) < 0) {
           throw py::error_already_set();
         }
+        entry = pair.ptr();  // the dict keeps it alive
       } else {
-        py::object sum = py::reinterpret_steal<py::object>(
-            PyNumber_Add(PyList_GET_ITEM(entry, 1), g));
-        if (!sum) throw py::error_already_set();
+        py::object sum = steal(PyNumber_Add(PyList_GET_ITEM(entry, 1), g.ptr()));
+        g = py::object();
         PyList_SetItem(entry, 1, sum.release().ptr());  // steals the new sum
       }
     }
-  }
-}
-
-// graph._backward's walk over the queued nodes, newest first, with the same steps in the same
-// order; `run_hooks` (graph._run_tensor_hooks) and `check_saved` (graph._check_saved, which
-// raises torch's errors) are called back for what this does not do itself.
-void walk(py::dict node_grads, py::dict leaf_grads, py::list heap, bool retain_graph,
-          const py::handle& node_type, const py::handle& heappush, const py::handle& heappop,
-          const py::handle& run_hooks, const py::handle& check_saved) {
-  static PyObject* hooks_name = PyUnicode_InternFromString("hooks");
-  static PyObject* retained_name = PyUnicode_InternFromString("retained");
-  static PyObject* backward_name = PyUnicode_InternFromString("backward");
-  static PyObject* saved_name = PyUnicode_InternFromString("saved");
-  static PyObject* versions_name = PyUnicode_InternFromString("versions");
-  static PyObject* takes_retain_name = PyUnicode_InternFromString("takes_retain");
-  static PyObject* inputs_name = PyUnicode_InternFromString("inputs");
-  py::object retain = py::bool_(retain_graph);
-  while (PyList_GET_SIZE(heap.ptr()) > 0) {
-    py::object item = heappop(heap);
-    py::object node = py::reinterpret_borrow<py::object>(PyTuple_GET_ITEM(item.ptr(), 1));
-    if (truthy_attr(node.ptr(), hooks_name) || truthy_attr(node.ptr(), retained_name)) {
-      node_grads[node] = run_hooks(node, node_grads[node]);
-    }
-    py::object backward = get_attr(node.ptr(), backward_name);
-    py::object saved = get_attr(node.ptr(), saved_name);
-    if (backward.is_none() || saved.is_none() || !PyTuple_Check(saved.ptr()) ||
-        first_changed(py::reinterpret_borrow<py::tuple>(saved),
-                      get_attr(node.ptr(), versions_name)) >= 0) {
-      check_saved(node);  // raises
-      backward = get_attr(node.ptr(), backward_name);
-    }
-    if (!retain_graph && PyTuple_GET_SIZE(saved.ptr()) > 0) {  // Node.release
-      if (PyObject_SetAttr(node.ptr(), backward_name, Py_None) < 0 ||
-          PyObject_SetAttr(node.ptr(), saved_name, Py_None) < 0) {
+    if (count > 1) {
+      py::object left = steal(PyLong_FromLong(count - 1));
+      if (PyDict_SetItem(leaf_deps_.ptr(), key.ptr(), left.ptr()) < 0) {
         throw py::error_already_set();
       }
+      return;
     }
-    saved = py::object();
-    PyObject* grad = PyDict_GetItemWithError(node_grads.ptr(), node.ptr());  // borrowed
-    if (grad == nullptr) {
-      if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, node.ptr());
-      throw py::error_already_set();
-    }
-    py::object g = py::reinterpret_borrow<py::object>(grad);
-    if (PyDict_DelItem(node_grads.ptr(), node.ptr()) < 0) throw py::error_already_set();
-    py::object input_grads;
-    if (THPVariable_Check(g.ptr()) && py::isinstance<Chain>(backward)) {
-      // this module's own nodes: called directly, not through Python
-      Tensor grad_tensor = THPVariable_Unpack(g.ptr());
-      g = py::object();
-      input_grads = backward.cast<Chain&>().backward(std::move(grad_tensor), retain_graph);
-    } else if (THPVariable_Check(g.ptr()) && py::isinstance<MseLoss>(backward)) {
-      input_grads = backward.cast<MseLoss&>().backward(THPVariable_Unpack(g.ptr()));
-    } else {
-      input_grads = truthy_attr(node.ptr(), takes_retain_name) ? backward(std::move(g), retain)
-                                                               : backward(std::move(g));
-    }
-    backward = py::object();
-    send_all(get_attr(node.ptr(), inputs_name), input_grads, node_grads, leaf_grads, heap,
-             node_type, heappush);
+    if (PyDict_DelItem(leaf_deps_.ptr(), key.ptr()) < 0) throw py::error_already_set();
+    if (entry == nullptr) return;  // nothing arrived
+    py::object pair = py::reinterpret_borrow<py::object>(entry);
+    if (PyDict_DelItem(leaf_grads_.ptr(), key.ptr()) < 0) throw py::error_already_set();
+    py::object grad = py::reinterpret_borrow<py::object>(PyList_GET_ITEM(pair.ptr(), 1));
+    Py_INCREF(Py_None);
+    PyList_SetItem(pair.ptr(), 1, Py_None);  // now only `grad` holds it
+    pair = py::object();
+    if (accumulate_leaf(leaf, grad)) return;
+    py::list box(1);
+    PyList_SET_ITEM(box.ptr(), 0, grad.release().ptr());  // the box takes our reference
+    call_walk("leaf_ready", py::reinterpret_borrow<py::object>(leaf), box);
   }
+
+  py::object walk_;
+  PyObject* node_type_;
+  py::object heappush_, heappop_, run_hooks_, check_saved_;
+  py::object node_grads_, heap_, leaf_grads_, leaf_deps_;
+};
+
+void walk(py::object walk, bool retain_graph, const py::handle& node_type,
+          const py::handle& heappush, const py::handle& heappop, const py::handle& run_hooks,
+          const py::handle& check_saved) {
+  Walker(std::move(walk), node_type, heappush, heappop, run_hooks, check_saved)
+      .run(retain_graph);
 }
 
 // The optimizers' compiled case for one parameter: float32/float64 on CPU with a dense
@@ -639,8 +736,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   py::class_<MseLoss, std::shared_ptr<MseLoss>>(m, "MseLoss")
       .def("__call__", &MseLoss::backward, py::arg("grad"));
   m.def("chain_forward", &chain_forward);
-  m.def("accumulate_leaves", &accumulate_leaves);
-  m.def("send_all", &send_all);
   m.def("walk", &walk);
   m.def("mse_loss_forward", &mse_loss_forward);
   m.def("sgd_step", &sgd_step);
