@@ -26,9 +26,8 @@ receives one gradient per step, newest first. The node hands each of those to th
 separately (its input edges list the weight once per step), so the leaf sums them in torch's
 order even when the same weights serve several calls.
 
-A call with several outputs (``output, h_n, c_n``) records one small selector node per output
-(hooks, ``retain_grad`` and in-place ops on an output work on it as on any node); the selectors
-pass the output's summed gradient to the joint node as a :class:`_Grads`.
+A call with several outputs (``output, h_n, c_n``) is one node with several outputs
+(``record_outputs``): the engine hands its backward the list of their gradients.
 """
 
 from __future__ import annotations
@@ -49,6 +48,7 @@ from .._graph import (
     is_grad_enabled,
     no_dispatch,
     record,
+    record_outputs,
     set_grad_enabled,
     wrap,
 )
@@ -91,45 +91,16 @@ _GATES = {LSTM: 4, GRU: 3, RNN_TANH: 1, RNN_RELU: 1}
 # ---------------------------------------------------------------------------------------------
 
 
-class _Grads:
-    """The gradients a joint node receives, by output index (missing: no gradient came)."""
-
-    __slots__ = ("by_index",)
-
-    def __init__(self, by_index: dict[int, Tensor]) -> None:
-        self.by_index = by_index
-
-    def __add__(self, other: _Grads) -> _Grads:
-        # The engine sums a node's incoming gradients with `+`; each output has its own
-        # selector node, which sums that output's gradients first, so indices never repeat.
-        merged = dict(self.by_index)
-        for k, g in other.by_index.items():
-            prev = merged.get(k)
-            merged[k] = g if prev is None else prev + g
-        return _Grads(merged)
-
-
-def _selector(k: int) -> Callable[[Tensor], tuple[Any]]:
-    def backward(grad: Tensor) -> tuple[Any]:
-        return (_Grads({k: grad}),)
-
-    return backward
-
-
-def _record_outputs(results: Sequence[Tensor], names: Sequence[str], node_name: str,
+def _record_outputs(results: Sequence[Tensor], node_name: str,
                     backward: Callable[..., list[Tensor | None]], inputs: Sequence[Edge],
                     saved: Sequence[Tensor]) -> list[TrackedTensor]:
-    """Record one node for an op with several outputs; ``backward(g_0, g_1, ...)`` gets each
+    """One node for the outputs (output, h_n[, c_n]); ``backward(g_out, g_h[, g_c])`` gets each
     output's gradient (``None`` where none flowed) and returns one gradient per input edge."""
-    count = len(results)
 
-    def joint(grads: _Grads) -> list[Tensor | None]:
-        by_index = grads.by_index
-        return backward(*[by_index.get(k) for k in range(count)])
+    def joint(grads: list[Tensor | None]) -> list[Tensor | None]:
+        return backward(*grads)
 
-    node = Node(node_name, joint, tuple(inputs), tuple(saved))
-    return [record(r, name, _selector(k), (node,))  # type: ignore[arg-type]
-            for k, (r, name) in enumerate(zip(results, names))]
+    return record_outputs(results, node_name, joint, tuple(inputs), tuple(saved))
 
 
 def _acc(*grads: Tensor | None) -> Tensor | None:
@@ -1043,10 +1014,8 @@ def _layer(kind: str, torch_fn: Callable[..., Any], args: tuple[Any, ...],
         if not tracking:
             return tuple(wrap(r) for r in results)
         assert backward is not None
-        names = _output_names(kind, use_mkldnn, batch_sizes is not None, num_layers, dirs,
-                              batch_first)
-        return tuple(_record_outputs(results, names, f"{kind}Backward (shimnn)", backward,
-                                     edges, saved))
+        name = _node_name(kind, use_mkldnn, batch_sizes is not None, dirs, batch_first)
+        return tuple(_record_outputs(results, name, backward, edges, saved))
 
 
 _warned: set[str] = set()
@@ -1059,18 +1028,15 @@ def _warn_once(message: str) -> None:
         warnings.warn(message, UserWarning, stacklevel=4)
 
 
-def _output_names(kind: str, mkldnn: bool, packed: bool, num_layers: int, dirs: int,
-                  batch_first: bool) -> list[str]:
-    """The ``grad_fn`` names torch gives the outputs (for printing)."""
+def _node_name(kind: str, mkldnn: bool, packed: bool, dirs: int, batch_first: bool) -> str:
+    """The name of torch's ``grad_fn`` of the output (for printing)."""
     if mkldnn and packed:
-        out = "ViewBackward0"
-    elif batch_first and not packed:
-        out = "TransposeBackward0" if kind == LSTM else "TransposeBackward1"
-    elif dirs == 2 or packed:
-        out = "CatBackward0"
-    else:
-        out = "MkldnnRnnLayerBackward0" if mkldnn else "StackBackward0"
-    return [out, "StackBackward0", "StackBackward0"][:3 if kind == LSTM else 2]
+        return "ViewBackward0"
+    if batch_first and not packed:
+        return "TransposeBackward0" if kind == LSTM else "TransposeBackward1"
+    if dirs == 2 or packed:
+        return "CatBackward0"
+    return "MkldnnRnnLayerBackward0" if mkldnn else "StackBackward0"
 
 
 @implements(torch.lstm)
@@ -1186,8 +1152,7 @@ def _cell(kind: str, torch_fn: Callable[..., Any], input: Tensor, hx: Any, w_ih:
         if kind == LSTM:
             assert cy is not None
             edges = [e_c, *ih, w.e_b_hh, e_h, w.e_w_hh]
-            outs = _record_outputs([hy, cy], ["MulBackward0", "AddBackward0"],
-                                   "LSTMCellBackward (shimnn)", grads, edges, [*saved, c])
+            outs = _record_outputs([hy, cy], "MulBackward0", grads, edges, [*saved, c])
             return outs[0], outs[1]
         edges = [*ih, w.e_b_hh, e_h, w.e_w_hh]
         name = "ReluBackward0" if kind == RNN_RELU else "TanhBackward0"
