@@ -41,7 +41,6 @@ from torch import Tensor
 
 from .._graph import (
     Edge,
-    Node,
     TrackedTensor,
     edge,
     implements,
@@ -97,8 +96,12 @@ def _record_outputs(results: Sequence[Tensor], node_name: str,
     """One node for the outputs (output, h_n[, c_n]); ``backward(g_out, g_h[, g_c])`` gets each
     output's gradient (``None`` where none flowed) and returns one gradient per input edge."""
 
+    count = len(inputs)
+
     def joint(grads: list[Tensor | None]) -> list[Tensor | None]:
-        return backward(*grads)
+        result = backward(*grads)
+        assert len(result) == count, "shimnn: an RNN backward out of step with its edges"
+        return result
 
     return record_outputs(results, node_name, joint, tuple(inputs), tuple(saved))
 
@@ -189,7 +192,7 @@ def _lstm_step(x_t: Tensor, h: Tensor, c: Tensor | None, w: _Weights
     f.sigmoid_()
     g.tanh_()
     o.sigmoid_()
-    cy = (f * c).add_(i * g)
+    cy = (f * c).add_(i * g)  # type: ignore[operator]  # an LSTM always has c
     tcy = cy.tanh()
     hy = o * tcy
     out = hy.mm(w.w_hr.t()) if w.w_hr is not None else hy  # matmul of matrices: mm
@@ -658,7 +661,7 @@ def _composite(kind: str, input: Tensor, batch_sizes: list[int] | None, hx: Tens
     saved = [t for layer_runs in layers for r in layer_runs for t in r.saved]
     saved += [t for layer_runs in layers for r in layer_runs for t in (r.w.w_hh, r.w.w_hr)
               if t is not None]
-    hx_shape, cx_shape = hx.shape, cx.shape if cx is not None else None
+    hx_shape, cx_shape = hx.shape, cx.shape if cx is not None else hx.shape
 
     def backward(g_out: Tensor | None, g_h: Tensor | None, g_c: Tensor | None = None
                  ) -> list[Tensor | None]:
@@ -865,13 +868,11 @@ def _mkldnn_lstm(input: Tensor, hx: Tensor, cx: Tensor, weights: list[_Weights],
                     grads += [d_b0, d_b1]
                 d_hx = _select_backward(d_hx, full_h, 0, idx) if e_hx is not None else None
                 d_cx = _select_backward(d_cx, full_c, 0, idx) if e_cx is not None else None
-                if c_direct:
-                    grads.append(d_cx)
-                else:
+                # (to the caller's states directly, or summed through their contiguous copy)
+                grads += [d_cx if c_direct else None, d_hx if h_direct else None]
+                if not c_direct:
                     c_late.append(d_cx)
-                if h_direct:
-                    grads.append(d_hx)
-                else:
+                if not h_direct:
                     h_late.append(d_hx)
             if layer > 0:
                 g_layer = _acc(*in_grads)
@@ -1302,7 +1303,8 @@ def pad_sequence(sequences: Sequence[Tensor], batch_first: bool = False,
         edges = tuple(edge(s) for s in sequences) if grad_mode else ()
         set_grad_enabled(False)
         try:
-            out = torch._C._nn.pad_sequence(sequences, batch_first, padding_value, padding_side)
+            out = torch._C._nn.pad_sequence(sequences, batch_first, padding_value,
+                                            padding_side)  # type: ignore[arg-type]
         finally:
             set_grad_enabled(grad_mode)
         if not any(e is not None for e in edges):
