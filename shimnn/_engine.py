@@ -237,8 +237,8 @@ def _needed(nodes: list[Node], wanted_leaves: set[int], wanted_outputs: set[tupl
 class _Walk:
     """One backward: pending gradients of nodes and leaves, in torch's order."""
 
-    __slots__ = ("node_grads", "heap", "leaf_grads", "leaf_deps", "needed", "accumulate",
-                 "captures", "retain_graph")
+    __slots__ = ("node_grads", "heap", "leaf_grads", "leaf_deps", "needed", "wanted",
+                 "accumulate", "captures", "retain_graph")
 
     def __init__(self, retain_graph: bool, accumulate: bool) -> None:
         self.node_grads: dict[Node, Any] = {}  # a node's output gradient (a list: several)
@@ -246,6 +246,7 @@ class _Walk:
         self.leaf_grads: dict[int, list[Any]] = {}  # id(leaf) -> [leaf, summed gradient]
         self.leaf_deps: dict[int, int] = {}  # id(leaf) -> gradients still to arrive
         self.needed: set[int] | None = None  # ids of the nodes that run (None: all)
+        self.wanted: set[tuple[int, int]] = set()  # (id(node), output) of non-leaf inputs
         self.accumulate = accumulate  # into .grad (backward) or only captured (grad)
         self.captures: dict[Any, Tensor | None] | None = None
         self.retain_graph = retain_graph
@@ -260,8 +261,8 @@ class _Walk:
             node = cast(Node, e)
             prev = self.node_grads.get(node)
             if prev is None:
-                if self.needed is not None and id(node) not in self.needed and not (
-                        self.captures is not None and (id(node), 0) in self.captures):
+                if self.needed is not None and id(node) not in self.needed and (
+                        id(node), 0) not in self.wanted:
                     return
                 self.node_grads[node] = g
                 heapq.heappush(self.heap, (-node.seq, node))
@@ -271,8 +272,8 @@ class _Walk:
             node, nr = e.node, e.nr  # type: ignore[union-attr]
             pending = self.node_grads.get(node)
             if pending is None:
-                if self.needed is not None and id(node) not in self.needed and not (
-                        self.captures is not None and (id(node), nr) in self.captures):
+                if self.needed is not None and id(node) not in self.needed and (
+                        id(node), nr) not in self.wanted:
                     return
                 pending = self.node_grads[node] = [None] * len(node.outputs)  # type: ignore[arg-type]
                 heapq.heappush(self.heap, (-node.seq, node))
@@ -441,6 +442,7 @@ def _start(roots: Sequence[Tensor], grads: Sequence[Tensor | None], retain_graph
         wanted_leaves = {id(t) for t in targets if _node_of(edge(t)) is None}
         wanted_outputs = {k for k in map(_target_key, targets) if type(k) is tuple}
         walk.needed = needed = _needed(nodes, wanted_leaves, wanted_outputs)
+        walk.wanted = wanted_outputs
         nodes = [n for n in nodes if id(n) in needed]
         if not accumulate:
             walk.captures = dict.fromkeys(map(_target_key, targets))

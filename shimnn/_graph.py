@@ -14,8 +14,9 @@ returns has a ``grad_fn`` and torch's autograd engine never runs.
 
 from __future__ import annotations
 
+import inspect
 import itertools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Union
 
 import torch
@@ -142,11 +143,10 @@ def edge(t: Tensor | None) -> Edge:
         node = t._node
         if node is not None:
             if t._view_version is not None and t._version != t._view_version:
-                raise RuntimeError(
-                    f"shimnn: a view ({node.name}) of a tensor that was later modified in place "
-                    "(or that was itself modified in place) is used in a computation that needs "
-                    "a gradient; shimnn does not rebase views. Take the view after the in-place "
-                    "operation, or use an out-of-place operation.")
+                # Its memory was written since: a view of its base's current node now.
+                _dispatch.refresh_view(t)
+                node = t._node
+                assert node is not None
             outputs = node.outputs
             return node if outputs is None else outputs[t._output_nr]
     if _requires_grad(t):
@@ -301,160 +301,26 @@ def implements(*funcs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]
     def register(op: Callable[..., Any]) -> Callable[..., Any]:
         for f in funcs:
             HANDLED[f] = op
+            if _may_mutate(f):
+                MAY_MUTATE.add(f)
         return op
 
     return register
 
 
-def _tensors_in(args: Iterable[Any]) -> list[Tensor]:
-    found: list[Tensor] = []
-    for a in args:
-        if isinstance(a, Tensor):
-            found.append(a)
-        elif isinstance(a, (list, tuple)):
-            found.extend(x for x in a if isinstance(x, Tensor))
-    return found
+# HANDLED callables that may write into an argument (in-place ops, ``inplace=`` keywords):
+# their calls go through the dispatcher's check for writes into views (see _dispatch.handled).
+MAY_MUTATE: set[Any] = set()
 
 
-def _op_name(func: Any) -> str:
-    name = getattr(func, "__name__", None) or repr(func)
-    if name == "__get__":  # a property getter: name the property
-        name = getattr(getattr(func, "__self__", None), "__name__", name)
-    return str(name)
-
-
-_NOT_INPLACE = {"requires_grad_", "share_memory_", "detach_", "pin_memory_", "rename_",
-                "refine_names_", "align_to_", "set_"}
-
-
-def _is_inplace(name: str) -> bool:
-    if name in _NOT_INPLACE:
+def _may_mutate(func: Any) -> bool:
+    name = getattr(func, "__name__", "") or ""
+    if name.startswith("__i") or (name.endswith("_") and not name.startswith("_")):
+        return True
+    try:
+        return "inplace" in inspect.signature(func).parameters
+    except (TypeError, ValueError):
         return False
-    if name.startswith("__"):
-        return name in ("__iadd__", "__isub__", "__imul__", "__itruediv__", "__ipow__",
-                        "__imatmul__", "__setitem__", "__ifloordiv__", "__imod__")
-    return name.endswith("_")
-
-
-def _unsupported(name: str) -> BackwardFn:
-    def backward(grad: Tensor) -> Sequence[Tensor | None]:
-        raise NotImplementedError(
-            f"shimnn has no hand-written backward for '{name}', and a gradient flows through "
-            f"it. Its value was computed, but shimnn will not guess a derivative. Compute it "
-            f"on a detached tensor (or under torch.no_grad()) if it needs no gradient, or "
-            f"write it as a shimnn.Function with its own backward."
-        )
-
-    return backward
-
-
-def _poison(value: Any, name: str, inputs: tuple[Edge, ...]) -> Any:
-    if isinstance(value, Tensor):
-        if value.dtype.is_floating_point or value.dtype.is_complex:
-            return record(value, name, _unsupported(name), inputs)
-        return value
-    if isinstance(value, (tuple, list)):
-        return type(value)(_poison(v, name, inputs) for v in value)
-    return value
-
-
-# Non-differentiable torch callables: their results carry no gradient in torch either.
-_NON_DIFFERENTIABLE: set[Any] = {
-    Tensor.detach, torch.detach, vars(torch._C.TensorBase)["data"].__get__,
-    vars(torch._C.TensorBase)["grad"].__get__,
-    Tensor.new_zeros, Tensor.new_ones, Tensor.new_empty, Tensor.new_full, Tensor.new_tensor,
-    torch.zeros_like, torch.ones_like, torch.empty_like, torch.full_like, torch.rand_like,
-    torch.randn_like, torch.randint_like, Tensor.__repr__, Tensor.__format__,
-}
-
-
-def _stay_tracked(value: Any, inputs: list[Tensor]) -> Any:
-    """New floating results of ops on tracked tensors stay TrackedTensors (without a graph), so
-    that ``.backward()`` on them is shimnn's and raises as torch's would."""
-    if isinstance(value, Tensor):
-        if (type(value) is Tensor and (value.dtype.is_floating_point or value.dtype.is_complex)
-                and not any(value is t for t in inputs)):
-            return wrap(value)
-        return value
-    if isinstance(value, (tuple, list)):
-        return type(value)(_stay_tracked(v, inputs) for v in value)
-    return value
-
-
-def _fallback(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Run a torch callable shimnn has no op for; never let a gradient through it silently."""
-    with no_dispatch():
-        name = _op_name(func)
-        tensors = _tensors_in(args) + _tensors_in(kwargs.values())
-        edges: tuple[Edge, ...] = ()
-        if (is_grad_enabled() and func not in _NON_DIFFERENTIABLE and name not in _NOT_INPLACE
-                and getattr(func, "__module__", None) != "torch.nn.init"):  # runs under no_grad
-            # A tensor with torch autograd history is torch's to differentiate (and the op
-            # may not even be differentiable, like torch.equal): no shimnn edge for it.
-            edges = tuple(None if _has_torch_graph(t) else edge(t) for t in tensors)
-        if not any(e is not None for e in edges):
-            result = func(*args, **kwargs)
-            if getattr(func, "__name__", None) == "__get__" or not any(
-                    type(t) is TrackedTensor for t in tensors):
-                return result  # a property, or an op on parameters/plain tensors (torch's way)
-            return _stay_tracked(result, tensors)
-        target = args[0] if args else None
-        if _is_inplace(name) and isinstance(target, Tensor):
-            check_inplace_target(target, name)
-            if type(target) is not TrackedTensor or target._node is None:
-                if _requires_grad(target):
-                    raise RuntimeError(
-                        "a leaf Variable that requires grad is being used in an in-place "
-                        "operation."
-                    )
-            result = run_kernel(func, *args, **kwargs) if kwargs else run_kernel(func, *args)
-            if type(target) is TrackedTensor:
-                target._node = Node(name, _unsupported(name), edges)
-            return result
-        result = run_kernel(lambda: func(*args, **kwargs))
-        if any(result is t for t in tensors):
-            return result  # returned an input unchanged (x.float() on float x, .contiguous())
-        return _poison(result, name, edges)
-
-
-def _repr(t: Tensor, node: Node | None) -> str:
-    """torch's repr, with ``grad_fn=<Name>`` naming the shimnn node as torch names its own."""
-    with no_dispatch():
-        plain = t.detach()
-        if node is None:
-            if _requires_grad(t):
-                _set_requires_grad(plain, True)  # torch prints requires_grad=True
-            return torch._tensor_str._str(plain)
-        body = torch._tensor_str._str(plain)[:-1]
-    # Reproduce torch's _add_suffixes for the one suffix it would add last.
-    last_line = body[body.rfind("\n") + 1:]
-    wrapped_suffix = last_line.startswith(" ") and "=" in last_line and "[" not in last_line
-    used = len(last_line) if wrapped_suffix else len(last_line) + 2
-    suffix = f"grad_fn=<{node.name}>"
-    indent = len("tensor(")
-    if used + len(suffix) + 2 > torch._tensor_str.PRINT_OPTS.linewidth:
-        return f"{body},\n{' ' * indent}{suffix})"
-    return f"{body}, {suffix})"
-
-
-def _format(t: Tensor, spec: str) -> str:
-    with no_dispatch():
-        if t.dim() == 0:
-            return t.item().__format__(spec)
-    return object.__format__(t, spec)
-
-
-# torch calls whose result holds no tensor: nothing to record or poison, so they skip
-# _fallback's bookkeeping (it made ``loss.item()`` in a training loop cost ~7 us).
-_PLAIN_RESULT = frozenset([
-    Tensor.item, Tensor.tolist, Tensor.dim, Tensor.ndimension, Tensor.size, Tensor.numel,
-    Tensor.nelement, Tensor.__len__, Tensor.element_size, Tensor.is_contiguous,
-    Tensor.is_floating_point, Tensor.is_complex, Tensor.data_ptr, Tensor.stride,
-    Tensor.storage_offset, Tensor.__bool__, Tensor.__float__, Tensor.__int__, Tensor.__index__,
-    *(getattr(Tensor, name).__get__ for name in (
-        "shape", "dtype", "device", "ndim", "layout", "is_cuda", "is_sparse", "is_meta",
-        "itemsize", "nbytes")),
-])
 
 
 def _torch_function(
@@ -462,16 +328,10 @@ def _torch_function(
 ) -> Any:
     op = HANDLED.get(func)
     if op is not None:
-        return op(*args, **(kwargs or {}))
-    if func in _PLAIN_RESULT:
-        with no_dispatch():
-            return func(*args, **kwargs) if kwargs else func(*args)
-    if func is Tensor.__repr__:
-        t = args[0]
-        return _repr(t, t._node if type(t) is TrackedTensor else None)
-    if func is Tensor.__format__:
-        return _format(args[0], args[1])
-    return _fallback(func, args, kwargs or {})
+        if func in MAY_MUTATE or (kwargs and "out" in kwargs):
+            return _dispatch.handled(func, op, args, kwargs or {})
+        return op(*args, **kwargs) if kwargs else op(*args)
+    return _dispatch.torch_function(func, args, kwargs)
 
 
 class TrackedTensor(Tensor):
@@ -486,6 +346,7 @@ class TrackedTensor(Tensor):
     _node: Node | None = None
     _output_nr: int = 0  # which output of its node (nodes with several outputs)
     _view_version: int | None = None  # set on views: the storage version when taken
+    _view_base: Tensor | None = None  # set on views: the tensor whose memory they view
 
     __torch_function__: Any = classmethod(_torch_function)
     # Identity hashing, as Tensor.__hash__, without a Python-level call (optimizer state).
@@ -594,6 +455,7 @@ class TrackedTensor(Tensor):
         return plain.__reduce_ex__(proto)
 
 
-# The walk and the fallback live in their own modules, which import this one.
-from . import _engine  # noqa: E402
+# The walk and the dispatcher live in their own modules, which import this one.
+from . import _dispatch, _engine  # noqa: E402
+from ._dispatch import fallback as _fallback  # noqa: E402,F401
 from ._engine import tensor_backward  # noqa: E402,F401

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+import torch._dynamo  # noqa: F401  (imported lazily by torch.optim; never under autograd_forbidden)
 
 import shimnn
 

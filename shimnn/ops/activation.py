@@ -39,6 +39,7 @@ from .._graph import (
     is_grad_enabled,
     no_dispatch,
     run_kernel,
+    set_node,
     wrap,
 )
 from ._common import _check_real
@@ -113,7 +114,7 @@ def _inplace_op(name: str, forward: Callable[..., Recorded], kernel_: Callable[.
             raise RuntimeError(_LEAF_INPLACE)
         check_inplace_target(input, name)
         _, backward, saved, node_name = run_kernel(forward, input, *args)
-        input._node = Node(node_name, backward, (e_input,), saved)  # type: ignore[attr-defined]
+        set_node(input, Node(node_name, backward, (e_input,), saved))
         return input  # type: ignore[return-value]
 
 

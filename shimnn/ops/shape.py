@@ -56,6 +56,9 @@ def _view_op(name: str, kernel: Callable[..., Tensor], backward_for: Callable[..
             return input
         result = record(out, name, backward_for(input, *args, **kwargs), (e_input,))
         result._view_version = result._version
+        # The tensor whose memory this views (torch's _base): writes into the view go there.
+        result._view_base = (input._view_base if type(input) is TrackedTensor
+                             and input._view_version is not None else input)
         return result
 
 

@@ -27,6 +27,7 @@ from .._graph import (
     no_dispatch,
     record,
     run_kernel,
+    set_node,
     wrap,
 )
 from ._common import _check_real, _reduce_to
@@ -210,7 +211,7 @@ def _add_inplace(name: str, kernel: Callable[..., Tensor], sign: int) -> Callabl
                 return grad, g_other
 
             run_kernel(lambda: kernel(self, other, alpha=alpha))
-            self._node = Node(name, backward, (e_self, e_other))  # type: ignore[attr-defined]
+            set_node(self, Node(name, backward, (e_self, e_other)))
             return self
 
     return op

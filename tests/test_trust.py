@@ -1,0 +1,520 @@
+"""Never a silently wrong gradient: every family of cases that once differed from torch silently.
+
+Each case is one function written against a module namespace (``torch.nn`` or ``shimnn``), run
+under both from the same seed: torch with its autograd, shimnn with autograd forbidden. The
+returned values (outputs, gradients) must be bit-identical, or, where marked, shimnn may instead
+raise an error that names what it does not support; it may never return something else. The
+suite runs with the compiled fast paths and without them (``make test``).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import shimnn
+from conftest import assert_same, autograd_forbidden
+
+
+def _run(case: Callable[[Any], Any], mod: Any) -> Any:
+    torch.manual_seed(0)
+    if mod is shimnn:
+        with autograd_forbidden():
+            return case(mod)
+    return case(mod)
+
+
+def _compare(shim: Any, ref: Any, what: str) -> None:
+    if isinstance(ref, (tuple, list)):
+        assert isinstance(shim, (tuple, list)) and len(shim) == len(ref), what
+        for i, (a, b) in enumerate(zip(shim, ref)):
+            _compare(a, b, f"{what}[{i}]")
+    elif isinstance(ref, torch.Tensor) or ref is None:
+        assert_same(shim, ref, what)
+    else:
+        assert shim == ref, f"{what}: {shim!r} vs {ref!r}"
+
+
+def exact(case: Callable[[Any], Any]) -> None:
+    """shimnn returns what torch returns, bit for bit."""
+    _compare(_run(case, shimnn), _run(case, torch.nn), case.__name__)
+
+
+def exact_or_refused(case: Callable[[Any], Any]) -> None:
+    """shimnn returns what torch returns, or raises NotImplementedError naming shimnn."""
+    ref = _run(case, torch.nn)
+    try:
+        shim = _run(case, shimnn)
+    except NotImplementedError as error:
+        assert "shimnn" in str(error), error
+        return
+    _compare(shim, ref, case.__name__)
+
+
+def raises_like(case: Callable[[Any], Any]) -> None:
+    """Both raise, the same exception type."""
+    with pytest.raises(Exception) as ref:
+        _run(case, torch.nn)
+    with pytest.raises(Exception) as shim:
+        _run(case, shimnn)
+    assert type(shim.value) is type(ref.value), f"{shim.value!r} vs torch's {ref.value!r}"
+
+
+def param(mod: Any, *shape: int) -> torch.Tensor:
+    return mod.Parameter(torch.randn(*shape))
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. A fresh seed gradient, and gradients never shared between owners
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_scalar_loss_plus_a_0d_parameter_keeps_every_later_backward_exact() -> None:
+    def case(mod: Any) -> Any:
+        model = mod.Sequential(mod.Linear(2, 3), mod.ReLU(), mod.Linear(3, 1))
+        offset = mod.Parameter(torch.tensor(0.5))
+        x, y = torch.randn(4, 2), torch.randn(4, 1)
+        grads = []
+        for _ in range(3):
+            loss = mod.MSELoss()(model(x), y) + offset
+            loss.backward()
+            grads.append(offset.grad.clone())
+        torch.manual_seed(1)
+        other = mod.Linear(2, 1)
+        other(x).sum().backward()
+        return grads, other.bias.grad, other.weight.grad
+
+    exact(case)
+
+
+def test_100_steps_with_a_0d_parameter_accumulation_and_hooks_then_an_unrelated_model() -> None:
+    def case(mod: Any) -> Any:
+        model = mod.Sequential(mod.Linear(3, 8), mod.Tanh(), mod.Linear(8, 1))
+        scale = mod.Parameter(torch.tensor(1.0))
+        bias = mod.Parameter(torch.tensor(0.0))
+        params = [*model.parameters(), scale, bias]
+        opt = torch.optim.SGD(params, lr=0.05, momentum=0.9)
+        bias.register_hook(lambda g: g * 0.5)
+        seen = []
+        x, y = torch.randn(16, 3), torch.randn(16, 1)
+        for step in range(100):
+            for half in (x[:8], x[8:]):  # two backwards accumulate before each step
+                out = model(half) * scale + bias
+                h = out.sum() * 0 + out.mean()
+                h.register_hook(lambda g: seen.append(g.clone()))
+                loss = ((out - y[:8]) ** 2).mean() + h
+                loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=step % 2 == 0)
+        torch.manual_seed(3)
+        other = mod.Linear(3, 2)
+        other(x).sum().backward()
+        return [p.detach() for p in params], seen[-3:], other.weight.grad, other.bias.grad
+
+    exact(case)
+
+
+def test_a_gradient_kept_by_a_hook_is_copied_into_grad_a_fresh_one_is_stored() -> None:
+    kept: list[torch.Tensor] = []
+    p = shimnn.Parameter(torch.randn(3))
+    h = p + 0  # AddBackward0 passes the very gradient on
+    h.register_hook(lambda g: kept.append(g))
+    h.backward(torch.ones(3))
+    assert p.grad is not kept[0]
+    p.grad.mul_(2)
+    assert torch.equal(kept[0], torch.ones(3))
+
+    class Triple(shimnn.Function):
+        made: Any = None
+
+        @staticmethod
+        def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+            return x * 1.0
+
+        @staticmethod
+        def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
+            out = g * 3.0
+            Triple.made = weakref.ref(out)
+            return out
+
+    q = shimnn.Parameter(torch.randn(3))
+    Triple.apply(q).sum().backward()
+    assert Triple.made() is q.grad  # nothing else held it: stored, as torch's AccumulateGrad
+
+
+def test_gradients_alias_exactly_where_torch_aliases_them() -> None:
+    def case(mod: Any) -> Any:
+        a, b = param(mod, 2, 2), param(mod, 2, 2)
+        g = torch.ones(4)
+        (a.view(-1) + b.view(-1)).backward(g)
+        shared = a.grad.data_ptr() == b.grad.data_ptr() == g.data_ptr()  # torch's own aliasing
+        p, q = param(mod, 3), param(mod, 3)
+        (p + q).backward(torch.ones(3))
+        return shared, p.grad.data_ptr() == q.grad.data_ptr()
+
+    exact(case)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2-4. Mutation decided by schema: inplace= keywords, out=, writes into plain tensors, views
+# ---------------------------------------------------------------------------------------------
+
+INPLACE_KEYWORD_CASES = {
+    "F.selu": lambda h: TF.selu(h, inplace=True),
+    "F.celu": lambda h: TF.celu(h, inplace=True),
+    "F.threshold": lambda h: TF.threshold(h, 0.1, 2.0, inplace=True),
+    "F.hardswish": lambda h: TF.hardswish(h, inplace=True),
+    "F.hardsigmoid": lambda h: TF.hardsigmoid(h, inplace=True),
+    "F.mish": lambda h: TF.mish(h, inplace=True),
+    "F.rrelu": lambda h: TF.rrelu(h, inplace=True),
+    "F.alpha_dropout": lambda h: TF.alpha_dropout(h, 0.3, True, inplace=True),
+    "F.relu": lambda h: TF.relu(h, inplace=True),
+    "F.elu": lambda h: TF.elu(h, inplace=True),
+    "F.leaky_relu": lambda h: TF.leaky_relu(h, 0.1, inplace=True),
+    "F.hardtanh": lambda h: TF.hardtanh(h, inplace=True),
+    "F.silu": lambda h: TF.silu(h, inplace=True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INPLACE_KEYWORD_CASES))
+def test_inplace_keyword_is_a_write(name: str) -> None:
+    fn = INPLACE_KEYWORD_CASES[name]
+
+    def case(mod: Any) -> Any:
+        p = param(mod, 6)
+        h = p * 1.5
+        out = fn(h)
+        (h * torch.arange(6.0)).sum().backward()
+        return out is h, h.detach(), p.grad
+
+    exact_or_refused(case)
+
+
+@pytest.mark.parametrize("module", ["SELU", "Hardswish", "CELU", "Mish", "Hardsigmoid",
+                                    "ReLU", "ELU", "LeakyReLU", "Hardtanh", "SiLU"])
+def test_module_with_inplace_true_is_a_write(module: str) -> None:
+    def case(mod: Any) -> Any:
+        p = param(mod, 6)
+        h = p * 1.5
+        getattr(mod, module)(inplace=True)(h)
+        (h * torch.arange(6.0)).sum().backward()
+        return h.detach(), p.grad
+
+    exact_or_refused(case)
+
+
+OUT_CASES = {
+    "sin": lambda h, o: torch.sin(h, out=o),
+    "cat": lambda h, o: torch.cat([h, h], out=o),
+    "stack": lambda h, o: torch.stack([h, h], out=o),
+    "matmul": lambda h, o: torch.matmul(h, h.t(), out=o),
+    "clamp": lambda h, o: torch.clamp(h, 0, 1, out=o),
+    "where": lambda h, o: torch.where(h > 0, h, h * 2, out=o),
+    "nan_to_num": lambda h, o: torch.nan_to_num(h, out=o),
+    "add": lambda h, o: torch.add(h, 1, out=o),
+    "exp": lambda h, o: torch.exp(h, out=o),
+    "sum": lambda h, o: torch.sum(h, 0, out=o),
+    "F.normalize": lambda h, o: TF.normalize(h, out=o),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OUT_CASES))
+def test_out_with_a_gradient_raises_like_torch(name: str) -> None:
+    fn = OUT_CASES[name]
+
+    def case(mod: Any) -> Any:
+        h = param(mod, 2, 2) * 1.0
+        fn(h, torch.empty(0))
+
+    raises_like(case)
+
+    def into_self(mod: Any) -> Any:
+        h = param(mod, 2, 2) * 1.0
+        fn(h, h)
+
+    raises_like(into_self)
+
+
+def test_out_without_a_gradient_just_computes() -> None:
+    def case(mod: Any) -> Any:
+        h = param(mod, 2, 2) * 1.0
+        out = torch.empty(2, 2)
+        with torch.no_grad():
+            torch.sin(h, out=out)
+        return out
+
+    exact(case)
+
+
+def _writes() -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """Writes of a value that needs a gradient (``h``, 2x3) into a plain tensor."""
+
+    def setitem_rows(h: torch.Tensor) -> torch.Tensor:
+        buf = torch.zeros(4, 3)
+        for t in range(2):
+            buf[t] = h[t] * (t + 1)  # an RNN loop collecting its outputs
+        return buf
+
+    def slice_iadd(h: torch.Tensor) -> torch.Tensor:
+        buf = torch.ones(2, 5)
+        buf[:, :3] += h
+        return buf
+
+    def nested(h: torch.Tensor) -> torch.Tensor:
+        buf = torch.zeros(3, 2, 3)
+        buf[1][0] = h[0]
+        return buf
+
+    def view_copy(h: torch.Tensor) -> torch.Tensor:
+        buf = torch.zeros(2, 6)
+        view = buf[:, 1:4]
+        view.copy_(h)
+        return buf
+
+    def mask(h: torch.Tensor) -> torch.Tensor:
+        buf = torch.zeros(2, 3)
+        buf[torch.tensor([[True, False, True], [False, True, True]])] = h[0, 1] * 3
+        return buf
+
+    return {
+        "buf[t] = h": setitem_rows,
+        "buf[:, :3] += h": slice_iadd,
+        "buf[i][j] = h": nested,
+        "buf[:, 1:4].copy_(h)": view_copy,
+        "buf[mask] = scalar h": mask,
+        "buf.copy_(h)": lambda h: torch.zeros(2, 3).copy_(h),
+        "buf.copy_(broadcast h)": lambda h: torch.zeros(4, 2, 3).copy_(h[0]),
+        "buf.copy_(float64 h)": lambda h: torch.zeros(2, 3, dtype=torch.float64).copy_(h),
+        "buf.mul_(h)": lambda h: torch.full((2, 3), 2.0).mul_(h),
+        "buf.add_(h, alpha)": lambda h: torch.ones(2, 3).add_(h, alpha=0.5),
+        "buf += h": lambda h: _iadd(torch.ones(2, 3), h),
+        "buf.addcmul_(h, h)": lambda h: torch.ones(2, 3).addcmul_(h, h),
+        "buf.index_copy_": lambda h: torch.ones(4, 3).index_copy_(0, torch.tensor([0, 2]), h),
+        "buf.index_add_": lambda h: torch.ones(4, 3).index_add_(0, torch.tensor([0, 2]), h),
+        "buf.scatter_": lambda h: torch.ones(2, 3).scatter_(1, torch.tensor([[0, 1, 2]] * 2), h),
+        "buf.masked_scatter_": lambda h: torch.ones(2, 3).masked_scatter_(
+            torch.ones(2, 3, dtype=torch.bool), h),
+        "buf.lerp_": lambda h: torch.ones(2, 3).lerp_(h, 0.3),
+        "buf.addmm_": lambda h: torch.ones(2, 2).addmm_(h, h.t()),
+        "buf.put_": lambda h: torch.ones(6).put_(torch.tensor([1, 4]), h[0, :2]),
+        "buf.fill_(h.sum())": lambda h: torch.ones(2, 3).fill_(h.sum()),
+        "buf.index_put_": lambda h: torch.zeros(4, 3).index_put_((torch.tensor([3, 1]),), h),
+        "buf[idx] = h": lambda h: _setitem(torch.zeros(4, 3), torch.tensor([3, 1]), h),
+    }
+
+
+def _iadd(buf: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    buf += h
+    return buf
+
+
+def _setitem(buf: torch.Tensor, index: Any, value: Any) -> torch.Tensor:
+    buf[index] = value
+    return buf
+
+
+@pytest.mark.parametrize("name", sorted(_writes()))
+def test_a_write_into_a_plain_tensor_joins_the_graph(name: str) -> None:
+    write = _writes()[name]
+
+    def case(mod: Any) -> Any:
+        p = param(mod, 2, 3)
+        h = p * 2.0
+        buf = write(h)
+        weights = torch.randn(buf.shape, dtype=buf.dtype)
+        (buf * weights).sum().backward()
+        return buf.detach(), p.grad
+
+    exact_or_refused(case)
+
+
+EXACT_WRITES = {"buf[t] = h", "buf[:, :3] += h", "buf[i][j] = h", "buf[:, 1:4].copy_(h)",
+                "buf[mask] = scalar h", "buf.copy_(h)", "buf.copy_(broadcast h)",
+                "buf.copy_(float64 h)", "buf.mul_(h)", "buf.add_(h, alpha)", "buf += h",
+                "buf.fill_(h.sum())", "buf.index_put_", "buf[idx] = h"}
+
+
+@pytest.mark.parametrize("name", sorted(EXACT_WRITES))
+def test_the_common_writes_are_exact_not_refused(name: str) -> None:
+    write = _writes()[name]
+
+    def case(mod: Any) -> Any:
+        p = param(mod, 2, 3)
+        buf = write(p * 2.0)
+        (buf * torch.randn(buf.shape, dtype=buf.dtype)).sum().backward()
+        return buf.detach(), p.grad
+
+    exact(case)
+
+
+def test_rnn_style_loop_collecting_outputs_trains_like_torch() -> None:
+    def case(mod: Any) -> Any:
+        cell = mod.Linear(5, 4)
+        head = mod.Linear(4, 1)
+        opt = torch.optim.SGD([*cell.parameters(), *head.parameters()], lr=0.1)
+        xs = torch.randn(6, 3, 1)
+        losses = []
+        for _ in range(5):
+            h = torch.zeros(3, 4)
+            outputs = torch.zeros(6, 3, 4)
+            for t in range(6):
+                h = torch.tanh(cell(torch.cat([xs[t], h], 1)))
+                outputs[t] = h
+            loss = head(outputs).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.detach())
+        return losses, [p.detach() for p in cell.parameters()]
+
+    exact(case)
+
+
+VIEW_CASES = {
+    "h[0].relu_()": lambda h: h[0].relu_(),
+    "h[:, 1:] *= 2": lambda h: _imul(h[:, 1:], 2.0),
+    "h.t().add_(1)": lambda h: h.t().add_(1.0),
+    "h[1].copy_(h[0])": lambda h: h[1].copy_(h[0] * 3),
+    "h[0] = 0": lambda h: _setitem(h, 0, 0.0),
+    "h[h > 0] = 0": lambda h: _setitem(h, h > 0, 0.0),
+    "h.zero_()": lambda h: h.zero_(),
+}
+
+
+def _imul(t: torch.Tensor, value: float) -> torch.Tensor:
+    t *= value
+    return t
+
+
+@pytest.mark.parametrize("name", sorted(VIEW_CASES))
+def test_in_place_writes_into_views_of_tensors_that_need_a_gradient(name: str) -> None:
+    write = VIEW_CASES[name]
+
+    def case(mod: Any) -> Any:
+        p, q = param(mod, 2, 3), param(mod, 2, 3)
+        h = p * 2.0
+        write(h)
+        (h * q).sum().backward()
+        return h.detach(), p.grad, q.grad
+
+    exact(case)
+
+
+def test_a_view_taken_before_its_base_changed_follows_the_base() -> None:
+    def case(mod: Any) -> Any:
+        p = param(mod, 2, 3)
+        h = p * 2.0
+        v = h[1]
+        h.mul_(3.0)
+        (v * v).sum().backward()
+        return v.detach(), p.grad
+
+    exact(case)
+
+
+def test_set_with_a_gradient_raises_at_backward_like_torch() -> None:
+    def case(mod: Any) -> Any:
+        p = param(mod, 3)
+        z = (p * 0.0).detach()  # (torch does not dispatch a plain tensor's set_ to shimnn)
+        z.set_(p * 2.0)
+        z.sum().backward()
+
+    raises_like(case)
+
+
+def test_leaf_and_view_of_leaf_writes_raise_like_torch() -> None:
+    raises_like(lambda mod: param(mod, 3).add_(1.0))
+    raises_like(lambda mod: param(mod, 3)[0].mul_(2.0))
+    raises_like(lambda mod: _setitem(param(mod, 3), 0, 1.0))
+    raises_like(lambda mod: param(mod, 3).copy_(torch.ones(3)))
+
+
+INPLACE_KWARGS = {
+    "clamp_(min=0)": lambda h: h.clamp_(min=0.0),
+    "masked_fill_(value=)": lambda h: h.masked_fill_(h > 0, value=1.0),
+    "nan_to_num_(nan=0.0)": lambda h: h.nan_to_num_(nan=0.0),
+    "index_fill_(value=)": lambda h: h.index_fill_(1, torch.tensor([0]), value=2.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INPLACE_KWARGS))
+def test_inplace_ops_with_keyword_arguments(name: str) -> None:
+    write = INPLACE_KWARGS[name]
+
+    def case(mod: Any) -> Any:
+        p = param(mod, 2, 3)
+        h = p * 2.0
+        write(h)
+        (h * torch.arange(6.0).view(2, 3)).sum().backward()
+        return h.detach(), p.grad
+
+    exact_or_refused(case)
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Engine semantics
+# ---------------------------------------------------------------------------------------------
+
+
+def test_backward_inputs_with_a_non_leaf_fills_its_grad() -> None:
+    def case(mod: Any) -> Any:
+        p = param(mod, 3)
+        h = p * 2.0
+        (h * 3.0).sum().backward(inputs=[h])
+        return h.grad, p.grad, h.retains_grad
+
+    exact(case)
+
+
+def test_backward_inputs_runs_only_what_leads_to_them() -> None:
+    def case(mod: Any) -> Any:
+        p, q = param(mod, 3), param(mod, 3)
+        h = p * 2.0
+        unrelated = torch.special.erfcx(q)  # no hand-written backward: must not be run
+        (h.sum() + unrelated.sum()).backward(inputs=[p])
+        return p.grad, q.grad
+
+    exact(case)
+
+
+def test_retain_grad_then_inplace_reports_the_new_version() -> None:
+    def case(mod: Any) -> Any:
+        p = param(mod, 4)
+        h = p * 2.0
+        h.retain_grad()
+        h.relu_()
+        (h * 3.0).sum().backward()
+        return h.grad, p.grad
+
+    exact(case)
+
+
+def test_requires_grad_false_between_forward_and_backward() -> None:
+    def case(mod: Any) -> Any:
+        p, q = param(mod, 3), param(mod, 3)
+        y = (p * q).sum()
+        p.requires_grad_(False)
+        y.backward()
+        return p.grad, q.grad
+
+    exact(case)
+
+
+def test_hooks_see_torch_values_and_order() -> None:
+    def case(mod: Any) -> Any:
+        order: list[str] = []
+        p = param(mod, 3)
+        p.register_hook(lambda g: order.append("leaf") or g * 2)
+        p.register_post_accumulate_grad_hook(lambda t: order.append("post"))
+        h = p * 3.0
+        h.register_hook(lambda g: order.append("h") or g + 1)
+        (h ** 2).sum().backward()
+        return order, p.grad
+
+    exact(case)
