@@ -3,7 +3,8 @@
     .venv/bin/python -m bench.ratios [--quick] [--json PATH]
 
 For every configuration of ``bench._workloads`` (4 networks; training step with plain SGD and
-with momentum 0.9; forward in grad mode and under ``torch.no_grad()``) torch and shimnn run in
+with momentum 0.9; forward in grad mode and under ``torch.no_grad()``; then the sequence models,
+an LSTM with SGD and Adam steps) torch and shimnn run in
 alternating short blocks (``bench._timing.interleaved``); the table gives each one's median time
 per call and the median and interquartile range of the per-block ratios torch/shimnn (above 1:
 shimnn is faster). Then one epoch of the seed task (1000 disc points, 20 mini-batches of 50)
@@ -26,7 +27,9 @@ from bench._workloads import (
     FRAMEWORKS,
     NETWORKS,
     OPTIMIZERS,
+    SEQUENCE_NETWORKS,
     epoch_workload,
+    sequence_workload,
     sklearn_epoch,
     workload,
 )
@@ -82,6 +85,16 @@ def measure_steps(settings: Settings) -> list[Result]:
         results.append(_measure(network.name, "forward",
                                 {fw: w.forward for fw, w in ws.items()}, settings))
         results.append(_measure(network.name, "forward no_grad",
+                                {fw: w.forward_no_grad for fw, w in ws.items()}, settings))
+    for seq in SEQUENCE_NETWORKS:
+        for optimizer in ("sgd", "adam"):
+            ws = {fw: sequence_workload(fw, seq, optimizer) for fw in FRAMEWORKS}
+            results.append(_measure(seq.name, f"step {optimizer}",
+                                    {fw: w.step for fw, w in ws.items()}, settings))
+        ws = {fw: sequence_workload(fw, seq) for fw in FRAMEWORKS}
+        results.append(_measure(seq.name, "forward",
+                                {fw: w.forward for fw, w in ws.items()}, settings))
+        results.append(_measure(seq.name, "forward no_grad",
                                 {fw: w.forward_no_grad for fw, w in ws.items()}, settings))
     return results
 
