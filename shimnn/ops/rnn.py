@@ -80,6 +80,8 @@ _pack_padded_sequence_backward = torch.ops.aten._pack_padded_sequence_backward.d
 _mkldnn_rnn_layer = torch.ops.aten.mkldnn_rnn_layer.default._op
 _mkldnn_rnn_layer_backward = torch.ops.aten.mkldnn_rnn_layer_backward.default._op
 _MKLDNN_LSTM = 2  # ideep::rnn_kind::LSTM, the mode torch's lstm_mkldnn passes
+_MKLDNN_BUILT = torch.backends.mkldnn.is_available()
+_mkldnn_enabled = torch._C._get_mkldnn_enabled
 
 LSTM, GRU, RNN_TANH, RNN_RELU = "LSTM", "GRU", "RNN_TANH", "RNN_RELU"
 _GATES = {LSTM: 4, GRU: 3, RNN_TANH: 1, RNN_RELU: 1}
@@ -724,12 +726,20 @@ def _unbind_backward(grads: list[Tensor | None], shape: Sequence[int]) -> Tensor
 # ---------------------------------------------------------------------------------------------
 
 
+def _detached(t: Tensor) -> Tensor:
+    return t.detach() if t.requires_grad else t
+
+
+def _same(t: Tensor) -> Tensor:
+    return t
+
+
 def _use_mkldnn(input: Tensor, params: Sequence[Tensor], hx: Sequence[Tensor]) -> bool:
     """torch's ``use_mkldnn`` (RNN.cpp): oneDNN built and enabled, CPU tensors, float32 (or
     bfloat16 / float16 where the CPU supports them; float16 only without grad mode)."""
-    if not torch.backends.mkldnn.is_available() or not torch._C._get_mkldnn_enabled():
+    if not _MKLDNN_BUILT or not _mkldnn_enabled():
         return False
-    if input.device.type != "cpu" or any(t.device.type != "cpu" for t in (*params, *hx)):
+    if not input.is_cpu or not all(t.is_cpu for t in params) or not all(t.is_cpu for t in hx):
         return False
     dtype = input.dtype
     ok = dtype == torch.float32 or (
@@ -769,24 +779,26 @@ def _mkldnn_lstm(input: Tensor, hx: Tensor, cx: Tensor, weights: list[_Weights],
     runs: list[tuple[Any, ...]] = []
     noises: list[Tensor | None] = []
     finals_h, finals_c = [], []
+    layer_hx, layer_cx = hxc.unbind(0), cxc.unbind(0)
+    # In grad mode the kernel runs oneDNN's training primitive (and returns its workspace), as
+    # torch's does: it then must see no tensor that requires grad (plain aliases, detach()).
+    plain = _detached if grad_mode else _same
     for layer in range(num_layers):
         outs = []
         for d in range(dirs):
             idx = layer * dirs + d
             w = weights[idx]
-            # the kernel sees no autograd inputs (plain aliases) but torch's grad mode: in
-            # grad mode it runs oneDNN's training primitive and returns its workspace
-            w0, w1 = w.w_ih.detach(), w.w_hh.detach()
+            w0, w1 = plain(w.w_ih), plain(w.w_hh)
             if has_biases:
-                w2, w3 = w.b_ih.detach(), w.b_hh.detach()  # type: ignore[union-attr]
+                w2, w3 = plain(w.b_ih), plain(w.b_hh)  # type: ignore[arg-type]
             else:
                 w2 = torch.zeros(w0.shape, dtype=w0.dtype, device=w0.device)
                 w3 = torch.zeros(w1.shape, dtype=w1.dtype, device=w1.device)
-            h_l, c_l = hxc[idx].detach(), cxc[idx].detach()
+            h_l, c_l = plain(layer_hx[idx]), plain(layer_cx[idx])
             set_grad_enabled(grad_mode)
             try:
                 out, hy, cy, workspace = _mkldnn_rnn_layer(
-                    layer_input.detach(), w0, w1, w2, w3, h_l, c_l, d == 1, [], _MKLDNN_LSTM,
+                    plain(layer_input), w0, w1, w2, w3, h_l, c_l, d == 1, [], _MKLDNN_LSTM,
                     hidden_size, num_layers, has_biases, bidirectional, batch_first, train)
             finally:
                 set_grad_enabled(False)
@@ -967,13 +979,14 @@ def _layer(kind: str, torch_fn: Callable[..., Any], args: tuple[Any, ...],
         states = [hx] if cx is None else [hx, cx]
         has_projections = cx is not None and hx.dim() == 3 and cx.dim() == 3 and \
             hx.shape[2] != cx.shape[2]
-        weights = _gather_params(params, has_biases, has_projections, False)
+        grad_mode = is_grad_enabled()
+        weights = _gather_params(params, has_biases, has_projections, grad_mode)
         steps = (len(batch_sizes) if batch_sizes is not None else
                  input.shape[1 if batch_first else 0] if input.dim() == 3 else 0)
         if (weights is None or len(weights) != num_layers * dirs or steps == 0
                 or any(s.dim() != 3 or s.shape[0] != num_layers * dirs for s in states)):
             _raise_like_torch(torch_fn, args, kwargs)
-        grad_mode = is_grad_enabled()
+        assert weights is not None
         use_mkldnn = (kind == LSTM and not has_projections
                       and _use_mkldnn(input, params, states))
         uniform = None  # packed with equal batch sizes: torch's packed lstm runs it padded
@@ -987,15 +1000,14 @@ def _layer(kind: str, torch_fn: Callable[..., Any], args: tuple[Any, ...],
                 batch_sizes is None):
             _warn_once("LSTM with projections is not supported with oneDNN. Using default "
                        "implementation.")
-        tracking = grad_mode and any(edge(t) is not None for t in (input, *states, *params))
+        tracking = grad_mode and (any(edge(t) is not None for t in (input, *states)) or any(
+            e is not None for w in weights for e in w[5:]))
         if tracking:
             _check_real(kind.lower(), input)
             if input.dtype not in (torch.float32, torch.float64):
                 raise NotImplementedError(
                     f"shimnn: the backward of {kind.lower()} is written for float32 and float64; "
                     f"got {input.dtype}")
-            weights = _gather_params(params, has_biases, has_projections, True)
-        assert weights is not None
         sizes = batch_sizes.tolist() if batch_sizes is not None else None
         set_grad_enabled(False)
         try:
