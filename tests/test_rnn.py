@@ -821,3 +821,68 @@ def test_bad_functional_calls_fail_like_torch() -> None:
     for call in calls:
         ref_e, shim_e = check_raises_like(lambda: call(plain), lambda: call(w))
         assert str(shim_e) == str(ref_e)
+
+
+def test_outputs_written_into_plain_buffers() -> None:
+    """``buf[t] = cell(x[t], h)`` and ``buf[:, t] = out[...]``: the buffer joins the graph."""
+    for cls, dtype in itertools.product(CELLS, DTYPES):
+        ref, shim = twin_modules(lambda nn: getattr(nn, cls)(3, 4, dtype=dtype))
+
+        def forward(m: torch.nn.Module, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+            buf = torch.zeros(4, 2, 4, dtype=dtype)
+            state: Any = None
+            for t in range(4):
+                state = m(xs[t], state)
+                buf[t] = state[0] if isinstance(state, tuple) else state
+            return [buf]
+
+        run_both(ref, shim, [_randn(2, 3, dtype=dtype, seed=t) for t in range(4)], forward)
+    ref, shim = twin_modules(lambda nn: nn.GRU(3, 4, batch_first=True))
+
+    def forward_layer(m: torch.nn.Module, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        out, h = m(xs[0])
+        buf = torch.zeros(2, 3, 4)
+        buf[:, 0] = out[:, -1]
+        buf[:, 1] = h[0]
+        return [buf]
+
+    run_both(ref, shim, [_randn(2, 5, 3, dtype=torch.float32)], forward_layer)
+
+
+def test_weights_move_between_torch_and_shimnn() -> None:
+    """torch's state_dict loads into shimnn's module (and back), and torch.save of the module
+    round-trips: same outputs."""
+    import io
+
+    torch.manual_seed(0)
+    ref = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True, proj_size=2)
+    shim = shimnn.LSTM(3, 4, num_layers=2, bidirectional=True, proj_size=2)
+    shim.load_state_dict(ref.state_dict())
+    x = _randn(5, 2, 3, dtype=torch.float32)
+    with torch.no_grad():
+        for a, b in zip(_flat(shim(x)), _flat(ref(x))):
+            assert_same(a, b)
+    buffer = io.BytesIO()
+    torch.save(shim, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert type(loaded) is shimnn.LSTM
+    assert all(type(p) is shimnn.Parameter for p in loaded._flat_weights)
+    run_both(ref, loaded, [x], lambda m, xs: _flat(m(xs[0])))
+    back = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True, proj_size=2)
+    back.load_state_dict(loaded.state_dict())
+    with torch.no_grad():
+        assert_same(back(x)[0], ref(x)[0])
+
+
+def test_other_dtypes_refuse_a_gradient() -> None:
+    """Backward is written for float32 and float64: in another dtype a call that needs a
+    gradient raises, naming the op; without one the values are torch's."""
+    for cls in LAYERS:
+        ref, shim = twin_modules(lambda nn: getattr(nn, cls)(3, 4, dtype=torch.bfloat16))
+        x = _randn(5, 2, 3, dtype=torch.float32).bfloat16()
+        with pytest.raises(NotImplementedError, match=cls.lower()):
+            shim(x)
+        with torch.no_grad():
+            for a, b in zip(_flat(shim(x)), _flat(ref(x))):
+                assert_same(a, b)
