@@ -886,3 +886,19 @@ def test_other_dtypes_refuse_a_gradient() -> None:
         with torch.no_grad():
             for a, b in zip(_flat(shim(x)), _flat(ref(x))):
                 assert_same(a, b)
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_pad_packed_sequence_total_length_and_padding(batch_first: bool) -> None:
+    ref, shim = twin_modules(lambda nn: nn.GRU(3, 4, batch_first=batch_first,
+                                               bidirectional=True, dtype=torch.float64))
+    x = _randn(*((3, 4) if batch_first else (4, 3)), 3, dtype=torch.float64)
+
+    def forward(m: torch.nn.Module, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        inp = xs[0] * 1.0 if m is ref else shimnn.ops.tensor.mul(xs[0], 1.0)
+        out, h = m(pack_padded_sequence(inp, [4, 2, 2], batch_first=batch_first))
+        padded, _ = pad_packed_sequence(out, batch_first=batch_first, total_length=7,
+                                        padding_value=-3.0)
+        return [padded, h]
+
+    run_both(ref, shim, [x], forward)
