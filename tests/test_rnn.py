@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_gradcheck import numerical_grad
 from torch.nn.utils.rnn import (
     PackedSequence,
@@ -902,3 +904,29 @@ def test_pad_packed_sequence_total_length_and_padding(batch_first: bool) -> None
         return [padded, h]
 
     run_both(ref, shim, [x], forward)
+
+
+@settings(max_examples=40, deadline=None)
+@given(cls=st.sampled_from(LAYERS), dtype=st.sampled_from(DTYPES),
+       steps=st.integers(1, 6), batch=st.integers(1, 4), input_size=st.integers(1, 5),
+       hidden=st.integers(1, 6), num_layers=st.integers(1, 3), bidirectional=st.booleans(),
+       batch_first=st.booleans(), bias=st.booleans(), h0=st.booleans(),
+       use=st.sampled_from(["o", "h", "ohc", "oc"]))
+def test_shapes_hypothesis(cls: str, dtype: torch.dtype, steps: int, batch: int,
+                           input_size: int, hidden: int, num_layers: int, bidirectional: bool,
+                           batch_first: bool, bias: bool, h0: bool, use: str) -> None:
+    if cls != "LSTM" and use == "oc":
+        use = "o"
+    _layer_case(cls, dtype, num_layers=num_layers, bidirectional=bidirectional,
+                batch_first=batch_first, bias=bias, h0=h0, use=use, steps=steps, batch=batch,
+                input_size=input_size, hidden=hidden, zero_first=True)
+
+
+@settings(max_examples=30, deadline=None)
+@given(cls=st.sampled_from(LAYERS), dtype=st.sampled_from(DTYPES),
+       lengths=st.lists(st.integers(1, 6), min_size=1, max_size=5),
+       bidirectional=st.booleans(), num_layers=st.integers(1, 2), h0=st.booleans())
+def test_packed_hypothesis(cls: str, dtype: torch.dtype, lengths: list[int],
+                           bidirectional: bool, num_layers: int, h0: bool) -> None:
+    _packed_case(cls, dtype, sorted(lengths, reverse=True), num_layers=num_layers,
+                 bidirectional=bidirectional, h0=h0)
