@@ -930,3 +930,20 @@ def test_packed_hypothesis(cls: str, dtype: torch.dtype, lengths: list[int],
                            bidirectional: bool, num_layers: int, h0: bool) -> None:
     _packed_case(cls, dtype, sorted(lengths, reverse=True), num_layers=num_layers,
                  bidirectional=bidirectional, h0=h0)
+
+
+@pytest.mark.parametrize("cls", LAYERS + CELLS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_column_major_weights(cls: str, dtype: torch.dtype) -> None:
+    """Weights stored transposed (column-major): torch's mm derivatives change operand order,
+    and the gradients keep the weights' strides."""
+    ref, shim = twin_modules(lambda nn: getattr(nn, cls)(3, 4, dtype=dtype))
+    suffix = "" if "Cell" in cls else "_l0"
+    for m in (ref, shim):
+        for name in ("weight_ih", "weight_hh"):
+            w = getattr(m, name + suffix).detach()
+            setattr(m, name + suffix, torch.nn.Parameter(w.t().contiguous().t()))
+    x = _randn(*((2, 3) if "Cell" in cls else (5, 2, 3)), dtype=dtype)
+    run_both(ref, shim, [x], lambda m, xs: _flat(m(xs[0])))
+    for name, p in shim.named_parameters():
+        assert p.grad.stride() == dict(ref.named_parameters())[name].grad.stride(), name
