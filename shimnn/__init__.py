@@ -12,7 +12,8 @@ from typing import Any
 
 import torch.nn
 
-from . import functional, init, modules, ops, optim  # noqa: F401
+from . import _ddp, functional, init, modules, ops, optim  # noqa: F401
+from . import function as _function
 from ._graph import Node, TrackedTensor
 from ._patch import patch_torch
 from .function import Function, FunctionCtx
@@ -22,6 +23,12 @@ __version__ = "0.1.0"
 
 __all__ = ["Function", "FunctionCtx", "Node", "TrackedTensor", "functional", "init", "optim",
            "patch_torch", *modules.__all__]
+
+
+# torch.autograd.Function subclasses applied to shimnn tensors run in shimnn's engine.
+_function.install()
+# torch's DistributedDataParallel refuses shimnn models (it would train them silently wrong).
+_ddp.install()
 
 
 def __getattr__(name: str) -> Any:

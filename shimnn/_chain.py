@@ -24,6 +24,8 @@ from ._graph import (
     is_grad_enabled,
     no_dispatch,
     record,
+    refuse_recording_modes,
+    refuse_transforms,
     set_grad_enabled,
     wrap,
 )
@@ -43,6 +45,10 @@ __all__ = ["CHAIN_STEPS", "LINEAR", "RELU", "TANH", "run"]
 def run(seq: torch.nn.Sequential, input: Any) -> Any:
     """``seq(input)`` as one fused node, or ``NotImplemented`` where the layers must run one
     by one (``Sequential.forward`` then runs them)."""
+    if is_grad_enabled():
+        refuse_recording_modes()
+    else:
+        refuse_transforms()
     plan = _chain_plan(seq, input)
     if plan is None:
         return NotImplemented

@@ -40,6 +40,7 @@ from ._graph import (
     TrackedTensor,
     _requires_grad,
     edge,
+    implements,
     is_grad_enabled,
     no_dispatch,
     set_grad_enabled,
@@ -238,7 +239,7 @@ class _Walk:
     """One backward: pending gradients of nodes and leaves, in torch's order."""
 
     __slots__ = ("node_grads", "heap", "leaf_grads", "leaf_deps", "needed", "wanted",
-                 "accumulate", "captures", "retain_graph")
+                 "accumulate", "captures", "retain_graph", "check_nan")
 
     def __init__(self, retain_graph: bool, accumulate: bool) -> None:
         self.node_grads: dict[Node, Any] = {}  # a node's output gradient (a list: several)
@@ -250,6 +251,8 @@ class _Walk:
         self.accumulate = accumulate  # into .grad (backward) or only captured (grad)
         self.captures: dict[Any, Tensor | None] | None = None
         self.retain_graph = retain_graph
+        # torch.autograd.detect_anomaly(): every backward output is checked for NaN.
+        self.check_nan = torch.is_anomaly_enabled() and torch.is_anomaly_check_nan_enabled()
 
     def send(self, e: Edge, grads: list[Any], i: int) -> None:
         """Hand ``grads[i]`` to its edge (taking it out of the list, so that only the engine
@@ -375,6 +378,8 @@ class _Walk:
             del backward_fn, grad
             # A list the walk owns: send takes each gradient out of it (see _accumulate_leaf).
             input_grads = list(input_grads)
+            if self.check_nan:
+                _check_nan(node, input_grads)
             for i, e in enumerate(node.inputs[:len(input_grads)]):
                 if e is not None:
                     if input_grads[i] is not None:
@@ -396,6 +401,13 @@ class _Walk:
                     captures[(id(node), nr)] = g
 
 
+def _check_nan(node: Node, grads: list[Any]) -> None:
+    """torch's anomaly mode: a backward that returns NaN names its node."""
+    for i, g in enumerate(grads):
+        if isinstance(g, Tensor) and bool(torch.isnan(g).any()):
+            raise RuntimeError(f"Function '{node.name}' returned nan values in its {i}th output.")
+
+
 def _root_grad(i: int, root: Tensor, grad: Tensor | None) -> Tensor:
     if grad is None:
         if root.numel() != 1:
@@ -404,10 +416,11 @@ def _root_grad(i: int, root: Tensor, grad: Tensor | None) -> Tensor:
             raise RuntimeError(
                 f"grad can be implicitly created only for real scalar outputs but got {root.dtype}"
             )
-        # A new tensor per backward, as torch's engine makes: it may end up as a leaf's .grad.
-        return torch.ones_like(root, memory_format=torch.contiguous_format)
+        # A new tensor per backward, as torch makes it: it may end up as a leaf's .grad.
+        return torch.ones_like(root, memory_format=torch.preserve_format)
     if not isinstance(grad, Tensor):
-        raise TypeError(f"gradient must be a Tensor or None, but got {type(grad).__name__}")
+        raise TypeError(
+            f"gradients can be either Tensors or None, but got {type(grad).__name__}")
     if grad.shape != root.shape:
         raise RuntimeError(
             f"Mismatch in shape: grad_output[{i}] has a shape of {grad.shape} and output[{i}] "
@@ -497,7 +510,7 @@ def _run(roots: Sequence[Tensor], grads: Sequence[Tensor | None], retain_graph: 
         with no_dispatch():
             walk = _start(roots, grads, retain_graph, targets, accumulate)
             native = _native.get()
-            if native is not None and walk.needed is None:  # _Walk.run, in C++
+            if native is not None and walk.needed is None and not walk.check_nan:  # in C++
                 native.walk(walk, retain_graph, Node, heapq.heappush, heapq.heappop,
                             _run_tensor_hooks, _check_saved)
             else:
@@ -517,22 +530,85 @@ def grad(
 ) -> tuple[Tensor | None, ...]:
     """``torch.autograd.grad`` over shimnn's graph: the gradients of ``outputs`` with respect
     to ``inputs``, returned, with no ``.grad`` touched."""
+    with no_dispatch():
+        for t in inputs:
+            if edge(t) is None:
+                raise RuntimeError("One of the differentiated Tensors does not require grad")
     walk = _run(outputs, grad_outputs, retain_graph, list(inputs), accumulate=False)
     captures = walk.captures
     assert captures is not None
     result: list[Tensor | None] = []
     with no_dispatch():
-        for t in inputs:
+        for i, t in enumerate(inputs):
             g = captures.get(_target_key(t))
             if g is None:
                 if materialize_grads:
                     g = torch.zeros_like(t)
                 elif not allow_unused:
                     raise RuntimeError(
-                        "One of the differentiated Tensors appears to not have been used in "
-                        "the graph. Set allow_unused=True if this is the desired behavior.")
+                        f"The differentiated Tensor at index {i} appears to not have been used "
+                        "in the graph. Set allow_unused=True if this is the desired behavior.")
             result.append(g)
     return tuple(result)
+
+
+def _as_tuple(value: Any) -> tuple[Any, ...]:
+    if value is None or isinstance(value, Tensor):
+        return (value,)
+    return tuple(value)
+
+
+def _no_higher_order(create_graph: bool, is_grads_batched: bool = False) -> None:
+    if create_graph:
+        raise NotImplementedError(
+            "shimnn computes gradients by hand and does not record the backward pass: "
+            "create_graph=True (higher-order gradients) is not supported")
+    if is_grads_batched:
+        raise NotImplementedError("shimnn: is_grads_batched=True is not supported")
+
+
+@implements(torch.autograd.grad)
+def autograd_grad(
+    outputs: Any, inputs: Any, grad_outputs: Any = None, retain_graph: bool | None = None,
+    create_graph: bool = False, only_inputs: bool = True, allow_unused: bool | None = None,
+    is_grads_batched: bool = False, materialize_grads: bool = False,
+) -> tuple[Tensor | None, ...]:
+    """``torch.autograd.grad`` on shimnn tensors: shimnn's engine, torch's semantics."""
+    _no_higher_order(create_graph, is_grads_batched)
+    if allow_unused is None:
+        allow_unused = materialize_grads
+    elif materialize_grads and not allow_unused:
+        raise ValueError(
+            "Expected allow_unused to be True or not passed when materialize_grads=True, "
+            "but got: allow_unused=False.")
+    outs = _as_tuple(outputs)
+    ins = inputs if isinstance(inputs, tuple) else _as_tuple(inputs)
+    if len(ins) == 0:
+        raise RuntimeError("`inputs` argument to `grad()` cannot be empty.")
+    grads = _as_tuple(grad_outputs) if grad_outputs is not None else (None,) * len(outs)
+    if len(grads) != len(outs):
+        raise RuntimeError(f"got {len(outs)} tensors and {len(grads)} gradients")
+    return grad(outs, ins, grads, bool(create_graph if retain_graph is None else retain_graph),
+                allow_unused, materialize_grads)
+
+
+@implements(torch.autograd.backward)
+def autograd_backward(
+    tensors: Any, grad_tensors: Any = None, retain_graph: bool | None = None,
+    create_graph: bool = False, grad_variables: Any = None, inputs: Any = None,
+) -> None:
+    """``torch.autograd.backward`` on shimnn tensors: shimnn's engine, torch's semantics."""
+    _no_higher_order(create_graph)
+    if grad_variables is not None and grad_tensors is None:
+        grad_tensors = grad_variables
+    roots = _as_tuple(tensors)
+    grads = _as_tuple(grad_tensors) if grad_tensors is not None else (None,) * len(roots)
+    if len(grads) != len(roots):
+        raise RuntimeError(f"got {len(roots)} tensors and {len(grads)} gradients")
+    if inputs is not None and len(_as_tuple(inputs)) == 0:
+        raise RuntimeError("`inputs` argument to `backward()` cannot be empty.")
+    backward(roots, grads, bool(create_graph if retain_graph is None else retain_graph),
+             None if inputs is None else _as_tuple(inputs))
 
 
 def tensor_backward(

@@ -59,6 +59,36 @@ FREED_MESSAGE = (
 )
 
 
+import torch.autograd.forward_ad as _forward_ad  # noqa: E402
+
+_functorch_active = torch._C._are_functorch_transforms_active
+_saved_tensors_hooks = torch._C._autograd._top_saved_tensors_default_hooks
+_any_autocast = torch._C._is_any_autocast_enabled
+
+
+def refuse_transforms() -> None:
+    """shimnn computes reverse-mode gradients by hand: torch's forward-mode AD and torch.func
+    transforms would silently see none (shimnn's kernels run below them)."""
+    if _forward_ad._current_level >= 0:
+        raise NotImplementedError(
+            "shimnn computes gradients by hand in reverse mode: forward-mode AD "
+            "(torch.autograd.forward_ad, torch.func.jvp) through shimnn's ops is not supported")
+    if _functorch_active():
+        raise NotImplementedError(
+            "shimnn computes gradients by hand: torch.func transforms (grad, vjp, jacrev, "
+            "vmap...) over shimnn's ops are not supported; use loss.backward() or "
+            "torch.autograd.grad")
+
+
+def refuse_recording_modes() -> None:
+    """Modes of torch's autograd that change what a recorded op saves or computes."""
+    refuse_transforms()
+    if _any_autocast():
+        raise NotImplementedError(
+            "shimnn: differentiating through torch.autocast is not supported (torch records "
+            "its dtype casts); run the forward in one dtype, or under torch.no_grad()")
+
+
 class Node:
     """One recorded operation: how to turn its output's gradient into its inputs' gradients.
 
@@ -81,6 +111,12 @@ class Node:
         saved: tuple[Tensor, ...] = (),
         versions: tuple[int, ...] | None = None,
     ) -> None:
+        if saved and _saved_tensors_hooks(False) is not None:
+            raise NotImplementedError(
+                "shimnn keeps the tensors a backward needs itself: "
+                "torch.autograd.graph.saved_tensors_hooks (save_on_cpu, "
+                "torch.utils.checkpoint(use_reentrant=False)) is not supported; use "
+                "checkpoint(..., use_reentrant=True)")
         self.name = name
         self.backward: BackwardFn | None = backward
         self.inputs = inputs
@@ -188,6 +224,7 @@ def _has_torch_graph(t: Tensor) -> bool:
 
 def wrap(result: Tensor) -> TrackedTensor:
     """The plain kernel result as a TrackedTensor without a graph."""
+    refuse_transforms()
     out = _make_subclass(TrackedTensor, result)
     return out  # type: ignore[return-value]
 
@@ -206,6 +243,7 @@ def record(
     changes detectable and lets the graph be freed. ``versions``: theirs at save time, when
     an in-place op has run since (default: their versions now).
     """
+    refuse_recording_modes()
     out = _make_subclass(TrackedTensor, result)
     out._node = Node(name, backward, inputs, saved, versions)
     return out  # type: ignore[return-value]
@@ -224,6 +262,7 @@ def record_outputs(
     ``backward`` receives the list of the outputs' gradients, ``None`` for an output that got
     none (torch's undefined gradient: treat it as zeros), and returns one gradient per input.
     """
+    refuse_recording_modes()
     node = Node(name, backward, inputs, saved, versions)
     node.outputs = len(results)
     tracked: list[Any] = []
@@ -447,6 +486,22 @@ class TrackedTensor(Tensor):
         with no_dispatch():
             return Tensor.numpy(self, force=force)
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        if self._node is not None:
+            raise RuntimeError(
+                "Only Tensors created explicitly by the user (graph leaves) support the deepcopy "
+                "protocol at the moment.  If you were attempting to deepcopy a module, this may "
+                "be because of a torch.nn.utils.weight_norm usage, see "
+                "https://github.com/pytorch/pytorch/pull/103001")
+        with no_dispatch():
+            copied = wrap(Tensor.__deepcopy__(self.detach(), memo))
+            if _requires_grad(self):
+                _set_requires_grad(copied, True)
+            if self.grad is not None:
+                copied.grad = Tensor.__deepcopy__(self.grad, memo)
+        memo[id(self)] = copied
+        return copied
+
     def __reduce_ex__(self, proto: Any) -> Any:
         # Saved as a plain tensor: a graph does not cross a pickle.
         with no_dispatch():
@@ -456,7 +511,18 @@ class TrackedTensor(Tensor):
         return plain.__reduce_ex__(proto)
 
 
-# The walk and the dispatcher live in their own modules, which import this one.
+def _fallback(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Run a torch callable shimnn has no op for (see ``_dispatch.fallback``)."""
+    return _dispatch.fallback(func, args, kwargs)
+
+
+def tensor_backward(self: Tensor, gradient: Tensor | None = None,
+                    retain_graph: bool | None = None, create_graph: bool = False,
+                    inputs: Sequence[Tensor] | Tensor | None = None) -> None:
+    """``Tensor.backward`` for shimnn's tensors (see ``_engine.tensor_backward``)."""
+    _engine.tensor_backward(self, gradient, retain_graph, create_graph, inputs)
+
+
+# The walk and the dispatcher live in their own modules, which import this one (names in them
+# are looked up at call time, so either may be imported first).
 from . import _dispatch, _engine  # noqa: E402
-from ._dispatch import fallback as _fallback  # noqa: E402,F401
-from ._engine import tensor_backward  # noqa: E402,F401

@@ -61,6 +61,8 @@ def _tensor_ops() -> list[str]:
         name = getattr(func, "__name__", "")
         if name == "__get__":  # a property: .T, .mT
             name = "." + getattr(getattr(func, "__self__", None), "__name__", name)
+        elif getattr(func, "__module__", "") == "torch.autograd":
+            name = f"torch.autograd.{name}"  # grad, backward: shimnn's engine
         names.add(_OPERATORS.get(name, name))
     return sorted(n for n in names if n and not n.startswith("_"))
 

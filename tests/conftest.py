@@ -27,15 +27,19 @@ class AutogradCalled(AssertionError):
 
 
 @contextlib.contextmanager
-def autograd_forbidden() -> Iterator[None]:
-    """Make every entry into torch's autograd engine raise while the block runs."""
+def autograd_forbidden(engine_only: bool = False) -> Iterator[None]:
+    """Make every entry into torch's autograd engine raise while the block runs (with
+    ``engine_only``, ``torch.autograd.grad``/``backward`` stay callable: on shimnn tensors they
+    run shimnn's engine; only torch's own engine is forbidden)."""
 
     def forbidden(*args: Any, **kwargs: Any) -> Any:
         raise AutogradCalled("torch.autograd was called inside a shimnn run")
 
-    targets = [
+    targets = [] if engine_only else [
         (torch.autograd, "backward"),
         (torch.autograd, "grad"),
+    ]
+    targets += [
         (torch.autograd.graph, "_engine_run_backward"),
         (torch.autograd.__init__ if hasattr(torch.autograd, "__init__") else torch.autograd,
          "_engine_run_backward"),

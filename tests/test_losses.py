@@ -722,7 +722,9 @@ def test_module_api_matches_torch(name: str) -> None:
     assert _signature(shim_cls.forward) == _signature(ref_cls.forward)
     assert getattr(shim_cls, "__constants__", None) == getattr(ref_cls, "__constants__", None)
     assert name in shimnn.modules.loss.__all__ and name in shimnn.__all__
-    assert [c.__name__ for c in shim_cls.__mro__ if c.__name__.startswith("_")][:2] == \
+    assert issubclass(shim_cls, ref_cls)  # isinstance checks keyed on torch's classes hold
+    private = [c.__name__ for c in shim_cls.__mro__ if c.__name__.startswith("_")]
+    assert list(dict.fromkeys(private))[:2] == \
         [c.__name__ for c in ref_cls.__mro__ if c.__name__.startswith("_")][:2]
     assert shim_cls.__doc__
     ref, shim = ref_cls(), shim_cls()

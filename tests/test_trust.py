@@ -9,8 +9,9 @@ suite runs with the compiled fast paths and without them (``make test``).
 
 from __future__ import annotations
 
+import contextlib
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -24,9 +25,30 @@ from conftest import assert_same, autograd_forbidden
 def _run(case: Callable[[Any], Any], mod: Any) -> Any:
     torch.manual_seed(0)
     if mod is shimnn:
-        with autograd_forbidden():
+        with no_torch_engine():
             return case(mod)
     return case(mod)
+
+
+class _NoEngine:
+    """torch's engine object, replaced: any use of torch's autograd engine raises."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"torch's autograd engine was used ({name})")
+
+
+@contextlib.contextmanager
+def no_torch_engine() -> Iterator[None]:
+    """torch's autograd engine forbidden; torch.autograd.grad/backward stay callable (on
+    shimnn tensors they run shimnn's engine)."""
+    variable = torch.autograd.variable.Variable
+    engine = variable._execution_engine
+    variable._execution_engine = _NoEngine()
+    try:
+        with autograd_forbidden(engine_only=True):
+            yield
+    finally:
+        variable._execution_engine = engine
 
 
 def _compare(shim: Any, ref: Any, what: str) -> None:
@@ -56,13 +78,15 @@ def exact_or_refused(case: Callable[[Any], Any]) -> None:
     _compare(shim, ref, case.__name__)
 
 
-def raises_like(case: Callable[[Any], Any]) -> None:
-    """Both raise, the same exception type."""
+def raises_like(case: Callable[[Any], Any], same_message: bool = False) -> None:
+    """Both raise, the same exception type (and message)."""
     with pytest.raises(Exception) as ref:
         _run(case, torch.nn)
     with pytest.raises(Exception) as shim:
         _run(case, shimnn)
     assert type(shim.value) is type(ref.value), f"{shim.value!r} vs torch's {ref.value!r}"
+    if same_message:
+        assert str(shim.value) == str(ref.value)
 
 
 def param(mod: Any, *shape: int) -> torch.Tensor:
@@ -518,3 +542,325 @@ def test_hooks_see_torch_values_and_order() -> None:
         return order, p.grad
 
     exact(case)
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. torch.autograd.Function subclasses run in shimnn's engine
+# ---------------------------------------------------------------------------------------------
+
+
+class GradReverse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, lam: float) -> torch.Tensor:
+        ctx.lam = lam
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> Any:
+        return -ctx.lam * grad, None
+
+
+class StraightThrough(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad
+
+
+class TwoOutputs(torch.autograd.Function):
+    @staticmethod
+    def forward(x: torch.Tensor) -> Any:
+        return x * 2, x.sin(), (x > 0).sum()
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+        ctx.save_for_backward(inputs[0])
+        ctx.mark_non_differentiable(output[2])
+
+    @staticmethod
+    def backward(ctx: Any, g1: torch.Tensor, g2: torch.Tensor, g3: Any) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return g1 * 2 + g2 * x.cos()
+
+
+class ScaleInPlace(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        x.mul_(3.0)
+        ctx.mark_dirty(x)
+        return x
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad * 3.0
+
+
+class BroadcastGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return x.sum(0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad.expand(3, 4, 2).double()  # a broadcast, differently typed gradient
+
+
+def test_gradient_reversal_and_straight_through_train_like_torch() -> None:
+    def case(mod: Any) -> Any:
+        features, head = mod.Linear(3, 4), mod.Linear(4, 1)
+        opt = torch.optim.SGD([*features.parameters(), *head.parameters()], lr=0.1)
+        x = torch.randn(8, 3)
+        for _ in range(5):
+            h = features(x)
+            loss = head(GradReverse.apply(h, 0.5)).pow(2).mean()
+            loss = loss + StraightThrough.apply(h).mul(h).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return [p.detach() for p in features.parameters()]
+
+    exact(case)
+
+
+def test_custom_function_with_several_outputs_setup_context_and_unused_output() -> None:
+    def case(mod: Any) -> Any:
+        p = param(mod, 5)
+        a, b, count = TwoOutputs.apply(p * 1.5)
+        (a * b).sum().backward(retain_graph=True)
+        first = p.grad.clone()
+        a.sum().backward()  # b gets no gradient: backward sees zeros for it
+        return first, p.grad, count, count.requires_grad, a.requires_grad
+
+    exact(case)
+
+
+def test_custom_function_mark_dirty_and_a_broadcast_gradient() -> None:
+    def case(mod: Any) -> Any:
+        p, q = param(mod, 4), param(mod, 3, 4, 2)
+        h = p * 2.0
+        out = ScaleInPlace.apply(h)
+        (out * torch.arange(4.0)).sum().backward()
+        BroadcastGrad.apply(q * 1.0).sum().backward()
+        return out is h, h.detach(), p.grad, q.grad
+
+    exact(case)
+
+
+def test_custom_function_errors_like_torch() -> None:
+    class TooMany(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+            return x * 1.0
+
+        @staticmethod
+        def backward(ctx: Any, grad: torch.Tensor) -> Any:
+            return grad, grad
+
+    class WrongShape(TooMany):
+        @staticmethod
+        def backward(ctx: Any, grad: torch.Tensor) -> Any:
+            return grad[:1]
+
+    raises_like(lambda mod: TooMany.apply(param(mod, 3) * 1.0).sum().backward())
+    raises_like(lambda mod: WrongShape.apply(param(mod, 3) * 1.0).sum().backward())
+
+    def twice(mod: Any) -> Any:
+        y = TwoOutputs.apply(param(mod, 3) * 1.0)[0].sum()
+        y.backward()
+        y.backward()
+
+    raises_like(twice)
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. torch's autograd tools: honoured or refused
+# ---------------------------------------------------------------------------------------------
+
+
+def test_detect_anomaly_names_the_node_that_returned_nan() -> None:
+    def case(mod: Any) -> Any:
+        p = mod.Parameter(torch.zeros(3))
+        with torch.autograd.detect_anomaly():
+            (p / p).sum().backward()
+
+    with pytest.warns(UserWarning):
+        with pytest.raises(RuntimeError) as ref:
+            _run(case, torch.nn)
+    with pytest.warns(UserWarning):
+        with pytest.raises(RuntimeError) as shim:
+            _run(case, shimnn)
+    assert str(shim.value) == str(ref.value) == \
+        "Function 'DivBackward0' returned nan values in its 1th output."
+
+
+def _refused(case: Callable[[], Any], match: str) -> None:
+    with pytest.raises(NotImplementedError, match=match):
+        with autograd_forbidden():
+            case()
+
+
+def test_forward_ad_torch_func_saved_tensor_hooks_and_autocast_are_refused() -> None:
+    import torch.autograd.forward_ad as fwad
+    from torch.func import functional_call
+    from torch.func import grad as func_grad
+
+    model = shimnn.Linear(3, 2)
+    x = torch.randn(4, 3)
+
+    def forward_ad() -> Any:
+        with fwad.dual_level():
+            return model(fwad.make_dual(x, torch.ones(4, 3)))
+
+    def func_transform() -> Any:
+        return func_grad(lambda p: functional_call(model, p, (x,)).sum())(
+            dict(model.named_parameters()))
+
+    def saved_hooks() -> Any:
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
+            return model(x)
+
+    def autocast() -> Any:
+        with torch.autocast("cpu", torch.bfloat16):
+            return model(x)
+
+    _refused(forward_ad, "forward-mode AD")
+    _refused(func_transform, "torch.func")
+    _refused(saved_hooks, "saved_tensors_hooks")
+    _refused(autocast, "autocast")
+    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
+        ref = torch.nn.Linear(3, 2)
+        ref.load_state_dict(model.state_dict())
+        assert_same(model(x), ref(x))  # inference under autocast: torch's kernels, same bits
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. shimnn's modules are instances of torch's classes of the same name
+# ---------------------------------------------------------------------------------------------
+
+
+def test_every_shimnn_module_is_an_instance_of_torchs_class_of_that_name() -> None:
+    import torch.nn.modules.loss as torch_loss
+
+    for name in shimnn.modules.__all__:
+        shim_cls, torch_cls = getattr(shimnn, name), getattr(torch.nn, name, None)
+        if torch_cls is None or name == "Module":
+            continue
+        assert issubclass(shim_cls, torch_cls), name
+    assert isinstance(shimnn.Linear(2, 2), torch.nn.Linear)
+    with shimnn.patch_torch():
+        assert isinstance(torch.nn.MSELoss(), torch_loss._Loss)
+        assert isinstance(torch.nn.CrossEntropyLoss(), torch_loss._WeightedLoss)
+
+    def decay_groups(mod: Any) -> Any:
+        model = mod.Sequential(mod.Linear(2, 3), mod.ReLU(), mod.Linear(3, 1))
+        return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+
+    exact(decay_groups)
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. torch.autograd.grad / torch.autograd.backward run shimnn's engine
+# ---------------------------------------------------------------------------------------------
+
+
+def _grad_cases() -> dict[str, Callable[[Any], Any]]:
+    def simple(mod: Any) -> Any:
+        p = param(mod, 3)
+        h = p * 2.0
+        loss = (h * h).sum()
+        return torch.autograd.grad(loss, [p, h]), p.grad
+
+    def grad_outputs(mod: Any) -> Any:
+        p = param(mod, 2, 3)
+        out = p * 3.0
+        return torch.autograd.grad(out, p, grad_outputs=torch.randn(2, 3), retain_graph=True)
+
+    def unused(mod: Any) -> Any:
+        p, q = param(mod, 3), param(mod, 3)
+        loss = (p * 2.0).sum()
+        return torch.autograd.grad(loss, [p, q], allow_unused=True, materialize_grads=True)
+
+    def backward_fn(mod: Any) -> Any:
+        p, q = param(mod, 3), param(mod, 3)
+        torch.autograd.backward([(p * q).sum(), (p * 2.0).sum()], inputs=[q])
+        return p.grad, q.grad
+
+    def module_params(mod: Any) -> Any:
+        model = mod.Sequential(mod.Linear(3, 4), mod.Tanh(), mod.Linear(4, 1))
+        loss = model(torch.randn(5, 3)).pow(2).mean()
+        return torch.autograd.grad(loss, list(model.parameters())), [
+            p.grad for p in model.parameters()]
+
+    return {"simple": simple, "grad_outputs": grad_outputs, "unused": unused,
+            "backward": backward_fn, "module parameters": module_params}
+
+
+@pytest.mark.parametrize("name", sorted(_grad_cases()))
+def test_torch_autograd_grad_and_backward_on_shimnn_tensors(name: str) -> None:
+    exact(_grad_cases()[name])
+
+
+def test_torch_autograd_grad_errors_like_torch() -> None:
+    def unused(mod: Any) -> Any:
+        p, q = param(mod, 3), param(mod, 3)
+        torch.autograd.grad((p * 2.0).sum(), [p, q])
+
+    def no_grad_input(mod: Any) -> Any:
+        p = param(mod, 3)
+        torch.autograd.grad((p * 2.0).sum(), [torch.ones(3)])
+
+    raises_like(unused, same_message=True)
+    raises_like(no_grad_input, same_message=True)
+    with pytest.raises(NotImplementedError, match="create_graph"):
+        p = shimnn.Parameter(torch.ones(2))
+        torch.autograd.grad((p * p).sum(), p, create_graph=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# 10. DistributedDataParallel refuses shimnn models (it would train them silently wrong)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_ddp_around_a_shimnn_model_raises() -> None:
+    import socket
+
+    import torch.distributed as dist
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0,
+                            world_size=1)
+    try:
+        with pytest.raises(NotImplementedError, match="shimnn.*DistributedDataParallel"):
+            torch.nn.parallel.DistributedDataParallel(shimnn.Linear(2, 2))
+        torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 2))  # torch's own: fine
+    finally:
+        dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------------------------------------
+# Crashes met on the way
+# ---------------------------------------------------------------------------------------------
+
+
+def test_save_load_weights_only_and_deepcopy() -> None:
+    import copy
+    import io
+
+    params = [shimnn.Parameter(torch.randn(3)), shimnn.Parameter(torch.ones(2), False)]
+    buffer = io.BytesIO()
+    torch.save(params, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=True)
+    assert [type(p) for p in loaded] == [shimnn.Parameter] * 2
+    assert [p.requires_grad for p in loaded] == [True, False]
+    for a, b in zip(loaded, params):
+        assert_same(a, b)
+    h = params[0] * 2.0
+    copied = copy.deepcopy(h.detach())
+    assert_same(copied, h)
+    raises_like(lambda mod: copy.deepcopy(param(mod, 3) * 2.0))

@@ -31,7 +31,7 @@ __all__ = [
 _nn: Any = torch._C._nn
 
 
-class ReLU(Module):
+class ReLU(Module, torch.nn.ReLU):
     r"""Apply :math:`\text{ReLU}(x) = \max(0, x)` element-wise.
 
     Args:
@@ -54,7 +54,7 @@ class ReLU(Module):
         return "inplace=True" if self.inplace else ""
 
 
-class Tanh(Module):
+class Tanh(Module, torch.nn.Tanh):
     r"""Apply :math:`\tanh(x)` element-wise.
 
     Shape: any, unchanged. Backward: see :func:`shimnn.functional.tanh`.
@@ -102,7 +102,7 @@ CHAIN_STEPS[Tanh] = _TanhChainStep
 # ---------------------------------------------------------------------------------------------
 
 
-class Identity(Module):
+class Identity(Module, torch.nn.Identity):
     r"""Return the input itself (the same tensor object), as ``torch.nn.Identity``.
 
     Args:
@@ -118,7 +118,7 @@ class Identity(Module):
         return input
 
 
-class Sigmoid(Module):
+class Sigmoid(Module, torch.nn.Sigmoid):
     r"""Apply :math:`\sigma(x) = 1 / (1 + e^{-x})` element-wise.
 
     Shape: any, unchanged. Backward: see :func:`shimnn.functional.sigmoid`.
@@ -128,7 +128,7 @@ class Sigmoid(Module):
         return A.sigmoid(input)
 
 
-class LeakyReLU(Module):
+class LeakyReLU(Module, torch.nn.LeakyReLU):
     r"""Apply :math:`\max(0, x) + \text{negative\_slope} \cdot \min(0, x)` element-wise.
 
     Args:
@@ -155,7 +155,7 @@ class LeakyReLU(Module):
         return f"negative_slope={self.negative_slope}{inplace_str}"
 
 
-class ELU(Module):
+class ELU(Module, torch.nn.ELU):
     r"""Apply :math:`x` for :math:`x > 0`, :math:`\alpha (e^x - 1)` otherwise, element-wise.
 
     Args:
@@ -182,7 +182,7 @@ class ELU(Module):
         return f"alpha={self.alpha}{inplace_str}"
 
 
-class GELU(Module):
+class GELU(Module, torch.nn.GELU):
     r"""Apply :math:`x \Phi(x)` element-wise, or its tanh estimate.
 
     Args:
@@ -205,7 +205,7 @@ class GELU(Module):
         return f"approximate={repr(self.approximate)}"
 
 
-class SiLU(Module):
+class SiLU(Module, torch.nn.SiLU):
     r"""Apply :math:`x \sigma(x)` element-wise (SiLU, swish).
 
     Args:
@@ -229,7 +229,7 @@ class SiLU(Module):
         return inplace_str
 
 
-class Softplus(Module):
+class Softplus(Module, torch.nn.Softplus):
     r"""Apply :math:`\frac{1}{\beta} \log(1 + e^{\beta x})` element-wise; :math:`x` where
     :math:`\beta x > \text{threshold}`.
 
@@ -256,7 +256,7 @@ class Softplus(Module):
         return f"beta={self.beta}, threshold={self.threshold}"
 
 
-class Hardtanh(Module):
+class Hardtanh(Module, torch.nn.Hardtanh):
     r"""Clamp element-wise to :math:`[\text{min\_val}, \text{max\_val}]`.
 
     Args:
@@ -313,7 +313,7 @@ class Hardtanh(Module):
         return f"min_val={self.min_val}, max_val={self.max_val}{inplace_str}"
 
 
-class ReLU6(Hardtanh):
+class ReLU6(Hardtanh, torch.nn.ReLU6):
     r"""Apply :math:`\min(\max(0, x), 6)` element-wise: a :class:`Hardtanh` from 0 to 6.
 
     Args:
@@ -330,7 +330,7 @@ class ReLU6(Hardtanh):
         return inplace_str
 
 
-class Softmax(Module):
+class Softmax(Module, torch.nn.Softmax):
     r"""Apply :math:`\exp(x_i) / \sum_j \exp(x_j)` over the slices along ``dim``.
 
     Args:
@@ -359,7 +359,7 @@ class Softmax(Module):
         return f"dim={self.dim}"
 
 
-class LogSoftmax(Module):
+class LogSoftmax(Module, torch.nn.LogSoftmax):
     r"""Apply :math:`x_i - \log \sum_j \exp(x_j)` over the slices along ``dim``.
 
     Args:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from ..ops import activation as F
@@ -10,7 +11,7 @@ from .module import Module
 __all__ = ["Dropout"]
 
 
-class _DropoutNd(Module):
+class _DropoutNd(Module, torch.nn.modules.dropout._DropoutNd):
     __constants__ = ["p", "inplace"]
     p: float
     inplace: bool
@@ -26,7 +27,7 @@ class _DropoutNd(Module):
         return f"p={self.p}, inplace={self.inplace}"
 
 
-class Dropout(_DropoutNd):
+class Dropout(_DropoutNd, torch.nn.Dropout):
     r"""In training, zero each element with probability ``p`` and scale the others by
     :math:`1/(1-p)`; in eval mode (``.eval()``), the identity.
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from ..ops import shape as _shape_ops
@@ -13,7 +13,7 @@ from .module import Module
 __all__ = ["Flatten", "Unflatten"]
 
 
-class Flatten(Module):
+class Flatten(Module, torch.nn.Flatten):
     r"""Flatten the dims ``start_dim..end_dim`` into one.
 
     Args:
@@ -40,7 +40,7 @@ class Flatten(Module):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
 
-class Unflatten(Module):
+class Unflatten(Module, torch.nn.Unflatten):
     r"""Expand the dim ``dim`` into the shape ``unflattened_size``.
 
     Args:
@@ -53,9 +53,9 @@ class Unflatten(Module):
 
     __constants__ = ["dim", "unflattened_size"]
     dim: int
-    unflattened_size: Sequence[int]
+    unflattened_size: list[int] | tuple[int, ...]
 
-    def __init__(self, dim: int, unflattened_size: Sequence[int]) -> None:
+    def __init__(self, dim: int, unflattened_size: list[int] | tuple[int, ...]) -> None:
         super().__init__()
         self._require_tuple_int(unflattened_size)
         self.dim = dim

@@ -16,7 +16,7 @@ from .module import Module, Parameter
 __all__ = ["Linear"]
 
 
-class Linear(Module):
+class Linear(Module, torch.nn.Linear):
     r"""Apply an affine transformation :math:`y = xA^T + b`.
 
     Args:

@@ -6,6 +6,7 @@ The classes, constructor signatures and defaults, attributes, buffers, ``__const
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from ..ops import loss as F
@@ -23,7 +24,7 @@ __all__ = [
 ]
 
 
-class _Loss(Module):
+class _Loss(Module, torch.nn.modules.loss._Loss):
     reduction: str
 
     def __init__(
@@ -37,7 +38,7 @@ class _Loss(Module):
             self.reduction = reduction
 
 
-class _WeightedLoss(_Loss):
+class _WeightedLoss(_Loss, torch.nn.modules.loss._WeightedLoss):
     """A loss with a per-class (or per-element) ``weight``, registered as a buffer."""
 
     def __init__(
@@ -52,7 +53,7 @@ class _WeightedLoss(_Loss):
         self.weight: Tensor | None
 
 
-class L1Loss(_Loss):
+class L1Loss(_Loss, torch.nn.L1Loss):
     r"""Mean absolute error :math:`|x_n - y_n|` between each element of the input and target.
 
     Args:
@@ -69,7 +70,7 @@ class L1Loss(_Loss):
         return F.l1_loss(input, target, reduction=self.reduction)
 
 
-class NLLLoss(_WeightedLoss):
+class NLLLoss(_WeightedLoss, torch.nn.NLLLoss):
     r"""Negative log likelihood :math:`-w_{y_n} x_{n, y_n}` of log-probabilities at class
     indices.
 
@@ -109,7 +110,7 @@ class NLLLoss(_WeightedLoss):
         )
 
 
-class MSELoss(_Loss):
+class MSELoss(_Loss, torch.nn.MSELoss):
     r"""Mean squared error between each element of the input :math:`x` and target :math:`y`.
 
     Args:
@@ -126,7 +127,7 @@ class MSELoss(_Loss):
         return F.mse_loss(input, target, reduction=self.reduction)
 
 
-class BCELoss(_WeightedLoss):
+class BCELoss(_WeightedLoss, torch.nn.BCELoss):
     r"""Binary cross entropy :math:`-w_n [y_n \log x_n + (1 - y_n) \log(1 - x_n)]` between
     probabilities (each logarithm clamped at -100, as torch does).
 
@@ -147,7 +148,7 @@ class BCELoss(_WeightedLoss):
                                       reduction=self.reduction)
 
 
-class BCEWithLogitsLoss(_Loss):
+class BCEWithLogitsLoss(_Loss, torch.nn.BCEWithLogitsLoss):
     r"""A sigmoid and binary cross entropy in one, computed stably from the logits:
     :math:`-w_n [p\,y_n \log \sigma(x_n) + (1 - y_n) \log(1 - \sigma(x_n))]`.
 
@@ -186,7 +187,7 @@ class BCEWithLogitsLoss(_Loss):
         )
 
 
-class SmoothL1Loss(_Loss):
+class SmoothL1Loss(_Loss, torch.nn.SmoothL1Loss):
     r"""Smooth L1 loss: squared below ``beta``, absolute above:
     :math:`0.5 (x - y)^2 / \beta` if :math:`|x - y| < \beta`, else
     :math:`|x - y| - 0.5 \beta`.
@@ -213,7 +214,7 @@ class SmoothL1Loss(_Loss):
         return F.smooth_l1_loss(input, target, reduction=self.reduction, beta=self.beta)
 
 
-class HuberLoss(_Loss):
+class HuberLoss(_Loss, torch.nn.HuberLoss):
     r"""Huber loss: squared below ``delta``, ``delta``-scaled absolute above:
     :math:`0.5 (x - y)^2` if :math:`|x - y| < \delta`, else
     :math:`\delta (|x - y| - 0.5 \delta)`.
@@ -239,7 +240,7 @@ class HuberLoss(_Loss):
         return F.huber_loss(input, target, reduction=self.reduction, delta=self.delta)
 
 
-class CrossEntropyLoss(_WeightedLoss):
+class CrossEntropyLoss(_WeightedLoss, torch.nn.CrossEntropyLoss):
     r"""Cross entropy between logits and class indices or class probabilities
     (``log_softmax`` then the negative log likelihood).
 

@@ -55,12 +55,22 @@ class Parameter(_TorchParameter):
     backward = tensor_backward  # a parameter used as a loss: shimnn's engine, never autograd
 
 
+# torch.load(..., weights_only=True) (torch's default) may rebuild shimnn parameters.
+torch.serialization.add_safe_globals([_rebuild_parameter, Parameter])
+
+
 class Module(torch.nn.Module):
     """Base class of shimnn modules, and of yours: a ``torch.nn.Module`` in every way.
 
     A ``torch.nn.Parameter`` assigned to a shimnn module becomes a :class:`Parameter` in place
     (same object), so the module's own ``forward`` is differentiated by shimnn.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # torch.nn.Module's own __init__, skipping that of the torch layer a shimnn layer also
+        # subclasses (shimnn.Linear is a torch.nn.Linear, so isinstance checks keyed on torch's
+        # classes hold; its own __init__ sets up what torch's would).
+        torch.nn.Module.__init__(self, *args, **kwargs)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if type(value) is _TorchParameter:
