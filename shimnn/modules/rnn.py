@@ -34,6 +34,8 @@ def _permute(hx: Tensor, permutation: Tensor | None) -> Tensor:
 class RNNBase(Module, torch.nn.RNNBase):
     """torch's ``RNNBase`` (construction, flat weights, checks) for shimnn's RNN, LSTM, GRU."""
 
+    __init__ = torch.nn.RNNBase.__init__  # torch's: parameters, checks, RNG draws
+
     def permute_hidden(self, hx: Tensor, permutation: Tensor | None) -> Tensor:
         return _permute(hx, permutation)
 
@@ -120,6 +122,8 @@ class RNN(_OneHidden, torch.nn.RNN):
     Backward: through time, see :func:`shimnn.ops.rnn.rnn_tanh`.
     """
 
+    __init__ = torch.nn.RNN.__init__
+
     _name = "RNN"
 
     def _layer_fn(self) -> Any:
@@ -141,6 +145,8 @@ class GRU(_OneHidden, torch.nn.GRU):
     Backward: through time, see :func:`shimnn.ops.rnn.gru`.
     """
 
+    __init__ = torch.nn.GRU.__init__
+
     _name = "GRU"
 
     def _layer_fn(self) -> Any:
@@ -159,6 +165,8 @@ class LSTM(RNNBase, torch.nn.LSTM):
     Backward: through time, see :func:`shimnn.ops.rnn.lstm` (oneDNN's kernels where torch's
     CPU path takes them: float32 without projections).
     """
+
+    __init__ = torch.nn.LSTM.__init__
 
     def permute_hidden(  # type: ignore[override]
         self, hx: tuple[Tensor, Tensor], permutation: Tensor | None
@@ -235,12 +243,16 @@ class RNNCellBase(Module, torch.nn.RNNCellBase):
     """torch's ``RNNCellBase`` (parameters ``weight_ih``, ``weight_hh``, ``bias_ih``,
     ``bias_hh`` drawn from :math:`\\mathcal{U}(-1/\\sqrt{H}, 1/\\sqrt{H})`) for shimnn's cells."""
 
+    __init__ = torch.nn.RNNCellBase.__init__
+
 
 class RNNCell(RNNCellBase, torch.nn.RNNCell):
     r"""One Elman RNN step :math:`h' = \tanh(W_{ih} x + b_{ih} + W_{hh} h + b_{hh})` (or ReLU);
     torch's signature ``RNNCell(input_size, hidden_size, bias=True, nonlinearity='tanh',
     device=None, dtype=None)``. Shape: input ``(N, H_in)`` or ``(H_in)``, hx ``(N, H)`` or
     ``(H)``. Backward: see :func:`shimnn.ops.rnn.rnn_tanh_cell`."""
+
+    __init__ = torch.nn.RNNCell.__init__
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         if input.dim() not in (1, 2):
@@ -276,6 +288,8 @@ class LSTMCell(RNNCellBase, torch.nn.LSTMCell):
     ``(N, H)`` or ``(H)``; returns ``(h', c')``. Backward: see
     :func:`shimnn.ops.rnn.lstm_cell`."""
 
+    __init__ = torch.nn.LSTMCell.__init__
+
     def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None
                 ) -> tuple[Tensor, Tensor]:
         if input.dim() not in (1, 2):
@@ -306,6 +320,8 @@ class GRUCell(RNNCellBase, torch.nn.GRUCell):
     r"""One GRU step; torch's signature ``GRUCell(input_size, hidden_size, bias=True,
     device=None, dtype=None)``. Shape: input ``(N, H_in)`` or ``(H_in)``, hx ``(N, H)`` or
     ``(H)``. Backward: see :func:`shimnn.ops.rnn.gru_cell`."""
+
+    __init__ = torch.nn.GRUCell.__init__
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         if input.dim() not in (1, 2):
