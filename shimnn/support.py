@@ -50,7 +50,7 @@ _OPERATORS = {"__add__": "+", "__radd__": "+", "__iadd__": "+=", "__sub__": "-",
               "__rsub__": "-", "__isub__": "-=", "__mul__": "*", "__rmul__": "*",
               "__truediv__": "/", "__rdiv__": "/", "__rtruediv__": "/", "__div__": "/",
               "__neg__": "unary -", "__matmul__": "@", "__rmatmul__": "@", "__pow__": "**",
-              "__getitem__": "[ ] (ints, slices)", "__abs__": "abs()"}
+              "__getitem__": "[ ] (ints, slices, int and bool tensors)", "__abs__": "abs()"}
 
 
 def _tensor_ops() -> list[str]:

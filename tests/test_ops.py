@@ -176,7 +176,7 @@ def test_module_subclass_with_free_forward() -> None:
 def test_unsupported_variants_raise_at_backward() -> None:
     lin = shimnn.Linear(3, 4)
     h = lin(_x(2, 3))
-    for out in (h[torch.tensor([0, 0])], h ** h, 2 ** h, h.clamp(min=torch.zeros(4))):
+    for out in (h ** h, 2 ** h, h.clamp(min=torch.zeros(4))):
         assert isinstance(out, shimnn.TrackedTensor)
         with pytest.raises(NotImplementedError, match="no hand-written backward"):
             out.sum().backward(retain_graph=True)

@@ -16,7 +16,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_gradcheck import numerical_grad
 from torch.nn.utils.rnn import (
     PackedSequence,
     pack_padded_sequence,
@@ -27,6 +26,7 @@ from torch.nn.utils.rnn import (
 import shimnn
 from conftest import assert_no_autograd_graph, assert_same, autograd_forbidden
 from parity import assert_error_like, check_raises_like, twin_modules
+from test_gradcheck import numerical_grad
 
 DTYPES = [torch.float32, torch.float64]
 LAYERS = ["RNN", "LSTM", "GRU"]

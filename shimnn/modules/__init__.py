@@ -1,6 +1,6 @@
 """shimnn's modules, under torch.nn's names (each submodule's ``__all__`` is public here)."""
 
-from . import activation, container, dropout, flatten, linear, loss, module, rnn
+from . import activation, container, dropout, flatten, linear, loss, module, rnn, sparse
 from .activation import *  # noqa: F403
 from .container import *  # noqa: F403
 from .dropout import *  # noqa: F403
@@ -9,8 +9,9 @@ from .linear import *  # noqa: F403
 from .loss import *  # noqa: F403
 from .module import *  # noqa: F403
 from .rnn import *  # noqa: F403
+from .sparse import *  # noqa: F403
 
 __all__ = [
     *module.__all__, *container.__all__, *linear.__all__, *activation.__all__,
-    *dropout.__all__, *flatten.__all__, *loss.__all__, *rnn.__all__,
+    *dropout.__all__, *flatten.__all__, *loss.__all__, *sparse.__all__, *rnn.__all__,
 ]

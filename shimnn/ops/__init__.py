@@ -3,14 +3,20 @@
 - :mod:`.linear`: the affine map (and the matmul path rules it shares with ``matmul``);
 - :mod:`.activation`: element-wise activations, softmax, dropout;
 - :mod:`.loss`: loss functions;
+- :mod:`.embedding`: ``embedding`` (the lookup, ``max_norm``, ``padding_idx``);
 - :mod:`.tensor`: arithmetic, reductions, element-wise math on tracked tensors;
-- :mod:`.shape`: views, indexing, ``cat``, ``matmul``, copies and dtype conversions;
+- :mod:`.shape`: views, indexing, ``cat``, copies and dtype conversions;
+- :mod:`.matmul`: ``matmul`` (torch's decomposition by rank), ``mm``, ``bmm``, ``baddbmm``;
+- :mod:`.index`: ``gather``, ``index_select``, advanced indexing, ``masked_fill``, ``where``;
+- :mod:`.reduce`: ``max``/``min``/``amax``, ``topk``/``sort``, ``logsumexp``, ``cumsum``,
+  ``var``/``std``, norms.
 - :mod:`.rnn`: recurrent layers and cells (RNN, LSTM, GRU), packed sequences.
 
 Importing this package registers every op with the engine (``_graph.implements``); the public
 names are served by :mod:`shimnn.functional`.
 """
 
-from . import activation, linear, loss, rnn, shape, tensor
+from . import activation, embedding, index, linear, loss, matmul, reduce, rnn, shape, tensor
 
-__all__ = ["activation", "linear", "loss", "rnn", "shape", "tensor"]
+__all__ = ["activation", "embedding", "index", "linear", "loss", "matmul", "reduce", "rnn",
+           "shape", "tensor"]

@@ -10,7 +10,6 @@ either is later modified in place, using the view raises instead of giving a wro
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,11 +26,12 @@ from .._graph import (
     is_grad_enabled,
     no_dispatch,
     record,
+    record_outputs,
     set_grad_enabled,
+    sum_to,
     wrap,
 )
-from ._common import _check_real
-from .linear import _folds, _is_column_major
+from ._common import _check_real, _out_requires_grad
 
 __all__: list[str] = []
 
@@ -158,11 +158,16 @@ def _matrix_transpose_property(name: str) -> Callable[..., Tensor]:
     getter = vars(_TensorBase)[name].__get__
 
     def op(input: Tensor, *args: Any) -> Tensor:
-        """``.T`` / ``.mT`` of a matrix: as ``t()``. Other ranks raise at backward."""
+        """``.T`` / ``.mT`` of a matrix: as ``t()``; ``.mT`` of a batch of matrices: as
+        ``transpose(-2, -1)`` (torch's TransposeBackward0). Other ranks and real-dtype ``.mH``
+        raise at backward."""
         with no_dispatch():
             dim = input.dim()
-        if dim == 2:
+            real = not input.dtype.is_complex
+        if dim == 2 and name != "mH":
             return t(input)
+        if dim > 2 and (name == "mT" or name == "mH" and real):
+            return transpose(input, -2, -1)
         return _fallback(getter, (input, *args), {})  # type: ignore[no-any-return]
 
     implements(getter)(op)
@@ -171,6 +176,7 @@ def _matrix_transpose_property(name: str) -> Callable[..., Tensor]:
 
 _T = _matrix_transpose_property("T")
 _mT = _matrix_transpose_property("mT")
+_mH = _matrix_transpose_property("mH")
 
 
 def _index_backward_for(x: Tensor, index: Any) -> Callable[[Tensor], tuple[Tensor]]:
@@ -187,17 +193,25 @@ def _index_backward_for(x: Tensor, index: Any) -> Callable[[Tensor], tuple[Tenso
 
 
 def _is_basic_index(index: Any) -> bool:
-    items = index if isinstance(index, tuple) else (index,)
-    return all(i is None or i is Ellipsis or isinstance(i, (int, slice)) and not isinstance(
-        i, bool) for i in items)
+    """Only ints (not bools), slices, ``None`` and ``...`` (one type test each: this runs for
+    every ``h[:, t]`` of a time loop)."""
+    if type(index) is tuple:
+        for i in index:
+            t = type(i)
+            if t is not slice and t is not int and i is not None and i is not Ellipsis:
+                return False
+        return True
+    t = type(index)
+    return t is slice or t is int or index is None or index is Ellipsis
 
 
 @implements(Tensor.__getitem__)
 def getitem(input: Tensor, index: Any) -> Tensor:
-    """Basic indexing (ints, slices, ``None``, ``...``). Backward: the gradient copied into
-    zeros at the indexed positions. Advanced (tensor, list, bool) indexing raises at backward."""
-    if not _is_basic_index(index):
-        return _fallback(Tensor.__getitem__, (input, index), {})  # type: ignore[no-any-return]
+    """Basic indexing (ints, slices, ``None``, ``...``): a view. Backward: the gradient copied
+    into zeros at the indexed positions. Advanced (tensor, int list) indexing:
+    :func:`shimnn.ops.index.advanced_getitem`."""
+    if isinstance(index, Tensor) or not _is_basic_index(index):
+        return _index.advanced_getitem(input, index)
     name = "SliceBackward0" if isinstance(index, slice) else "SelectBackward0"
     return _view_op(name, Tensor.__getitem__, _index_backward_for, input, index)
 
@@ -331,96 +345,297 @@ def cat(tensors: Sequence[Tensor], dim: int = 0, *, out: Tensor | None = None) -
 
 
 # ---------------------------------------------------------------------------------------------
-# matmul
+# permute, expand, repeat, select
 # ---------------------------------------------------------------------------------------------
 
 
-def _mm_grads(g: Tensor, a: Tensor, b: Tensor, need_a: bool, need_b: bool,
-              a_col: bool, b_col: bool) -> tuple[Tensor | None, Tensor | None]:
-    """Gradients of ``a @ b`` (matrices): ``g @ b.t()`` and ``a.t() @ g``, each computed in
-    transposed form for a column-major operand, as torch's mm derivatives do."""
-    grad_a = grad_b = None
-    if need_a:
-        grad_a = b.mm(g.t()).t() if a_col else g.mm(b.t())
-    if need_b:
-        grad_b = g.t().mm(a).t() if b_col else a.t().mm(g)
-    return grad_a, grad_b
+def _int_list(args: tuple[Any, ...], kwargs: dict[str, Any], key: str) -> list[int]:
+    """The int list of ``f(x, 1, 2)``, ``f(x, (1, 2))`` or ``f(x, key=(1, 2))``."""
+    if key in kwargs:
+        value = kwargs[key]
+    elif len(args) == 1 and not isinstance(args[0], int):
+        value = args[0]
+    else:
+        value = args
+    if isinstance(value, int):
+        return [value]
+    return [int(v) for v in value]
 
 
-def _matmul_forward(a: Tensor, b: Tensor, need_a: bool, need_b: bool) -> Recorded:
-    _check_real("matmul", a, b)
-    da, db = a.dim(), b.dim()
-    if da == 1 and db == 1:
-        result = torch.dot(a, b)
-
-        def backward_dot(grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
-            return (grad * b if need_a else None, grad * a if need_b else None)
-
-        return result, backward_dot, (a, b), "DotBackward0"
-    if da == 2 and db == 1:
-        result = torch.mv(a, b)
-
-        def backward_mv(grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
-            return (grad.outer(b) if need_a else None, a.t().mv(grad) if need_b else None)
-
-        return result, backward_mv, (a, b), "MvBackward0"
-    if db == 2 and (da in (1, 2) or _folds(a, need_b)):
-        # 1-d: a.unsqueeze(0) @ b; N-d: a folded to rows (torch's matmul does the same)
-        rows = a if da == 2 else a.unsqueeze(0) if da == 1 else a.reshape(
-            math.prod(a.shape[:-1]), a.shape[-1])
-        out = rows.mm(b)
-        result = out if da == 2 else out.squeeze(0) if da == 1 else out.view(
-            *a.shape[:-1], b.shape[1])
-        a_col, b_col = need_a and _is_column_major(rows), need_b and _is_column_major(b)
-        a_shape, out_rows = a.shape, rows.shape[0]
-
-        def backward_mm(grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
-            g = grad if da == 2 else grad.reshape(out_rows, b.shape[1])
-            grad_a, grad_b = _mm_grads(g, rows, b, need_a, need_b, a_col, b_col)
-            if grad_a is not None and da != 2:
-                grad_a = grad_a.reshape(a_shape)
-            return grad_a, grad_b
-
-        name = {1: "SqueezeBackward4", 2: "MmBackward0"}.get(da, "UnsafeViewBackward0")
-        return result, backward_mm, (rows, b), name
-    raise _Unsupported
+def _permute_backward(x: Tensor, *args: Any, **kwargs: Any) -> Callable[[Tensor], tuple[Tensor]]:
+    """torch's ``permute_backwards``: the inverse permutation."""
+    dims = _int_list(args, kwargs, "dims")
+    n = len(dims)
+    inverse = [0] * n
+    for i, d in enumerate(dims):
+        inverse[d % n if n else 0] = i
+    return lambda grad: (grad.permute(inverse),)
 
 
-class _Unsupported(Exception):
-    pass
+@implements(torch.permute, Tensor.permute)
+def permute(input: Tensor, *dims: Any, **kwargs: Any) -> Tensor:
+    """Reorder the dims (a view). Backward: ``grad.permute(inverse permutation)``."""
+    return _view_op("PermuteBackward0", Tensor.permute, _permute_backward, input, *dims,
+                    **kwargs)
 
 
-@implements(torch.matmul, Tensor.matmul, Tensor.__matmul__)
-def matmul(input: Tensor, other: Tensor, *, out: Tensor | None = None) -> Tensor:
-    """Matrix product with torch's rank rules: dot (1-d, 1-d), mv (2-d, 1-d), mm, a vector or
-    an N-d batch times a matrix (folded into one mm). Backward: torch's dot/mv/mm formulas.
-    Other rank combinations (batched matmul) are computed but raise at backward."""
+def _expand_backward(x: Tensor, *args: Any, **kwargs: Any) -> Callable[[Tensor], tuple[Tensor]]:
+    """ExpandBackward0: ``sum_to(grad, input.shape)`` (broadcast dims summed, as torch)."""
+    shape = x.shape
+    return lambda grad: (sum_to(grad, shape),)
+
+
+@implements(Tensor.expand)
+def expand(input: Tensor, *size: Any, **kwargs: Any) -> Tensor:
+    """Broadcast size-1 (or new leading) dims to ``size`` without copying (a view).
+    Backward: the gradient summed back to the input's shape."""
+    return _view_op("ExpandBackward0", Tensor.expand, _expand_backward, input, *size, **kwargs)
+
+
+@implements(Tensor.expand_as)
+def expand_as(input: Tensor, other: Tensor) -> Tensor:
+    """``input.expand(other.size())``. Backward: as :func:`expand`."""
     with no_dispatch():
-        edges = (edge(input), edge(other)) if is_grad_enabled() else (None, None)
-        if out is None and (edges[0] is not None or edges[1] is not None):
-            try:
-                return apply(_matmul_forward, edges, input, other, edges[0] is not None,
-                             edges[1] is not None)
-            except _Unsupported:
-                pass
-        elif out is None:
-            return wrap(torch.matmul(input, other))
-    kwargs = {"out": out} if out is not None else {}
-    return _fallback(torch.matmul, (input, other), kwargs)  # type: ignore[no-any-return]
+        shape = other.shape
+    return _view_op("ExpandBackward0", Tensor.expand, _expand_backward, input, shape)
 
 
-@implements(Tensor.__rmatmul__)
-def rmatmul(input: Tensor, other: Tensor) -> Tensor:
-    """``other @ input``."""
-    return matmul(other, input)
+@implements(torch.broadcast_to, Tensor.broadcast_to)
+def broadcast_to(input: Tensor, size: Sequence[int]) -> Tensor:
+    """``input.expand(size)``. Backward: as :func:`expand`."""
+    return _view_op("ExpandBackward0", Tensor.expand, _expand_backward, input, tuple(size))
 
 
-@implements(torch.mm, Tensor.mm)
-def mm(input: Tensor, mat2: Tensor, *, out: Tensor | None = None) -> Tensor:
-    """Product of two matrices. Backward: torch's mm formulas."""
+def _repeat_backward(x: Tensor, *args: Any, **kwargs: Any) -> Callable[[Tensor], tuple[Tensor]]:
+    """torch's ``repeat_backward``: the new leading dims summed one by one, then one reshape
+    to ``(repeat, size)`` pairs and one sum over the repeat dims."""
+    repeats = _int_list(args, kwargs, "repeats")
+    shape = x.shape
+    if 0 in repeats:
+        return lambda grad: (torch.zeros(shape, dtype=grad.dtype, device=grad.device),)
+    unsqueezed = len(repeats) - len(shape)
+    grad_size: list[int] = []
+    sum_dims: list[int] = []
+    for d, size in enumerate(shape):
+        repeat = repeats[d + unsqueezed]
+        if repeat != 1:
+            grad_size.append(repeat)
+            sum_dims.append(len(grad_size) - 1)
+        grad_size.append(size)
+
+    def backward(grad: Tensor) -> tuple[Tensor]:
+        for _ in range(unsqueezed):
+            grad = grad.sum(0, False)
+        if sum_dims:
+            grad = grad.reshape(grad_size).sum(sum_dims)
+        return (grad,)
+
+    return backward
+
+
+def _repeat_forward(input: Tensor, *args: Any, **kwargs: Any) -> Recorded:
+    _check_real("repeat", input)
+    return (Tensor.repeat(input, *args, **kwargs), _repeat_backward(input, *args, **kwargs), (),
+            "RepeatBackward0")
+
+
+@implements(Tensor.repeat)
+def repeat(input: Tensor, *repeats: Any, **kwargs: Any) -> Tensor:
+    """Tile ``input`` ``repeats`` times along each dim (a copy; extra leading repeats add
+    dims). Backward: the gradient's tiles summed (torch's ``repeat_backward``)."""
     with no_dispatch():
-        matrices = input.dim() == 2 and mat2.dim() == 2
-    if not matrices or out is not None:
-        kwargs = {"out": out} if out is not None else {}
-        return _fallback(torch.mm, (input, mat2), kwargs)  # type: ignore[no-any-return]
-    return matmul(input, mat2)
+        if is_grad_enabled():
+            e_input = edge(input)
+            if e_input is not None:
+                return apply(_repeat_forward, (e_input,), input, *repeats, **kwargs)
+        return wrap(Tensor.repeat(input, *repeats, **kwargs))
+
+
+def _select_backward(x: Tensor, dim: int, index: int) -> Callable[[Tensor], tuple[Tensor]]:
+    """torch's ``select_backward``: zeros with the gradient copied into the selected slice."""
+    shape = x.shape
+
+    def backward(grad: Tensor) -> tuple[Tensor]:
+        grad_input = torch.zeros(shape, dtype=grad.dtype, device=grad.device)
+        grad_input.select(dim, index).copy_(grad)
+        return (grad_input,)
+
+    return backward
+
+
+@implements(torch.select, Tensor.select)
+def select(input: Tensor, dim: int, index: int) -> Tensor:
+    """The slice at ``index`` of ``dim``, without that dim (a view). Backward: the gradient
+    copied into zeros at that slice."""
+    return _view_op("SelectBackward0", torch.select, _select_backward, input, dim, index)
+
+
+# ---------------------------------------------------------------------------------------------
+# multi-output views: unbind, split, chunk
+# ---------------------------------------------------------------------------------------------
+
+
+def _multi_view(name: str | Callable[..., str], kernel: Callable[..., Sequence[Tensor]],
+                combine_for: Callable[[Tensor, Sequence[Tensor]],
+                                      Callable[[list[Tensor | None]], Tensor]],
+                input: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, ...]:
+    """Record a multi-output view op: the outputs are views sharing one node (as torch's), whose
+    backward is ``combine_for(input, outputs)(grads)`` (``None`` for an output without a
+    gradient: torch's undefined gradient, zeros)."""
+    with no_dispatch():
+        e_input = edge(input) if is_grad_enabled() else None
+        if e_input is None:
+            return tuple(wrap(o) for o in kernel(input, *args, **kwargs))
+        set_grad_enabled(False)
+        try:
+            outs = kernel(input, *args, **kwargs)
+        finally:
+            set_grad_enabled(True)
+        combine = combine_for(input, outs)
+        if not isinstance(name, str):
+            name = name(input, *args)
+        results = record_outputs(outs, name, lambda grads: (combine(grads),), (e_input,))
+        base = input._view_base if type(input) is TrackedTensor and (
+            input._view_version is not None) else input
+        for r in results:
+            r._view_version = r._version
+            r._view_base = base  # writes into an output go through the base (CopySlices)
+        return tuple(results)
+
+
+def _unbind_combine(x: Tensor, outs: Sequence[Tensor], dim: int = 0
+                    ) -> Callable[[list[Tensor | None]], Tensor]:
+    """torch's ``unbind_backward``: ``stack`` of the gradients, expanded zeros for the missing."""
+    d = dim % max(x.dim(), 1)
+    shape = x.shape
+
+    def combine(grads: list[Tensor | None]) -> Tensor:
+        if all(g is not None for g in grads):
+            return torch.stack(grads, d)  # type: ignore[arg-type]
+        # The stack of expanded zeros and the gradients, written as zeros and copies (the
+        # same values: a copy preserves every bit), without a zero block per missing slice.
+        defined = next(g for g in grads if g is not None)
+        out = torch.zeros(shape, dtype=defined.dtype, device=defined.device)
+        for i, g in enumerate(grads):
+            if g is not None:
+                out.select(d, i).copy_(g)
+        return out
+
+    return combine
+
+
+@implements(torch.unbind, Tensor.unbind)
+def unbind(input: Tensor, dim: int = 0) -> tuple[Tensor, ...]:
+    """The slices along ``dim`` (views; also what iterating over a tensor yields).
+    Backward: the slices' gradients stacked (zeros for slices without one)."""
+    return _multi_view("UnbindBackward0", torch.unbind,
+                       lambda x, outs: _unbind_combine(x, outs, dim), input, dim)
+
+
+def _split_combine(x: Tensor, outs: Sequence[Tensor], dim: int
+                   ) -> Callable[[list[Tensor | None]], Tensor]:
+    """torch's ``split_with_sizes_backward``: ``cat`` of the gradients, zeros for the missing."""
+    d = dim % max(x.dim(), 1)
+    shape, dtype, device = list(x.shape), x.dtype, x.device
+    lengths = [o.shape[d] for o in outs]
+
+    def combine(grads: list[Tensor | None]) -> Tensor:
+        if all(g is not None for g in grads):
+            return torch.cat(grads, d)  # type: ignore[arg-type]
+        # The cat of zeros and the gradients, written as zeros and copies (the same values:
+        # a copy preserves every bit), without a zero block per missing piece.
+        out = torch.zeros(shape, dtype=dtype, device=device)
+        offset = 0
+        for g, length in zip(grads, lengths):
+            if g is not None:
+                out.narrow(d, offset, length).copy_(g)
+            offset += length
+        return out
+
+    return combine
+
+
+def _split_dim(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    return int(args[0]) if args else int(kwargs.get("dim", 0))
+
+
+@implements(torch.split, Tensor.split)
+def split(tensor: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, ...]:
+    """Split into pieces of ``split_size`` (the last may be smaller) or of the listed sizes,
+    along ``dim`` (views). Backward: the pieces' gradients concatenated (zeros for pieces
+    without one)."""
+    if args:
+        split_size_or_sections, args = args[0], args[1:]
+    else:  # torch.split's and Tensor.split's keyword names
+        split_size_or_sections = kwargs.pop("split_size_or_sections", None)
+        if split_size_or_sections is None:
+            split_size_or_sections = kwargs.pop("split_size")
+    dim = _split_dim(args, kwargs)
+    name = "SplitBackward0" if isinstance(split_size_or_sections, int) else (
+        "SplitWithSizesBackward0")
+    return _multi_view(name, Tensor.split, lambda x, outs: _split_combine(x, outs, dim),
+                       tensor, split_size_or_sections, dim)
+
+
+@implements(torch.split_with_sizes, Tensor.split_with_sizes)
+def split_with_sizes(input: Tensor, split_sizes: Sequence[int], dim: int = 0
+                     ) -> tuple[Tensor, ...]:
+    """Split into pieces of the listed sizes along ``dim``. Backward: as :func:`split`."""
+    return _multi_view("SplitWithSizesBackward0", torch.split_with_sizes,
+                       lambda x, outs: _split_combine(x, outs, dim), input, split_sizes, dim)
+
+
+@implements(torch.chunk, Tensor.chunk)
+def chunk(input: Tensor, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
+    """``chunks`` pieces along ``dim`` (torch's split by ``ceil(size / chunks)``).
+    Backward: as :func:`split`."""
+    return _multi_view(_chunk_node_name, torch.chunk,
+                       lambda x, outs: _split_combine(x, outs, dim), input, chunks, dim)
+
+
+def _chunk_node_name(input: Tensor, chunks: int, dim: int) -> str:
+    """torch's chunk is a split, by sizes when the dim is empty."""
+    return "SplitWithSizesBackward0" if input.dim() and input.shape[dim] == 0 else (
+        "SplitBackward0")
+
+
+# ---------------------------------------------------------------------------------------------
+# stack
+# ---------------------------------------------------------------------------------------------
+
+
+def _stack_forward(*args: Any) -> Recorded:
+    *tensors, dim = args
+    _check_real("stack", *tensors)
+    result = torch.stack(tensors, dim)
+    d = dim % result.dim()
+    dtypes = [t.dtype for t in tensors]
+
+    def backward(grad: Tensor) -> list[Tensor]:
+        grads = []
+        for i, dtype in enumerate(dtypes):
+            g = grad.select(d, i)
+            grads.append(g if g.dtype is dtype else g.to(dtype))
+        return grads
+
+    return result, backward, (), "StackBackward0"
+
+
+@implements(torch.stack)
+def stack(tensors: Sequence[Tensor], dim: int = 0, *, out: Tensor | None = None) -> Tensor:
+    """Join same-shaped tensors along a new dim ``dim``. Backward: each input's slice of the
+    gradient (``grad.select(dim, i)``, cast to its dtype)."""
+    with no_dispatch():
+        tensors = list(tensors)
+        if is_grad_enabled():
+            edges = tuple(edge(t) for t in tensors)
+            if any(e is not None for e in edges):
+                if out is not None:
+                    raise _out_requires_grad("stack")
+                return apply(_stack_forward, edges, *tensors, dim)
+        if out is not None:
+            return torch.stack(tensors, dim, out=out)
+        return wrap(torch.stack(tensors, dim))
+
+
+from . import index as _index  # noqa: E402  (advanced indexing; index.py imports shape lazily)

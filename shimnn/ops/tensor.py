@@ -30,7 +30,7 @@ from .._graph import (
     set_node,
     wrap,
 )
-from ._common import _check_real, _reduce_to
+from ._common import _check_real, _out_requires_grad, _record_inplace, _reduce_to
 
 
 def _edge(x: Any) -> Edge:
@@ -422,3 +422,191 @@ def clamp_min(input: Tensor, min: Any) -> Tensor:
 def clamp_max(input: Tensor, max: Any) -> Tensor:
     """``min(input, max)``. Backward: ``grad`` where ``input <= max``, else 0."""
     return _clamp(input, None, max, torch.clamp_max, "ClampMaxBackward0", None)
+
+
+# ---------------------------------------------------------------------------------------------
+# sqrt, rsqrt, square, sin, cos, triu, tril (and their in-place forms)
+# ---------------------------------------------------------------------------------------------
+
+
+def _math1(forward: Callable[..., Recorded], kernel: Callable[..., Tensor], name: str,
+           input: Tensor, args: tuple[Any, ...], out: Tensor | None) -> Tensor:
+    """:func:`_op1` with torch's ``out=`` rule: refused when a gradient is needed."""
+    if out is None:
+        return _op1(forward, kernel, input, *args)
+    with no_dispatch():
+        if is_grad_enabled() and edge(input) is not None:
+            raise _out_requires_grad(name)
+        return kernel(input, *args, out=out)
+
+
+def _inplace1(name: str, input: Tensor, inplace_kernel: Callable[..., Any],
+              backward_for: Callable[[Tensor], Callable[[Tensor], tuple[Tensor]]],
+              saves: str, node: str, *args: Any) -> Tensor:
+    """An in-place element-wise op. ``saves``: what its formula reads, saved as torch saves
+    it: ``"result"`` (the overwritten tensor itself, version-checked), ``"self"`` (a copy of
+    the input taken before the op, torch's ``original_self``) or ``""``."""
+
+    def run(needs: tuple[bool, ...]) -> Any:
+        _check_real(name, input)
+        original = input.clone() if saves == "self" else None
+        inplace_kernel(input, *args)
+        if saves == "result":
+            kept = input.detach()  # an alias sharing the version counter, without a graph
+            return backward_for(kept), (kept,), node
+        if original is not None:
+            return backward_for(original), (original,), node
+        return backward_for(input), (), node
+
+    return _record_inplace(name, input, (), run, lambda: inplace_kernel(input, *args))
+
+
+def _sqrt_backward(result: Tensor) -> Callable[[Tensor], tuple[Tensor]]:
+    return lambda grad: (grad / (2 * result),)
+
+
+def _sqrt_forward(input: Tensor) -> Recorded:
+    _check_real("sqrt", input)
+    result = torch.sqrt(input)
+    return result, _sqrt_backward(result), (result,), "SqrtBackward0"
+
+
+@implements(torch.sqrt, Tensor.sqrt)
+def sqrt(input: Tensor, *, out: Tensor | None = None) -> Tensor:
+    """Square root. Backward: ``grad / (2 * result)``."""
+    return _math1(_sqrt_forward, torch.sqrt, "sqrt", input, (), out)
+
+
+@implements(torch.sqrt_, Tensor.sqrt_)
+def sqrt_(input: Tensor) -> Tensor:
+    """In-place :func:`sqrt` (its formula reads the result: exact)."""
+    return _inplace1("sqrt_", input, Tensor.sqrt_, _sqrt_backward, "result", "SqrtBackward0")
+
+
+def _rsqrt_backward(result: Tensor) -> Callable[[Tensor], tuple[Tensor]]:
+    return lambda grad: (-0.5 * grad * result.pow(3),)
+
+
+def _rsqrt_forward(input: Tensor) -> Recorded:
+    _check_real("rsqrt", input)
+    result = torch.rsqrt(input)
+    return result, _rsqrt_backward(result), (result,), "RsqrtBackward0"
+
+
+@implements(torch.rsqrt, Tensor.rsqrt)
+def rsqrt(input: Tensor, *, out: Tensor | None = None) -> Tensor:
+    """``1 / sqrt(input)``. Backward: ``-0.5 * grad * result ** 3``."""
+    return _math1(_rsqrt_forward, torch.rsqrt, "rsqrt", input, (), out)
+
+
+@implements(torch.rsqrt_, Tensor.rsqrt_)
+def rsqrt_(input: Tensor) -> Tensor:
+    """In-place :func:`rsqrt` (its formula reads the result: exact)."""
+    return _inplace1("rsqrt_", input, Tensor.rsqrt_, _rsqrt_backward, "result",
+                     "RsqrtBackward0")
+
+
+def _pow2_backward(input: Tensor) -> Callable[[Tensor], tuple[Tensor]]:
+    return lambda grad: (grad * (input.pow(1.0) * 2.0),)
+
+
+@implements(torch.square, Tensor.square)
+def square(input: Tensor, *, out: Tensor | None = None) -> Tensor:
+    """``input ** 2`` (torch computes it as ``pow(input, 2)``). Backward:
+    ``grad * (2 * input)``, by pow's formula."""
+    if out is None:
+        return pow(input, 2)
+    with no_dispatch():
+        if is_grad_enabled() and edge(input) is not None:
+            raise _out_requires_grad("square")
+        return torch.square(input, out=out)
+
+
+@implements(torch.square_, Tensor.square_)
+def square_(input: Tensor) -> Tensor:
+    """In-place :func:`square` (torch's ``pow_(2)``; a copy of the input is saved: exact)."""
+    return _inplace1("square_", input, Tensor.square_, _pow2_backward, "self", "PowBackward0")
+
+
+def _sin_backward(input: Tensor) -> Callable[[Tensor], tuple[Tensor]]:
+    return lambda grad: (grad * input.cos(),)
+
+
+def _sin_forward(input: Tensor) -> Recorded:
+    _check_real("sin", input)
+    return torch.sin(input), _sin_backward(input), (input,), "SinBackward0"
+
+
+@implements(torch.sin, Tensor.sin)
+def sin(input: Tensor, *, out: Tensor | None = None) -> Tensor:
+    """Sine. Backward: ``grad * cos(input)``."""
+    return _math1(_sin_forward, torch.sin, "sin", input, (), out)
+
+
+@implements(torch.sin_, Tensor.sin_)
+def sin_(input: Tensor) -> Tensor:
+    """In-place :func:`sin` (a copy of the input is saved, as torch: exact)."""
+    return _inplace1("sin_", input, Tensor.sin_, _sin_backward, "self", "SinBackward0")
+
+
+def _cos_backward(input: Tensor) -> Callable[[Tensor], tuple[Tensor]]:
+    return lambda grad: (grad * -input.sin(),)
+
+
+def _cos_forward(input: Tensor) -> Recorded:
+    _check_real("cos", input)
+    return torch.cos(input), _cos_backward(input), (input,), "CosBackward0"
+
+
+@implements(torch.cos, Tensor.cos)
+def cos(input: Tensor, *, out: Tensor | None = None) -> Tensor:
+    """Cosine. Backward: ``grad * -sin(input)``."""
+    return _math1(_cos_forward, torch.cos, "cos", input, (), out)
+
+
+@implements(torch.cos_, Tensor.cos_)
+def cos_(input: Tensor) -> Tensor:
+    """In-place :func:`cos` (a copy of the input is saved, as torch: exact)."""
+    return _inplace1("cos_", input, Tensor.cos_, _cos_backward, "self", "CosBackward0")
+
+
+def _triangle(kernel: Callable[..., Tensor], name: str) -> Callable[..., Recorded]:
+    def forward(input: Tensor, diagonal: int) -> Recorded:
+        _check_real(name, input)
+        return (kernel(input, diagonal), lambda grad: (kernel(grad, diagonal),), (),
+                f"{name.capitalize()}Backward0")
+
+    return forward
+
+
+_triu_forward = _triangle(torch.triu, "triu")
+_tril_forward = _triangle(torch.tril, "tril")
+
+
+@implements(torch.triu, Tensor.triu)
+def triu(input: Tensor, diagonal: int = 0, *, out: Tensor | None = None) -> Tensor:
+    """The upper triangle of the last two dims (from ``diagonal`` up), zeros below.
+    Backward: ``grad.triu(diagonal)``."""
+    return _math1(_triu_forward, torch.triu, "triu", input, (diagonal,), out)
+
+
+@implements(torch.tril, Tensor.tril)
+def tril(input: Tensor, diagonal: int = 0, *, out: Tensor | None = None) -> Tensor:
+    """The lower triangle of the last two dims. Backward: ``grad.tril(diagonal)``."""
+    return _math1(_tril_forward, torch.tril, "tril", input, (diagonal,), out)
+
+
+@implements(Tensor.triu_)
+def triu_(input: Tensor, diagonal: int = 0) -> Tensor:
+    """In-place :func:`triu` (its formula reads nothing: exact)."""
+    return _inplace1("triu_", input, Tensor.triu_,
+                     lambda _: lambda grad: (grad.triu(diagonal),), "", "TriuBackward0",
+                     diagonal)
+
+
+@implements(Tensor.tril_)
+def tril_(input: Tensor, diagonal: int = 0) -> Tensor:
+    """In-place :func:`tril` (its formula reads nothing: exact)."""
+    return _inplace1("tril_", input, Tensor.tril_,
+                     lambda _: lambda grad: (grad.tril(diagonal),), "", "TrilBackward0",
+                     diagonal)
