@@ -371,25 +371,25 @@ def test_pack_sequence(dtype: torch.dtype) -> None:
             assert_same(a.grad, b.grad, f"{side} padded sequence gradient")
 
 
-def test_unsorted_lengths() -> None:
-    """enforce_sorted=False: torch permutes with index_select (the states through shimnn's
-    permutation); pad_packed_sequence unpermutes the output with Tensor.index_select."""
-    from shimnn._graph import HANDLED
-
-    ref, shim = twin_modules(lambda nn: nn.LSTM(3, 4, bidirectional=True))
-    x = _randn(4, 3, 3, dtype=torch.float32)
+@pytest.mark.parametrize("cls", LAYERS)
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_unsorted_lengths(cls: str, batch_first: bool) -> None:
+    """enforce_sorted=False: torch sorts the batch (index_select of the input and of h_0) and
+    pad_packed_sequence unsorts the output; every gradient goes back through the permutation."""
+    ref, shim = twin_modules(lambda nn: getattr(nn, cls)(3, 4, bidirectional=True,
+                                                         batch_first=batch_first))
+    x = _randn(*((3, 4) if batch_first else (4, 3)), 3, dtype=torch.float32)
     states = [_randn(2, 3, 4, dtype=torch.float32, seed=s) for s in (2, 3)]
+    lstm = cls == "LSTM"
 
     def forward(m: torch.nn.Module, xs: list[torch.Tensor]) -> list[torch.Tensor]:
-        packed = pack_padded_sequence(xs[0].detach(), [2, 4, 1], enforce_sorted=False)
-        out, (h, c) = m(packed, (xs[1], xs[2]))
-        return [pad_packed_sequence(out)[0], h, c]
+        inp = xs[0] * 1.0 if m is ref else shimnn.ops.tensor.mul(xs[0], 1.0)
+        packed = pack_padded_sequence(inp, [2, 4, 1], batch_first=batch_first,
+                                      enforce_sorted=False)
+        out, h = m(packed, (xs[1], xs[2]) if lstm else xs[1])
+        return [pad_packed_sequence(out, batch_first=batch_first)[0], *_flat(h)]
 
-    if torch.Tensor.index_select in HANDLED:
-        run_both(ref, shim, [x, *states], forward)
-    else:
-        with pytest.raises(NotImplementedError, match="index_select"):
-            run_both(ref, shim, [x, *states], forward)
+    run_both(ref, shim, [x, *(states if lstm else states[:1])], forward)
 
 
 # ---------------------------------------------------------------------------------------------

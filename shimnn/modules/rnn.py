@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
+from ..ops import index as I
 from ..ops import rnn as F
 from ..ops import shape as S
 from .module import Module
@@ -28,7 +29,8 @@ __all__ = ["GRU", "GRUCell", "LSTM", "LSTMCell", "RNN", "RNNBase", "RNNCell", "R
 
 
 def _permute(hx: Tensor, permutation: Tensor | None) -> Tensor:
-    return hx if permutation is None else F.index_select_permutation(hx, 1, permutation)
+    """torch's ``_apply_permutation``: ``hx.index_select(1, permutation)``, by shimnn's op."""
+    return hx if permutation is None else I.index_select(hx, 1, permutation)
 
 
 class RNNBase(Module, torch.nn.RNNBase):

@@ -58,7 +58,6 @@ from .linear import _is_column_major, _weight_is_row_major, linear_forward, line
 __all__ = [
     "gru",
     "gru_cell",
-    "index_select_permutation",
     "lstm",
     "lstm_cell",
     "pack_padded_sequence_data",
@@ -75,7 +74,6 @@ _tanh_backward = torch.ops.aten.tanh_backward.default._op
 _threshold_backward = torch.ops.aten.threshold_backward.default._op
 _select_backward = torch.ops.aten.select_backward.default._op
 _slice_backward = torch.ops.aten.slice_backward.default._op
-_index_select_backward = torch.ops.aten.index_select_backward.default._op
 _pack_padded_sequence_backward = torch.ops.aten._pack_padded_sequence_backward.default._op
 _mkldnn_rnn_layer = torch.ops.aten.mkldnn_rnn_layer.default._op
 _mkldnn_rnn_layer_backward = torch.ops.aten.mkldnn_rnn_layer_backward.default._op
@@ -1214,27 +1212,6 @@ _torch_rnn_tanh_cell, _torch_rnn_relu_cell = torch.rnn_tanh_cell, torch.rnn_relu
 # ---------------------------------------------------------------------------------------------
 # packed sequences, and the permutation of hidden states
 # ---------------------------------------------------------------------------------------------
-
-
-def index_select_permutation(input: Tensor, dim: int, index: Tensor) -> Tensor:
-    """``input.index_select(dim, index)`` for the modules' ``permute_hidden``.
-    Backward: ``index_select_backward(grad, input.shape, dim, index)`` (zeros, index_add_)."""
-    with no_dispatch():
-        grad_mode = is_grad_enabled()
-        e = edge(input) if grad_mode else None
-        set_grad_enabled(False)
-        try:
-            out = torch.index_select(input, dim, index)
-        finally:
-            set_grad_enabled(grad_mode)
-        if e is None:
-            return wrap(out)
-        shape = list(input.shape)
-
-        def backward(grad: Tensor) -> tuple[Tensor]:
-            return (_index_select_backward(grad, shape, dim, index),)
-
-        return record(out, "IndexSelectBackward0", backward, (e,), (index,))
 
 
 @implements(torch._pack_padded_sequence)
