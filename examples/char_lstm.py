@@ -1,4 +1,4 @@
-"""A character-level LSTM language model on a built-in text: one-hot characters, truncated
+"""A character-level LSTM language model on a built-in text: embedded characters, truncated
 backpropagation through time with the state carried (detached) between windows, gradient
 clipping, Adam; then greedy generation from a prompt."""
 
@@ -15,17 +15,17 @@ chars = sorted(set(TEXT))
 index = {c: i for i, c in enumerate(chars)}
 data = torch.tensor([index[c] for c in TEXT])
 vocab = len(chars)
-one_hot = torch.eye(vocab)
 
 
 class CharLSTM(nn.Module):
     def __init__(self, vocab: int, hidden: int) -> None:
         super().__init__()
-        self.lstm = nn.LSTM(vocab, hidden, num_layers=2, batch_first=True, dropout=0.1)
+        self.embed = nn.Embedding(vocab, 16)
+        self.lstm = nn.LSTM(16, hidden, num_layers=2, batch_first=True, dropout=0.1)
         self.head = nn.Linear(hidden, vocab)
 
     def forward(self, x, state=None):
-        out, state = self.lstm(x, state)
+        out, state = self.lstm(self.embed(x), state)
         return self.head(out), state
 
 
@@ -39,7 +39,7 @@ state = None
 for step in range(30):
     offset = (step % 3) * seq_len
     idx = torch.stack([data[s + offset:s + offset + seq_len + 1] for s in starts.tolist()])
-    x, y = one_hot[idx[:, :-1]], idx[:, 1:]
+    x, y = idx[:, :-1], idx[:, 1:]
     if offset == 0:
         state = None  # a new pass over the windows: fresh state
     logits, state = model(x, state)
@@ -54,11 +54,11 @@ for step in range(30):
 model.eval()
 with torch.no_grad():
     prompt = "it was the "
-    x = one_hot[torch.tensor([[index[c] for c in prompt]])]
+    x = torch.tensor([[index[c] for c in prompt]])
     logits, state = model(x)
     text = prompt
     for _ in range(40):
         nxt = int(logits[0, -1].argmax())
         text += chars[nxt]
-        logits, state = model(one_hot[torch.tensor([[nxt]])], state)
+        logits, state = model(torch.tensor([[nxt]]), state)
 print(repr(text))
