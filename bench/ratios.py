@@ -1,6 +1,6 @@
 """Speed of shimnn against torch (and scikit-learn) as interleaved ratios, in one process.
 
-    .venv/bin/python -m bench.ratios [--quick] [--json PATH]
+    .venv/bin/python -m bench.ratios [--quick] [--sequences] [--json PATH]
 
 For every configuration of ``bench._workloads`` (4 networks; training step with plain SGD and
 with momentum 0.9; forward in grad mode and under ``torch.no_grad()``; then the sequence models,
@@ -86,6 +86,12 @@ def measure_steps(settings: Settings) -> list[Result]:
                                 {fw: w.forward for fw, w in ws.items()}, settings))
         results.append(_measure(network.name, "forward no_grad",
                                 {fw: w.forward_no_grad for fw, w in ws.items()}, settings))
+    return results
+
+
+def measure_sequences(settings: Settings) -> list[Result]:
+    """The sequence models: SGD and Adam steps, forward in grad mode and under no_grad."""
+    results = []
     for seq in SEQUENCE_NETWORKS:
         for optimizer in ("sgd", "adam"):
             ws = {fw: sequence_workload(fw, seq, optimizer) for fw in FRAMEWORKS}
@@ -162,6 +168,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                              f"{FULL.blocks} of {FULL.block_s * 1e3:.0f} ms")
     parser.add_argument("--json", metavar="PATH", help="also save the results (with every "
                         "per-block time) as JSON")
+    parser.add_argument("--sequences", action="store_true",
+                        help="only the sequence models (LSTM) rows")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
 
@@ -171,8 +179,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     threadpool_limits(limits=1)  # scikit-learn's BLAS too: one thread for every contender
     env = environment()
     print("measuring (progress on stderr)...", file=sys.stderr)
-    steps = measure_steps(settings)
-    epochs = measure_epochs(settings)
+    steps = ([] if args.sequences else measure_steps(settings)) + measure_sequences(settings)
+    epochs = [] if args.sequences else measure_epochs(settings)
 
     print(environment_line(env))
     print(f"\nInterleaved in one process: {settings.blocks} rounds, each contender one block of "
@@ -180,9 +188,10 @@ def main(argv: Sequence[str] | None = None) -> None:
           "medians over blocks; ratio = median of the per-block ratios, IQR in parentheses. "
           "Above 1: shimnn is faster.\n")
     print(step_table(steps))
-    print("\nPer epoch, seed task (1000 disc points, 20 mini-batches of 50, SGD lr 0.1; "
-          "scikit-learn `MLPRegressor.partial_fit`, one BLAS thread):\n")
-    print(epoch_table(epochs))
+    if epochs:
+        print("\nPer epoch, seed task (1000 disc points, 20 mini-batches of 50, SGD lr 0.1; "
+              "scikit-learn `MLPRegressor.partial_fit`, one BLAS thread):\n")
+        print(epoch_table(epochs))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"environment": env, "settings": asdict(settings),

@@ -935,15 +935,18 @@ def _raise_like_torch(fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[
 _LAYER_ARGS = ("has_biases", "num_layers", "dropout", "train", "bidirectional", "batch_first")
 
 
-def _bind_layer(kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The arguments of ``torch.<kind>``'s two overloads by name (``batch_sizes`` is ``None``
-    for the padded one)."""
+def _bind_layer(kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    """The arguments of ``torch.<kind>``'s two overloads: ``(input, batch_sizes, hx, params,
+    has_biases, num_layers, dropout, train, bidirectional, batch_first)``, ``batch_sizes``
+    ``None`` for the padded one."""
     packed = (isinstance(args[1], Tensor) if kind == LSTM and len(args) > 1 else
               len(args) > 2 and isinstance(args[2], Tensor)) or "batch_sizes" in kwargs
-    if packed:
-        names = ("data", "batch_sizes", "hx", "params", *_LAYER_ARGS[:-1])
-    else:
-        names = ("input", "hx", "params", *_LAYER_ARGS)
+    if len(args) == 9 and not kwargs:  # the modules' call
+        if packed:
+            return (args[0], *args[1:], False)
+        return (args[0], None, *args[1:])
+    names = (("data", "batch_sizes", "hx", "params", *_LAYER_ARGS[:-1]) if packed else
+             ("input", "hx", "params", *_LAYER_ARGS))
     bound = dict(zip(names, args))
     bound.update(kwargs)
     if packed:
@@ -951,17 +954,15 @@ def _bind_layer(kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dic
         bound["batch_first"] = False
     else:
         bound["batch_sizes"] = None
-    return bound
+    return tuple(bound[k] for k in ("input", "batch_sizes", "hx", "params", *_LAYER_ARGS))
 
 
 def _layer(kind: str, torch_fn: Callable[..., Any], args: tuple[Any, ...],
            kwargs: dict[str, Any]) -> tuple[Tensor, ...]:
     try:
-        a = _bind_layer(kind, args, kwargs)
-        input, batch_sizes, hx_arg, params = a["input"], a["batch_sizes"], a["hx"], a["params"]
-        has_biases, num_layers, dropout_p = a["has_biases"], a["num_layers"], a["dropout"]
-        train, bidirectional, batch_first = a["train"], a["bidirectional"], a["batch_first"]
-    except (KeyError, IndexError, TypeError):
+        (input, batch_sizes, hx_arg, params, has_biases, num_layers, dropout_p, train,
+         bidirectional, batch_first) = _bind_layer(kind, args, kwargs)
+    except (KeyError, IndexError, TypeError, ValueError):
         _raise_like_torch(torch_fn, args, kwargs)
     with no_dispatch():
         if kind == LSTM:
