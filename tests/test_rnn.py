@@ -947,3 +947,34 @@ def test_column_major_weights(cls: str, dtype: torch.dtype) -> None:
     run_both(ref, shim, [x], lambda m, xs: _flat(m(xs[0])))
     for name, p in shim.named_parameters():
         assert p.grad.stride() == dict(ref.named_parameters())[name].grad.stride(), name
+
+
+@pytest.mark.parametrize("cls,dtype", [("GRU", torch.float64), ("RNN", torch.float32),
+                                       ("LSTM", torch.float32), ("LSTM", torch.float64)])
+def test_input_changed_in_place_before_backward_raises_like_torch(cls: str,
+                                                                  dtype: torch.dtype) -> None:
+    """torch saves the input (oneDNN's layer, the composite's input linear): modified in place
+    after the forward, the backward raises."""
+    ref, shim = twin_modules(lambda nn: getattr(nn, cls)(3, 4, dtype=dtype))
+    x0 = _randn(5, 2, 3, dtype=dtype)
+
+    def run(m: torch.nn.Module) -> None:
+        x = x0.clone().requires_grad_()
+        inp = x * 1.0 if m is ref else shimnn.ops.tensor.mul(x, 1.0)
+        out, _ = m(inp)
+        with torch.no_grad():
+            inp.add_(1.0)
+        out.sum().backward()
+
+    ref_e, shim_e = check_raises_like(lambda: run(ref), lambda: run(shim))
+    assert "modified by an inplace operation" in str(shim_e)
+
+
+@pytest.mark.parametrize("cls", ["GRU", "RNN"])
+def test_strided_states_composite(cls: str) -> None:
+    for dtype in DTYPES:
+        ref, shim = twin_modules(lambda nn: getattr(nn, cls)(3, 4, num_layers=2,
+                                                             bidirectional=True, dtype=dtype))
+        x = _randn(2, 5, 3, dtype=dtype).transpose(0, 1)
+        h = _randn(4, 4, 2, dtype=dtype, seed=2).permute(1, 2, 0)
+        run_both(ref, shim, [x, h], lambda m, xs: _flat(m(xs[0], xs[1])))
