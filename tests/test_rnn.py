@@ -48,7 +48,8 @@ def _flat(x: Any) -> list[torch.Tensor]:
     return []
 
 
-def _loss(outputs: Sequence[torch.Tensor], seed: int, zero_first: bool = False) -> torch.Tensor:
+def _loss(outputs: Sequence[torch.Tensor], seed: int, zero_first: bool = False,
+          negative_zero: bool = False) -> torch.Tensor:
     """A random linear functional of the outputs (a random upstream gradient each)."""
     g = torch.Generator().manual_seed(seed)
     total: torch.Tensor | int = 0
@@ -56,6 +57,8 @@ def _loss(outputs: Sequence[torch.Tensor], seed: int, zero_first: bool = False) 
         w = torch.randn(o.shape, generator=g, dtype=o.dtype)
         if zero_first and k == 0:
             w[..., ::2] = 0.0  # zero upstream gradients make -0.0 gradients: bits must agree
+        if negative_zero:
+            w.fill_(-0.0)  # every gradient is a signed zero: only the order of sums decides
         total = total + (o * w).sum()
     assert isinstance(total, torch.Tensor)
     return total
@@ -63,7 +66,8 @@ def _loss(outputs: Sequence[torch.Tensor], seed: int, zero_first: bool = False) 
 
 def run_both(ref: torch.nn.Module, shim: torch.nn.Module, leaves: Sequence[torch.Tensor],
              forward: Callable[[torch.nn.Module, list[torch.Tensor]], Sequence[torch.Tensor]],
-             seed: int = 0, zero_first: bool = False, rng_seed: int = 7) -> None:
+             seed: int = 0, zero_first: bool = False, rng_seed: int = 7,
+             negative_zero: bool = False) -> None:
     """Run ``forward`` on fresh copies of ``leaves`` (those floating point require grad) under
     torch, then under shimnn with autograd forbidden; compare outputs and every gradient."""
     results = []
@@ -74,10 +78,10 @@ def run_both(ref: torch.nn.Module, shim: torch.nn.Module, leaves: Sequence[torch
             with autograd_forbidden():
                 outs = list(forward(module, xs))
                 assert_no_autograd_graph(*outs)
-                _loss(outs, seed, zero_first).backward()
+                _loss(outs, seed, zero_first, negative_zero).backward()
         else:
             outs = list(forward(module, xs))
-            _loss(outs, seed, zero_first).backward()
+            _loss(outs, seed, zero_first, negative_zero).backward()
         results.append((outs, xs, dict(module.named_parameters()), torch.get_rng_state()))
     (r_out, r_in, r_par, r_rng), (s_out, s_in, s_par, s_rng) = results
     assert len(s_out) == len(r_out)
@@ -98,7 +102,8 @@ def _layer_case(cls: str, dtype: torch.dtype, *, num_layers: int = 1, bidirectio
                 batch_first: bool = False, bias: bool = True, proj_size: int = 0,
                 nonlinearity: str = "tanh", dropout: float = 0.0, h0: bool = True,
                 use: str = "ohc", steps: int = 4, batch: int = 3, input_size: int = 3,
-                hidden: int = 5, zero_first: bool = False, unbatched: bool = False) -> None:
+                hidden: int = 5, zero_first: bool = False, unbatched: bool = False,
+                negative_zero: bool = False) -> None:
     kwargs: dict[str, Any] = {"num_layers": num_layers, "bidirectional": bidirectional,
                               "batch_first": batch_first, "bias": bias, "dropout": dropout}
     if cls == "LSTM":
@@ -133,7 +138,7 @@ def _layer_case(cls: str, dtype: torch.dtype, *, num_layers: int = 1, bidirectio
         picked += [hs[1]] if "c" in use and lstm else []
         return picked
 
-    run_both(ref, shim, leaves, forward, zero_first=zero_first)
+    run_both(ref, shim, leaves, forward, zero_first=zero_first, negative_zero=negative_zero)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,7 +266,7 @@ LENGTHS = [[4, 2, 1], [3, 3, 1], [2, 2, 2], [5, 1], [5, 4, 4, 2, 2]]
 def _packed_case(cls: str, dtype: torch.dtype, lengths: list[int], *, num_layers: int = 1,
                  bidirectional: bool = False, batch_first: bool = False, h0: bool = True,
                  use: str = "ohc", pad: bool = True, proj_size: int = 0,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, negative_zero: bool = False) -> None:
     kwargs: dict[str, Any] = {"num_layers": num_layers, "bidirectional": bidirectional,
                               "batch_first": batch_first, "dropout": dropout}
     if proj_size:
@@ -301,7 +306,7 @@ def _packed_case(cls: str, dtype: torch.dtype, lengths: list[int], *, num_layers
         ctx = autograd_forbidden() if module is shim else torch.enable_grad()
         with ctx:
             outs = forward(module, xs)
-            _loss(outs, 0).backward()
+            _loss(outs, 0, zero_first=True, negative_zero=negative_zero).backward()
         x_grad = xs[0].grad if module is ref else forward.shim_input.grad  # type: ignore
         results.append((outs, x_grad, [t.grad for t in xs[1:]],
                         dict(module.named_parameters())))
@@ -978,3 +983,17 @@ def test_strided_states_composite(cls: str) -> None:
         x = _randn(2, 5, 3, dtype=dtype).transpose(0, 1)
         h = _randn(4, 4, 2, dtype=dtype, seed=2).permute(1, 2, 0)
         run_both(ref, shim, [x, h], lambda m, xs: _flat(m(xs[0], xs[1])))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cls", LAYERS)
+def test_signed_zero_gradients(cls: str, dtype: torch.dtype) -> None:
+    """Upstream gradients all -0.0: every gradient is a signed zero, whose sign only the order
+    and grouping of torch's sums decide (a -0.0 survives a sum only if every term is -0.0)."""
+    for bidirectional, batch_first in itertools.product((False, True), (False, True)):
+        _layer_case(cls, dtype, num_layers=2, bidirectional=bidirectional,
+                    batch_first=batch_first, negative_zero=True)
+    for lengths in ([4, 2, 1], [3, 3, 3], [2, 2, 1]):
+        _packed_case(cls, dtype, lengths, num_layers=2, bidirectional=True,
+                     negative_zero=True)
+        _packed_case(cls, dtype, lengths, negative_zero=True)
