@@ -21,6 +21,7 @@ from torch.nn.utils.rnn import (
     pack_padded_sequence,
     pack_sequence,
     pad_packed_sequence,
+    unpack_sequence,
 )
 
 import shimnn
@@ -997,3 +998,17 @@ def test_signed_zero_gradients(cls: str, dtype: torch.dtype) -> None:
         _packed_case(cls, dtype, lengths, num_layers=2, bidirectional=True,
                      negative_zero=True)
         _packed_case(cls, dtype, lengths, negative_zero=True)
+
+
+def test_pack_and_unpack_sequences_unsorted() -> None:
+    """pack_sequence(enforce_sorted=False) of shimnn tensors through an LSTM, unpack_sequence
+    back: each sequence's gradient through the sort, the padding and the unsort."""
+    ref, shim = twin_modules(lambda nn: nn.LSTM(3, 4, dtype=torch.float64))
+    seqs = [_randn(n, 3, dtype=torch.float64, seed=n) for n in (2, 5, 3)]
+
+    def forward(m: torch.nn.Module, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        seq = [x * 1.0 for x in xs] if m is ref else [shimnn.ops.tensor.mul(x, 1.0) for x in xs]
+        out, _ = m(pack_sequence(seq, enforce_sorted=False))
+        return list(unpack_sequence(out))
+
+    run_both(ref, shim, seqs, forward)
