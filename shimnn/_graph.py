@@ -130,9 +130,11 @@ class Node:
         self.retained: list[TrackedTensor] | None = None
         # A node whose backward is called as backward(grad, retain_graph), to free as it goes.
         self.takes_retain = False
-        # A node with several outputs: one edge per output (its backward then takes the list of
-        # their gradients, None where none arrived); None for the usual single output.
-        self.outputs: tuple[Output, ...] | None = None
+        # A node with several outputs: how many (its backward then takes the list of their
+        # gradients, None where none arrived); None for the usual single output. A count, not
+        # the Output edges: those hold the node, and a node holding them would be a reference
+        # cycle that keeps every saved tensor alive until the garbage collector runs.
+        self.outputs: int | None = None
 
     @property
     def next_functions(self) -> tuple[tuple[Node | str | None, int], ...]:
@@ -183,8 +185,7 @@ def edge(t: Tensor | None) -> Edge:
                 _dispatch.refresh_view(t)
                 node = t._node
                 assert node is not None
-            outputs = node.outputs
-            return node if outputs is None else outputs[t._output_nr]
+            return node if node.outputs is None else Output(node, t._output_nr)
         base = t._view_base
     else:
         base = t._base if type(t) is Tensor else None
@@ -271,7 +272,7 @@ def record_outputs(
     """
     refuse_recording_modes()
     node = Node(name, backward, inputs, saved, versions)
-    node.outputs = tuple(Output(node, i) for i in range(len(results)))
+    node.outputs = len(results)
     tracked: list[Any] = []
     for i, r in enumerate(results):
         if r is None or not (r.dtype.is_floating_point or r.dtype.is_complex):
