@@ -101,7 +101,7 @@ class Node:
     """
 
     __slots__ = ("name", "backward", "inputs", "saved", "versions", "seq", "hooks", "retained",
-                 "takes_retain", "outputs")
+                 "takes_retain", "outputs", "output_names")
 
     def __init__(
         self,
@@ -135,6 +135,8 @@ class Node:
         # the Output edges: those hold the node, and a node holding them would be a reference
         # cycle that keeps every saved tensor alive until the garbage collector runs.
         self.outputs: int | None = None
+        # The name torch gives each output's grad_fn, where they differ (for printing).
+        self.output_names: tuple[str, ...] | None = None
 
     @property
     def next_functions(self) -> tuple[tuple[Node | str | None, int], ...]:
@@ -264,14 +266,18 @@ def record_outputs(
     inputs: tuple[Edge, ...],
     saved: tuple[Tensor, ...] = (),
     versions: tuple[int, ...] | None = None,
+    names: Sequence[str] | None = None,
 ) -> list[Any]:
     """Record one node for several outputs (``None`` or non-floating ones carry no gradient).
 
     ``backward`` receives the list of the outputs' gradients, ``None`` for an output that got
     none (torch's undefined gradient: treat it as zeros), and returns one gradient per input.
+    ``names``: the name torch gives each output's ``grad_fn``, where they differ (printing).
     """
     refuse_recording_modes()
     node = Node(name, backward, inputs, saved, versions)
+    if names is not None:
+        node.output_names = tuple(names)
     node.outputs = len(results)
     tracked: list[Any] = []
     for i, r in enumerate(results):

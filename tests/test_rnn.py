@@ -1012,3 +1012,23 @@ def test_pack_and_unpack_sequences_unsorted() -> None:
         return list(unpack_sequence(out))
 
     run_both(ref, shim, seqs, forward)
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+@pytest.mark.parametrize("options", [{}, {"bidirectional": True, "num_layers": 2},
+                                     {"batch_first": True}])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_printed_outputs_name_torchs_grad_fn(kind: str, options: dict[str, Any],
+                                             dtype: torch.dtype) -> None:
+    printed = []
+    for mod in (torch.nn, shimnn):
+        torch.manual_seed(0)
+        layer = getattr(mod, kind)(3, 4, **options).to(dtype)
+        out, state = layer(torch.randn(2, 5, 3, dtype=dtype))
+        states = state if isinstance(state, tuple) else (state,)
+        printed.append([repr(t) for t in (out, *states)])
+        cell = getattr(mod, kind + "Cell")(3, 4).to(dtype)
+        cell_out = cell(torch.randn(2, 3, dtype=dtype))
+        printed[-1] += [repr(t) for t in (cell_out if isinstance(cell_out, tuple) else
+                                          (cell_out,))]
+    assert printed[1] == printed[0]

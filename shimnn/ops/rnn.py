@@ -92,7 +92,8 @@ _GATES = {LSTM: 4, GRU: 3, RNN_TANH: 1, RNN_RELU: 1}
 
 def _record_outputs(results: Sequence[Tensor], node_name: str,
                     backward: Callable[..., list[Tensor | None]], inputs: Sequence[Edge],
-                    saved: Sequence[Tensor]) -> list[TrackedTensor]:
+                    saved: Sequence[Tensor], names: Sequence[str] | None = None
+                    ) -> list[TrackedTensor]:
     """One node for the outputs (output, h_n[, c_n]); ``backward(g_out, g_h[, g_c])`` gets each
     output's gradient (``None`` where none flowed) and returns one gradient per input edge."""
 
@@ -103,7 +104,7 @@ def _record_outputs(results: Sequence[Tensor], node_name: str,
         assert len(result) == count, "shimnn: an RNN backward out of step with its edges"
         return result
 
-    return record_outputs(results, node_name, joint, tuple(inputs), tuple(saved))
+    return record_outputs(results, node_name, joint, tuple(inputs), tuple(saved), names=names)
 
 
 def _acc(*grads: Tensor | None) -> Tensor | None:
@@ -1027,7 +1028,8 @@ def _layer(kind: str, torch_fn: Callable[..., Any], args: tuple[Any, ...],
             return tuple(wrap(r) for r in results)
         assert backward is not None
         name = _node_name(kind, use_mkldnn, batch_sizes is not None, dirs, batch_first)
-        return tuple(_record_outputs(results, name, backward, edges, saved))
+        names = [name] + ["StackBackward0"] * (len(results) - 1)  # torch stacks the states
+        return tuple(_record_outputs(results, name, backward, edges, saved, names))
 
 
 _warned: set[str] = set()
@@ -1164,7 +1166,8 @@ def _cell(kind: str, torch_fn: Callable[..., Any], input: Tensor, hx: Any, w_ih:
         if kind == LSTM:
             assert cy is not None
             edges = [e_c, *ih, w.e_b_hh, e_h, w.e_w_hh]
-            outs = _record_outputs([hy, cy], "MulBackward0", grads, edges, [*saved, c])
+            outs = _record_outputs([hy, cy], "MulBackward0", grads, edges, [*saved, c],
+                                   ("MulBackward0", "AddBackward0"))
             return outs[0], outs[1]
         edges = [*ih, w.e_b_hh, e_h, w.e_w_hh]
         name = "ReluBackward0" if kind == RNN_RELU else "TanhBackward0"
