@@ -94,21 +94,25 @@ _METADATA_ONLY = {"requires_grad_", "detach_", "retain_grad", "share_memory_", "
 
 
 @functools.cache
-def _aten_writes_self(name: str) -> bool:
-    """Whether an ATen op of this name has an overload that writes its first argument."""
+def _aten_schemas(name: str) -> tuple[Any, ...]:
+    """The schemas of every overload of the ATen op of this name (none if there is no op)."""
     packet = getattr(torch.ops.aten, name, None)
     if packet is None:
-        return False
+        return ()
     try:
         overloads = packet.overloads()
     except Exception:  # noqa: BLE001 - not an operator packet
-        return False
-    for overload in overloads:
-        arguments = getattr(packet, overload)._schema.arguments
-        if arguments and not arguments[0].kwarg_only:
-            alias = arguments[0].alias_info
-            if alias is not None and alias.is_write:
-                return True
+        return ()
+    return tuple(getattr(packet, overload)._schema for overload in overloads)
+
+
+def _aten_writes_self(name: str) -> bool:
+    """Whether an ATen op of this name has an overload that writes its first argument."""
+    for schema in _aten_schemas(name):
+        first = schema.arguments[0] if schema.arguments else None
+        if first is not None and not first.kwarg_only and first.alias_info is not None \
+                and first.alias_info.is_write:
+            return True
     return False
 
 
@@ -375,19 +379,11 @@ def _inplace_view_op(func: Any, name: str, args: tuple[Any, ...], kwargs: dict[s
     return mutate(target, lambda: func(*args, **kwargs), view_node)
 
 
-@functools.cache
 def _aten_returns_alias(name: str) -> bool:
     """Whether the ATen op of this name returns a view of its input (``transpose``...)."""
-    packet = getattr(torch.ops.aten, name, None)
-    if packet is None:
-        return False
-    try:
-        overloads = packet.overloads()
-    except Exception:  # noqa: BLE001 - not an operator packet
-        return False
-    for overload in overloads:
-        returns = getattr(packet, overload)._schema.returns
-        if returns and returns[0].alias_info is not None and not returns[0].alias_info.is_write:
+    for schema in _aten_schemas(name):
+        ret = schema.returns[0] if schema.returns else None
+        if ret is not None and ret.alias_info is not None and not ret.alias_info.is_write:
             return True
     return False
 
