@@ -19,17 +19,19 @@ from typing import Any
 import torch
 
 from .ops import activation as _activation
+from .ops import attention as _attention
 from .ops import embedding as _embedding
 from .ops import index as _index
 from .ops import linear as _linear
 from .ops import loss as _loss
 from .ops.activation import *  # noqa: F403
+from .ops.attention import *  # noqa: F403
 from .ops.embedding import *  # noqa: F403
 from .ops.index import *  # noqa: F403
 from .ops.linear import *  # noqa: F403
 from .ops.loss import *  # noqa: F403
 
-__all__ = sorted([*_linear.__all__, *_activation.__all__, *_loss.__all__,
+__all__ = sorted([*_linear.__all__, *_activation.__all__, *_attention.__all__, *_loss.__all__,
                   *_embedding.__all__, *_index.__all__])
 
 

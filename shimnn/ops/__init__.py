@@ -2,6 +2,7 @@
 
 - :mod:`.linear`: the affine map (and the matmul path rules it shares with ``matmul``);
 - :mod:`.activation`: element-wise activations, softmax, dropout;
+- :mod:`.attention`: ``scaled_dot_product_attention``, ``multi_head_attention_forward``;
 - :mod:`.loss`: loss functions;
 - :mod:`.embedding`: ``embedding`` (the lookup, ``max_norm``, ``padding_idx``);
 - :mod:`.tensor`: arithmetic, reductions, element-wise math on tracked tensors;
@@ -15,7 +16,7 @@ Importing this package registers every op with the engine (``_graph.implements``
 names are served by :mod:`shimnn.functional`.
 """
 
-from . import activation, embedding, index, linear, loss, matmul, reduce, shape, tensor
+from . import activation, attention, embedding, index, linear, loss, matmul, reduce, shape, tensor
 
-__all__ = ["activation", "embedding", "index", "linear", "loss", "matmul", "reduce", "shape",
-           "tensor"]
+__all__ = ["activation", "attention", "embedding", "index", "linear", "loss", "matmul", "reduce",
+           "shape", "tensor"]
