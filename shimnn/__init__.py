@@ -6,6 +6,9 @@ shimnn's hand-written backward functions and torch's autograd engine never runs.
 
 A ``torch.nn`` name shimnn does not implement resolves to torch's own; a gradient that would
 flow through it raises an error naming it instead of being silently wrong.
+
+(PYTEST_DONT_REWRITE: ``shimnn run -m pytest`` imports this package before pytest starts, so
+pytest's assertion rewriting, which the ``pytest11`` entry point asks for, cannot apply to it.)
 """
 
 from typing import Any

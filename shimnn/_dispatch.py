@@ -347,7 +347,7 @@ def mutate(target: Tensor, write: Callable[[], Any], make_node: Callable[[Tensor
     result = _run_write(write)
     _join(root, _copy_slices(root, size, stride, offset, fn))
     if index is None:
-        _view_of(target, root)
+        view_of(target, root)
     return result
 
 
@@ -433,7 +433,7 @@ def _copy_slices(base: Tensor, size: tuple[int, ...], stride: tuple[int, ...], o
                 fn.versions)
 
 
-def _view_of(view: Tensor, base: Tensor) -> None:
+def view_of(view: Tensor, base: Tensor) -> None:
     """Make ``view`` a view of ``base``'s current node (torch regenerates a view's grad_fn as
     ``AsStridedBackward0`` once its base changed)."""
     size, stride, offset = _geometry(view, base)
@@ -460,7 +460,7 @@ def refresh_view(view: TrackedTensor) -> None:
         raise RuntimeError(
             "shimnn: a view of a tensor that was later modified in place is used in a "
             "computation that needs a gradient, and its base no longer needs one.")
-    _view_of(view, base)
+    view_of(view, base)
 
 
 # ---------------------------------------------------------------------------------------------

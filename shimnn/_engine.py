@@ -239,7 +239,7 @@ class _Walk:
     """One backward: pending gradients of nodes and leaves, in torch's order."""
 
     __slots__ = ("node_grads", "heap", "leaf_grads", "leaf_deps", "needed", "wanted",
-                 "accumulate", "captures", "retain_graph", "check_nan")
+                 "accumulate", "captures", "retain_graph", "check_nan", "seeds")
 
     def __init__(self, retain_graph: bool, accumulate: bool) -> None:
         self.node_grads: dict[Node, Any] = {}  # a node's output gradient (a list: several)
@@ -253,6 +253,7 @@ class _Walk:
         self.retain_graph = retain_graph
         # torch.autograd.detect_anomaly(): every backward output is checked for NaN.
         self.check_nan = torch.is_anomaly_enabled() and torch.is_anomaly_check_nan_enabled()
+        self.seeds: list[tuple[Tensor, int]] = []  # implicit root gradients, to recycle
 
     def send(self, e: Edge, grads: list[Any], i: int) -> None:
         """Hand ``grads[i]`` to its edge (taking it out of the list, so that only the engine
@@ -408,6 +409,31 @@ def _check_nan(node: Node, grads: list[Any]) -> None:
             raise RuntimeError(f"Function '{node.name}' returned nan values in its {i}th output.")
 
 
+# 0-d CPU ones that came back from a backward untouched and unreferenced, by dtype: torch makes
+# the seed of a scalar loss anew per backward (it may end up as a leaf's .grad, or be kept or
+# modified by a hook); one that provably did none of that is as good as a new one, and cheaper.
+_SEEDS: dict[torch.dtype, list[Tensor]] = {}
+
+
+def _seed(root: Tensor) -> Tensor:
+    """The implicit gradient of a single-element root: ones."""
+    if root.dim() == 0 and root.is_cpu:
+        pool = _SEEDS.get(root.dtype)
+        return pool.pop() if pool else torch.ones((), dtype=root.dtype)
+    return torch.ones_like(root, memory_format=torch.preserve_format)
+
+
+def _recycle(seeds: list[tuple[Tensor, int]]) -> None:
+    """Keep the seeds that nothing references (no .grad, no hook's list, no view of them) and
+    nothing modified."""
+    while seeds:
+        seed, version = seeds.pop()
+        if sys.getrefcount(seed) <= 2 and seed._use_count() == 1 and (  # type: ignore[attr-defined]
+                seed._version == version):
+            _SEEDS.setdefault(seed.dtype, []).append(seed)
+        del seed
+
+
 def _root_grad(i: int, root: Tensor, grad: Tensor | None) -> Tensor:
     if grad is None:
         if root.numel() != 1:
@@ -416,8 +442,7 @@ def _root_grad(i: int, root: Tensor, grad: Tensor | None) -> Tensor:
             raise RuntimeError(
                 f"grad can be implicitly created only for real scalar outputs but got {root.dtype}"
             )
-        # A new tensor per backward, as torch makes it: it may end up as a leaf's .grad.
-        return torch.ones_like(root, memory_format=torch.preserve_format)
+        return _seed(root)
     if not isinstance(grad, Tensor):
         raise TypeError(
             f"gradients can be either Tensors or None, but got {type(grad).__name__}")
@@ -438,6 +463,18 @@ def _target_key(t: Tensor) -> Any:
     return id(t)
 
 
+def _count_leaf_edges(nodes: list[Node], root_edges: list[Edge], wanted: set[int] | None,
+                      deps: dict[int, int]) -> None:
+    """How many gradients each (wanted) leaf will receive: one per edge into it from the nodes
+    that run, one per root that is the leaf itself (torch's dependencies of AccumulateGrad)."""
+    for e in [e for node in nodes for e in node.inputs] + [
+            e for e in root_edges if _node_of(e) is None]:
+        if e is not None and type(e) is not Node and type(e) is not Output:
+            key = id(e)
+            if wanted is None or key in wanted:
+                deps[key] = deps.get(key, 0) + 1
+
+
 def _start(roots: Sequence[Tensor], grads: Sequence[Tensor | None], retain_graph: bool,
            targets: Sequence[Tensor] | None, accumulate: bool) -> _Walk:
     walk = _Walk(retain_graph, accumulate)
@@ -449,29 +486,25 @@ def _start(roots: Sequence[Tensor], grads: Sequence[Tensor | None], retain_graph
                 f"element {i} of tensors does not require grad and does not have a grad_fn")
         root_edges.append(e)
     root_grads = [_root_grad(i, r, g) for i, (r, g) in enumerate(zip(roots, grads))]
-    nodes = _reachable(root_edges)
-    leaf_edges = [e for e in root_edges if _node_of(e) is None]
-    if targets is not None:
+    walk.seeds = [(g, g._version) for g, given in zip(root_grads, grads)
+                  if given is None and g.dim() == 0 and g.is_cpu]
+    deps = walk.leaf_deps
+    if targets is None:
+        native = _native.get()
+        if native is not None:  # the same count, in C++
+            native.leaf_dependencies(root_edges, Node, Output, deps)
+        else:
+            _count_leaf_edges(_reachable(root_edges), root_edges, None, deps)
+    else:
+        nodes = _reachable(root_edges)
         wanted_leaves = {id(t) for t in targets if _node_of(edge(t)) is None}
         wanted_outputs = {k for k in map(_target_key, targets) if type(k) is tuple}
         walk.needed = needed = _needed(nodes, wanted_leaves, wanted_outputs)
         walk.wanted = wanted_outputs
-        nodes = [n for n in nodes if id(n) in needed]
         if not accumulate:
             walk.captures = dict.fromkeys(map(_target_key, targets))
-    else:
-        wanted_leaves = None
-    deps = walk.leaf_deps
-    for node in nodes:
-        for e in node.inputs:
-            if e is not None and type(e) is not Node and type(e) is not Output:
-                key = id(e)
-                if wanted_leaves is None or key in wanted_leaves:
-                    deps[key] = deps.get(key, 0) + 1
-    for e in leaf_edges:
-        key = id(e)
-        if wanted_leaves is None or key in wanted_leaves:
-            deps[key] = deps.get(key, 0) + 1
+        _count_leaf_edges([n for n in nodes if id(n) in needed], root_edges, wanted_leaves,
+                          deps)
     for i, e in enumerate(root_edges):
         walk.send(e, root_grads, i)
     return walk
@@ -515,6 +548,7 @@ def _run(roots: Sequence[Tensor], grads: Sequence[Tensor | None], retain_graph: 
                             _run_tensor_hooks, _check_saved)
             else:
                 walk.run()
+            _recycle(walk.seeds)
             return walk
     finally:
         set_grad_enabled(prev_grad_mode)

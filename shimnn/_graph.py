@@ -185,11 +185,19 @@ def edge(t: Tensor | None) -> Edge:
                 assert node is not None
             outputs = node.outputs
             return node if outputs is None else outputs[t._output_nr]
+        base = t._view_base
+    else:
+        base = t._base if type(t) is Tensor else None
     if _requires_grad(t):
         grad_fn = _grad_fn(t)
         if grad_fn is not None:
             return _torch_recorded(grad_fn.name())
         return t
+    if base is not None and type(base) is TrackedTensor and base._node is not None:
+        # A view taken before its base joined the graph (a value that needs a gradient was
+        # written into the base since): a view of the base's node now, as torch replays it.
+        _dispatch.view_of(t, base)
+        return t._node  # type: ignore[attr-defined]
     return None
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["patch_torch", "patched_names"]
+__all__ = ["is_patched", "patch_torch", "patched_names"]
 
 # shimnn names that are not a torch.nn replacement.
 _KEEP_TORCH = {"Module", "Node", "TrackedTensor", "functional", "optim", "init", "patch_torch",
@@ -47,20 +47,36 @@ def _replacements() -> list[tuple[ModuleType, str, Any]]:
     return out
 
 
+_served: list[list[str]] = []  # the names each open patch_torch block replaced, outermost first
+
+
 def patched_names() -> list[str]:
     """The torch names :func:`patch_torch` serves from shimnn (``torch.nn.Linear``...)."""
+    if _served:
+        return list(_served[0])
     return [f"{m.__name__}.{name}" for m, name, _ in _replacements()]
+
+
+def is_patched() -> bool:
+    """Whether shimnn serves torch's names now (inside :func:`patch_torch`, ``shimnn run``)."""
+    return bool(_served)
 
 
 @contextlib.contextmanager
 def patch_torch() -> Iterator[None]:
     """Within the block, torch's names that shimnn implements are shimnn's; restored after."""
     saved = []
+    entered = False
     try:
         for module, name, value in _replacements():
             saved.append((module, name, getattr(module, name)))
             setattr(module, name, value)
+        # Nested in another block, nothing is left to replace: the outer block's names count.
+        _served.append([f"{m.__name__}.{name}" for m, name, _ in saved])
+        entered = True
         yield
     finally:
+        if entered:
+            _served.pop()
         for module, name, original in reversed(saved):
             setattr(module, name, original)

@@ -1,4 +1,5 @@
-"""The ``shimnn`` command line: ``shimnn demo``, ``shimnn run``, ``shimnn compare``."""
+"""The ``shimnn`` command line: ``shimnn demo``, ``shimnn run``, ``shimnn compare`` (a script,
+``-m MODULE`` or a console script), ``shimnn support``, ``shimnn native``."""
 
 from __future__ import annotations
 
@@ -68,25 +69,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--progress", action="store_true",
                       help="show the progress bar even when stderr is not a terminal")
     run = sub.add_parser(
-        "run", help="run an unmodified PyTorch script with shimnn serving torch.nn/optim",
-        description="Run SCRIPT as __main__ with the torch.nn, torch.nn.functional and "
-                    "torch.optim names that shimnn implements served by shimnn. Random seeds "
-                    "are left alone unless --seed is given.")
+        "run", help="run an unmodified PyTorch program with shimnn serving torch.nn/optim",
+        usage="shimnn run [-h] [--seed SEED] [--torch] (SCRIPT | -m MODULE) [args ...]",
+        description="Run SCRIPT as __main__ (or, like python -m, MODULE; or an installed "
+                    "console script such as pytest or torchrun) with the torch.nn, "
+                    "torch.nn.functional and torch.optim names that shimnn implements served "
+                    "by shimnn, in this process and in every Python process it starts "
+                    "(torchrun workers, spawned children). Random seeds are left alone unless "
+                    "--seed is given.")
     run.add_argument("--seed", type=int, default=None,
-                     help="seed Python's, NumPy's and torch's RNGs before the script runs")
+                     help="seed Python's, NumPy's and torch's RNGs before the program runs")
     run.add_argument("--torch", action="store_true",
                      help="run with torch itself (no shimnn), e.g. for a comparison")
-    run.add_argument("script", help="path to the Python script")
-    run.add_argument("args", nargs=argparse.REMAINDER, help="the script's own arguments")
+    _target_arguments(run)
     compare = sub.add_parser(
-        "compare", help="run a script under torch and under shimnn and compare what it prints",
-        description="Run SCRIPT twice in fresh processes from the same seeds (Python, NumPy, "
-                    "torch): with torch, then with shimnn serving torch.nn/optim. Reports "
-                    "whether every number printed is identical (first difference shown) and "
-                    "the wall-time ratio. Exit status 0 when identical.")
+        "compare", help="run a program under torch and under shimnn and compare what it prints",
+        usage="shimnn compare [-h] [--seed SEED] (SCRIPT | -m MODULE) [args ...]",
+        description="Run SCRIPT (or -m MODULE) twice in fresh processes from the same seeds "
+                    "(Python, NumPy, torch): with torch, then with shimnn serving "
+                    "torch.nn/optim. Reports whether every number printed is identical (first "
+                    "difference shown) and the wall-time ratio. Exit status 0 when identical.")
     compare.add_argument("--seed", type=int, default=0, help="seed for both runs (default 0)")
-    compare.add_argument("script", help="path to the Python script")
-    compare.add_argument("args", nargs=argparse.REMAINDER, help="the script's own arguments")
+    _target_arguments(compare)
     sub.add_parser("support", help="print the support table (Markdown)",
                    description="Print which torch.nn, torch.nn.functional and torch.optim "
                                "names shimnn implements.")
@@ -98,6 +102,34 @@ def build_parser() -> argparse.ArgumentParser:
                                "now, e.g. in a container image, and prints their status. Exit "
                                "status 0 when they are in use.")
     return parser
+
+
+def _target_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-m", dest="module", nargs=argparse.REMAINDER, metavar="MODULE",
+                        help="run a module (or package) as __main__, like python -m; the rest "
+                             "of the command line is its arguments")
+    parser.add_argument("script", nargs="?", help="path to the Python script, or the name of "
+                                                  "an installed console script (pytest, "
+                                                  "torchrun)")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="the program's own arguments")
+
+
+def _target(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[Any, list[str]]:
+    """The program a run/compare command names, and its arguments."""
+    from .runner import Target, find_console_script
+
+    if args.module is not None:
+        if not args.module:
+            parser.error(f"{args.command}: argument -m: expected a module name")
+        return Target("module", args.module[0]), list(args.module[1:])
+    if args.script is None:
+        parser.error(f"{args.command}: give a script, a console script or -m MODULE")
+    if os.path.isfile(args.script):
+        return Target("script", args.script), list(args.args)
+    if os.sep not in args.script and find_console_script(args.script) is not None:
+        return Target("console_script", args.script), list(args.args)
+    parser.error(f"{args.command}: no such script: {args.script} (not a file, nor an "
+                 "installed console script)")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -129,12 +161,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if _native.get() is not None else 1
     from . import runner
 
-    if not os.path.isfile(args.script):
-        parser.error(f"{args.command}: no such script: {args.script}")
+    target, target_args = _target(parser, args)
     if args.command == "run":
-        return runner.run_script(args.script, args.args, seed=args.seed, use_shimnn=not args.torch)
+        return runner.run_target(target, target_args, seed=args.seed, use_shimnn=not args.torch)
     if args.command == "compare":
-        return runner.compare_script(args.script, args.args, seed=args.seed)
+        return runner.compare_target(target, target_args, seed=args.seed)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

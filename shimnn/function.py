@@ -243,14 +243,15 @@ class Function:
 # ---------------------------------------------------------------------------------------------
 
 _TorchFunction = torch.autograd.Function
-_torch_apply: Any = vars(_TorchFunction)["apply"].__func__
+# torch's own apply: a classmethod (torch 2.13) or a C classmethod descriptor (2.14).
+_torch_apply: Any = vars(_TorchFunction)["apply"]
 _default_setup_context = torch.autograd.function._SingleLevelFunction.setup_context
 
 
 def _apply(cls: Any, *args: Any, **kwargs: Any) -> Any:
     """``torch.autograd.Function.apply``: shimnn's engine when a shimnn tensor is an input."""
     if not any(_is_shimnn(a) for a in args) or torch._C._are_functorch_transforms_active():
-        return _torch_apply(cls, *args, **kwargs)
+        return _torch_apply.__get__(None, cls)(*args, **kwargs)
     if cls.setup_context is not _default_setup_context:
         bound = inspect.signature(cls.forward).bind(*args, **kwargs)
         bound.apply_defaults()
@@ -277,7 +278,10 @@ def _overridden(cls: Any) -> set[str]:
     return names
 
 
+_shimnn_apply = classmethod(_apply)
+
+
 def install() -> None:
     """Send ``torch.autograd.Function.apply`` calls with shimnn tensors to shimnn's engine."""
-    if vars(_TorchFunction)["apply"].__func__ is not _apply:
-        _TorchFunction.apply = classmethod(_apply)  # type: ignore[assignment,method-assign]
+    if vars(_TorchFunction)["apply"] is not _shimnn_apply:
+        _TorchFunction.apply = _shimnn_apply  # type: ignore[assignment,method-assign]

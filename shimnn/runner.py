@@ -1,7 +1,50 @@
-"""Run unmodified PyTorch scripts with shimnn (``shimnn run``) and compare (``shimnn compare``)."""
+"""Run unmodified PyTorch programs with shimnn (``shimnn run``) and compare (``shimnn compare``).
+
+What runs (a :class:`Target`), as Python itself would run it:
+
+- ``shimnn run SCRIPT [args]``: the file as ``__main__`` (``python SCRIPT``);
+- ``shimnn run -m MODULE [args]``: a module or a package's ``__main__`` as ``__main__``
+  (``python -m MODULE``): ``-m pytest tests/``, ``-m torch.distributed.run --nproc-per-node 2
+  train.py``, ``-m mypackage.train``;
+- ``shimnn run NAME [args]``, when ``NAME`` is not a file: an installed console script
+  (``pytest``, ``torchrun``: a package's ``console_scripts`` entry point).
+
+How the patch reaches every process of the program (the mechanism multi-process work builds on):
+
+1. **This process**: :func:`shimnn.patch_torch` is entered while the program runs and left
+   afterwards, so torch's names that shimnn implements are shimnn's (``torch.nn.Linear``...).
+2. **Every Python interpreter the program starts** (torchrun's workers, multiprocessing
+   ``spawn`` children, ``subprocess.run([sys.executable, ...])``): for the run, two environment
+   variables are set, which children inherit:
+
+   - ``SHIMNN_PATCH_TORCH=1`` (:data:`PATCH_ENV`);
+   - ``PYTHONPATH`` with shimnn's bootstrap directory first (:data:`BOOTSTRAP_DIR`,
+     ``shimnn/_bootstrap``).
+
+   Python's ``site`` imports ``sitecustomize`` at startup; the bootstrap directory holds one
+   that first runs the ``sitecustomize`` it shadows (an environment's own still runs) and then,
+   with ``SHIMNN_PATCH_TORCH=1``, adds an import hook that enters :func:`shimnn.patch_torch`
+   for the life of the process right after ``torch`` is first imported (or, when importing
+   shimnn is what imports torch, right after shimnn's import). A child that never imports torch
+   pays nothing; one whose Python cannot import shimnn prints a warning and runs torch's names.
+   Nothing is installed anywhere: the variables exist only in the program's environment, and
+   this process restores its own environment afterwards.
+   A pytest run anywhere below reports in its header that shimnn serves torch (the plugin
+   ``shimnn.testing.plugin``: an installed ``pytest11`` entry point, else named in
+   ``PYTEST_PLUGINS`` for the run).
+3. **Forked children** (multiprocessing ``fork``, DataLoader workers on Linux) inherit the
+   patched interpreter as it is.
+
+Limits: ``python -S`` (no ``site``) and ``python -I`` (isolated: ``PYTHONPATH`` ignored)
+children are not patched, and neither is a child whose environment is built from scratch
+without these variables (``env={...}`` passed to ``subprocess`` without ``os.environ``).
+``--seed`` seeds this process only. ``shimnn run --torch`` and
+``shimnn compare``'s torch run remove the variables, so nothing below them is patched.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -9,12 +52,35 @@ import runpy
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
-__all__ = ["Comparison", "compare_outputs", "compare_script", "run_script"]
+__all__ = ["BOOTSTRAP_DIR", "PATCH_ENV", "Comparison", "Target", "child_environment",
+           "compare_outputs", "compare_script", "compare_target", "find_console_script",
+           "run_module", "run_script", "run_target"]
 
 _TIME_ENV = "SHIMNN_SCRIPT_SECONDS_FILE"
+PATCH_ENV = "SHIMNN_PATCH_TORCH"
+"""Set to ``1`` for a program run by ``shimnn run``: its Python children patch torch."""
+BOOTSTRAP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bootstrap")
+"""The directory whose ``sitecustomize`` patches torch in children (first on PYTHONPATH)."""
+_PLUGIN = "shimnn.testing.plugin"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A program to run: a script path, a module name (``-m``) or a console script name."""
+
+    kind: Literal["script", "module", "console_script"]
+    name: str
+
+    def argv(self) -> list[str]:
+        """The arguments that select it on a ``shimnn run`` command line."""
+        return ["-m", self.name] if self.kind == "module" else [self.name]
+
+    def __str__(self) -> str:
+        return " ".join(self.argv())
 
 
 def seed_everything(seed: int) -> None:
@@ -31,33 +97,107 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def run_script(path: str, args: Sequence[str], *, seed: int | None = None,
-               use_shimnn: bool = True) -> int:
-    """Run ``path`` as ``__main__`` with ``sys.argv = [path, *args]``; returns its exit status.
+def find_console_script(name: str) -> str | None:
+    """The ``module:function`` of the installed console script ``name``, or None."""
+    from importlib.metadata import entry_points
 
-    With ``use_shimnn``, torch's names that shimnn implements are served by shimnn for the run
-    (:func:`shimnn.patch_torch`) and restored afterwards. Seeds are set only if ``seed`` is given.
+    for ep in entry_points(group="console_scripts", name=name):
+        return str(ep.value)
+    return None
+
+
+def _plugin_installed() -> bool:
+    """Whether shimnn's pytest plugin is an installed ``pytest11`` entry point."""
+    from importlib.metadata import entry_points
+
+    return any(ep.value == _PLUGIN for ep in entry_points(group="pytest11"))
+
+
+def _without_bootstrap(pythonpath: str) -> str:
+    return os.pathsep.join(p for p in pythonpath.split(os.pathsep)
+                           if p and os.path.abspath(p) != BOOTSTRAP_DIR)
+
+
+@contextlib.contextmanager
+def child_environment(use_shimnn: bool) -> Iterator[None]:
+    """Within the block, Python processes started from here patch torch (``use_shimnn``) or
+    certainly do not (the variables removed); ``os.environ`` is restored afterwards."""
+    names = (PATCH_ENV, "PYTHONPATH", "PYTEST_PLUGINS")
+    saved: dict[str, str | None] = {k: os.environ.get(k) for k in names}
+    path = _without_bootstrap(os.environ.get("PYTHONPATH", ""))
+    plugins = [p for p in os.environ.get("PYTEST_PLUGINS", "").split(",") if p and p != _PLUGIN]
+    try:
+        if use_shimnn:
+            os.environ[PATCH_ENV] = "1"
+            os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (BOOTSTRAP_DIR, path) if p)
+            if not _plugin_installed():  # else pytest loads it through its entry point
+                os.environ["PYTEST_PLUGINS"] = ",".join([*plugins, _PLUGIN])
+        else:
+            os.environ.pop(PATCH_ENV, None)
+            for key, value in (("PYTHONPATH", path), ("PYTEST_PLUGINS", ",".join(plugins))):
+                if value:
+                    os.environ[key] = value
+                else:
+                    os.environ.pop(key, None)
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def _exit_status(code: object) -> int:
+    """What ``sys.exit(code)`` makes the process's exit status (a message goes to stderr)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _execute(target: Target, args: Sequence[str]) -> None:
+    if target.kind == "script":
+        sys.argv = [target.name, *args]
+        sys.path.insert(0, os.path.dirname(os.path.abspath(target.name)))
+        runpy.run_path(target.name, run_name="__main__")
+    elif target.kind == "module":
+        sys.argv = ["-m", *args]  # run_module puts the module's path in argv[0], as python -m
+        sys.path.insert(0, os.getcwd())
+        runpy.run_module(target.name, run_name="__main__", alter_sys=True)
+    else:
+        from importlib.metadata import entry_points
+
+        found = tuple(entry_points(group="console_scripts", name=target.name))
+        if not found:
+            raise SystemExit(f"shimnn run: no console script named {target.name!r}")
+        sys.argv = [target.name, *args]
+        sys.exit(found[0].load()())
+
+
+def run_target(target: Target, args: Sequence[str], *, seed: int | None = None,
+               use_shimnn: bool = True) -> int:
+    """Run ``target`` with ``sys.argv`` set as Python would; returns its exit status.
+
+    With ``use_shimnn`` torch's names that shimnn implements are shimnn's for the run, in this
+    process and in every Python process it starts (see the module docstring); everything is
+    restored afterwards. Seeds are set only if ``seed`` is given.
     """
     import shimnn
 
     saved_argv, saved_path = sys.argv, list(sys.path)
-    sys.argv = [path, *args]
-    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
     if seed is not None:
         seed_everything(seed)
     start = time.perf_counter()
     status = 0
     try:
-        if use_shimnn:
-            with shimnn.patch_torch():
-                runpy.run_path(path, run_name="__main__")
-        else:
-            runpy.run_path(path, run_name="__main__")
+        with child_environment(use_shimnn), (
+                shimnn.patch_torch() if use_shimnn else contextlib.nullcontext()):
+            _execute(target, args)
     except SystemExit as exit_:
-        code = exit_.code
-        status = code if isinstance(code, int) else (0 if code is None else 1)
-        if code is not None and not isinstance(code, int):
-            print(code, file=sys.stderr)
+        status = _exit_status(exit_.code)
     finally:
         sys.argv, sys.path[:] = saved_argv, saved_path
         sys.stdout.flush()
@@ -66,6 +206,18 @@ def run_script(path: str, args: Sequence[str], *, seed: int | None = None,
             with open(timing_file, "w") as f:
                 f.write(repr(time.perf_counter() - start))
     return status
+
+
+def run_script(path: str, args: Sequence[str], *, seed: int | None = None,
+               use_shimnn: bool = True) -> int:
+    """Run the file ``path`` as ``__main__`` (``python path args``): :func:`run_target`."""
+    return run_target(Target("script", path), args, seed=seed, use_shimnn=use_shimnn)
+
+
+def run_module(name: str, args: Sequence[str], *, seed: int | None = None,
+               use_shimnn: bool = True) -> int:
+    """Run module ``name`` as ``__main__`` (``python -m name args``): :func:`run_target`."""
+    return run_target(Target("module", name), args, seed=seed, use_shimnn=use_shimnn)
 
 
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)\b")
@@ -104,7 +256,7 @@ def compare_outputs(reference: str, candidate: str) -> Comparison:
     return Comparison(numbers_ok, text_ok, count, first)
 
 
-def _run_child(path: str, args: Sequence[str], seed: int, use_shimnn: bool
+def _run_child(target: Target, args: Sequence[str], seed: int, use_shimnn: bool
                ) -> tuple[int, str, str, float, float]:
     import tempfile
 
@@ -113,9 +265,11 @@ def _run_child(path: str, args: Sequence[str], seed: int, use_shimnn: bool
     command = [sys.executable, "-m", "shimnn", "run", "--seed", str(seed)]
     if not use_shimnn:
         command.append("--torch")
-    env = dict(os.environ, **{_TIME_ENV: timing_path})
     start = time.perf_counter()
-    done = subprocess.run([*command, path, *args], capture_output=True, text=True, env=env)
+    with child_environment(use_shimnn=False):  # each child sets up its own run
+        env = dict(os.environ, **{_TIME_ENV: timing_path})
+        done = subprocess.run([*command, *target.argv(), *args], capture_output=True,
+                              text=True, env=env)
     wall = time.perf_counter() - start
     try:
         with open(timing_path) as f:
@@ -125,15 +279,16 @@ def _run_child(path: str, args: Sequence[str], seed: int, use_shimnn: bool
     return done.returncode, done.stdout, done.stderr, wall, script_seconds
 
 
-def compare_script(path: str, args: Sequence[str], *, seed: int = 0) -> int:
-    """Run ``path`` under torch then under shimnn (fresh processes, same seeds); report."""
-    ref = _run_child(path, args, seed, use_shimnn=False)
-    shim = _run_child(path, args, seed, use_shimnn=True)
+def compare_target(target: Target, args: Sequence[str], *, seed: int = 0) -> int:
+    """Run ``target`` under torch then under shimnn (fresh processes, same seeds); report."""
+    ref = _run_child(target, args, seed, use_shimnn=False)
+    shim = _run_child(target, args, seed, use_shimnn=True)
     for label, (status, _, err, _, _) in (("torch", ref), ("shimnn", shim)):
         if status != 0:
             print(f"{label} run failed (exit status {status}):\n{err}", file=sys.stderr)
     result = compare_outputs(ref[1], shim[1])
-    print(f"script: {path} {' '.join(args)} (seed {seed})")
+    print(f"{'module' if target.kind == 'module' else 'script'}: {target.name} "
+          f"{' '.join(args)} (seed {seed})")
     verdict = "yes" if result.numbers_identical else "NO"
     print(f"numbers printed identical: {verdict} ({result.numbers_compared} numbers compared)")
     if not result.text_identical:
@@ -143,3 +298,8 @@ def compare_script(path: str, args: Sequence[str], *, seed: int = 0) -> int:
           f"shimnn {shim[3]:.2f} s")
     ok = result.numbers_identical and ref[0] == 0 and shim[0] == 0
     return 0 if ok else 1
+
+
+def compare_script(path: str, args: Sequence[str], *, seed: int = 0) -> int:
+    """:func:`compare_target` for the script ``path``."""
+    return compare_target(Target("script", path), args, seed=seed)

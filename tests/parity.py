@@ -1,4 +1,4 @@
-"""One parity helper: run the same module on the same inputs under torch and under shimnn.
+"""The suite's parity helpers, over :func:`shimnn.testing.assert_matches_torch` (one helper).
 
 torch runs with its autograd; shimnn runs with autograd forbidden. Outputs, input gradients and
 parameter gradients must be bit-identical; the upstream gradient is random (an all-ones
@@ -13,10 +13,15 @@ from typing import Any
 import torch
 
 import shimnn
-from conftest import assert_no_autograd_graph, assert_same, autograd_forbidden
+from conftest import assert_same, autograd_forbidden
+from shimnn.testing import ParityResult, assert_matches_torch
+
+__all__ = ["assert_error_like", "check_function", "check_module", "check_raises_like",
+           "random_like", "reraise", "twin_modules"]
 
 
 def random_like(t: torch.Tensor, seed: int) -> torch.Tensor:
+    """A standard-normal tensor like ``t`` from a generator seeded with ``seed``."""
     g = torch.Generator().manual_seed(seed)
     return torch.randn(t.shape, generator=g, dtype=t.dtype)
 
@@ -34,44 +39,26 @@ def twin_modules(make: Callable[[Any], torch.nn.Module], seed: int = 0
     return ref, shim
 
 
-def _inputs(args: Sequence[torch.Tensor], requires_grad: Sequence[bool]) -> list[torch.Tensor]:
-    out = []
-    for a, rg in zip(args, requires_grad):
-        c = a.detach().clone()
-        out.append(c.requires_grad_() if rg else c)
-    return out
-
-
 def check_module(
     ref: torch.nn.Module,
     shim: torch.nn.Module,
     args: Sequence[torch.Tensor],
     requires_grad: Sequence[bool] | None = None,
     seed: int = 0,
-) -> None:
-    """Forward, then backward of a random gradient, in both; compare everything."""
-    if requires_grad is None:
-        requires_grad = [a.dtype.is_floating_point for a in args]
-    ref_in = _inputs(args, requires_grad)
-    shim_in = _inputs(args, requires_grad)
-    ref_out = ref(*ref_in)
-    grad = random_like(ref_out, seed)
-    if ref_out.requires_grad:
-        ref_out.backward(grad)
-    with autograd_forbidden():
-        shim_out = shim(*shim_in)
-        assert_no_autograd_graph(shim_out)
-        assert isinstance(shim_out, shimnn.TrackedTensor)
-        assert shim_out.requires_grad == ref_out.requires_grad
-        if shim_out.requires_grad:
-            shim_out.backward(grad.clone())
-    assert_same(shim_out, ref_out, "output")
-    for i, (a, b) in enumerate(zip(shim_in, ref_in)):
-        assert_same(a.grad, b.grad, f"grad of input {i}")
-    ref_params = dict(ref.named_parameters())
-    for name, p in shim.named_parameters():
-        assert_same(p.grad, ref_params[name].grad, f"grad of {name}")
-        assert_no_autograd_graph(p, p.grad)
+) -> ParityResult:
+    """Forward, then backward of a random gradient, in both; compare everything. shimnn's
+    output must be one of shimnn's tracked tensors."""
+    result = assert_matches_torch(shim, ref, *args, requires_grad=requires_grad, seed=seed)
+    assert isinstance(result.outputs, shimnn.TrackedTensor), type(result.outputs)
+    return result
+
+
+def check_function(f: Callable[..., Any], *inputs: torch.Tensor, seed: int = 0,
+                   requires_grad: Sequence[bool] | None = None) -> ParityResult:
+    """``f`` applied to the same inputs under torch (leaves that require grad) and under
+    shimnn (the leaves as shimnn Parameters, so every torch call in ``f`` reaches shimnn's
+    ops): same output, same input gradients, bit for bit, with a random upstream gradient."""
+    return assert_matches_torch(f, f, *inputs, requires_grad=requires_grad, seed=seed)
 
 
 def check_raises_like(torch_call: Callable[[], Any], shim_call: Callable[[], Any]
@@ -92,28 +79,6 @@ def check_raises_like(torch_call: Callable[[], Any], shim_call: Callable[[], Any
         raise AssertionError(f"shimnn did not raise; torch raised {ref_exc!r}")
     assert type(shim_exc) is type(ref_exc), f"shimnn raised {shim_exc!r}, torch {ref_exc!r}"
     return ref_exc, shim_exc
-
-
-def check_function(f: Callable[..., Any], *inputs: torch.Tensor, seed: int = 0,
-                   requires_grad: Sequence[bool] | None = None) -> None:
-    """``f`` applied to the same inputs under torch (leaves that require grad) and under
-    shimnn (the leaves as shimnn Parameters, so every torch call in ``f`` reaches shimnn's
-    ops): same output, same input gradients, bit for bit, with a random upstream gradient."""
-    if requires_grad is None:
-        requires_grad = [t.dtype.is_floating_point for t in inputs]
-    ref_in = _inputs(inputs, requires_grad)
-    shim_in = [shimnn.Parameter(t.detach().clone(), requires_grad=rg) if rg else t.clone()
-               for t, rg in zip(inputs, requires_grad)]
-    ref_out = f(*ref_in)
-    grad = random_like(ref_out, seed)
-    ref_out.backward(grad)
-    with autograd_forbidden():
-        shim_out = f(*shim_in)
-        assert_no_autograd_graph(shim_out)
-        shim_out.backward(grad.clone())
-    assert_same(shim_out, ref_out, "output")
-    for i, (a, b) in enumerate(zip(shim_in, ref_in)):
-        assert_same(a.grad, b.grad, f"grad of input {i}")
 
 
 def assert_error_like(ref: BaseException, shim: BaseException, module: str | None = None) -> None:

@@ -864,3 +864,24 @@ def test_save_load_weights_only_and_deepcopy() -> None:
     copied = copy.deepcopy(h.detach())
     assert_same(copied, h)
     raises_like(lambda mod: copy.deepcopy(param(mod, 3) * 2.0))
+
+
+def test_a_view_taken_before_a_write_into_its_plain_base_follows_it() -> None:
+    def plain_base(mod: Any) -> Any:
+        p = param(mod, 3)
+        buf = torch.zeros(2, 3)
+        column = buf[:, 1]  # a plain view, taken before buf joins the graph
+        buf[0] = p * 2.0
+        (column * p[1]).sum().backward()  # column[0] is p[1] * 2
+        return column.detach(), p.grad
+
+    def tracked_base(mod: Any) -> Any:
+        p = param(mod, 3)
+        h = (p * 0.0).detach()  # a tracked value that needs no gradient
+        row = h[0:1]
+        h.copy_(p * 3.0)
+        (row * p).sum().backward()
+        return row.detach(), p.grad
+
+    exact(plain_base)
+    exact(tracked_base)

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <string>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -550,6 +551,46 @@ class Walker {
   py::object node_grads_, heap_, leaf_grads_, leaf_deps_;
 };
 
+// _engine._start's plan for a walk without `inputs` (_engine._reachable and the count of leaf
+// edges): every node reachable from `root_edges`, once each; for each leaf edge of theirs, and
+// each root that is a leaf, one more gradient that leaf waits for in `deps` (id -> count).
+void leaf_dependencies(const py::list& root_edges, const py::handle& node_type,
+                       const py::handle& output_type, py::dict deps) {
+  static PyObject* inputs_name = PyUnicode_InternFromString("inputs");
+  static PyObject* node_name = PyUnicode_InternFromString("node");
+  auto* node_t = reinterpret_cast<PyTypeObject*>(node_type.ptr());
+  auto* output_t = reinterpret_cast<PyTypeObject*>(output_type.ptr());
+  std::vector<py::object> stack;
+  std::unordered_set<PyObject*> seen;  // the graph keeps every node alive meanwhile
+  auto visit = [&](PyObject* e) {
+    if (e == Py_None) return;
+    py::object node;
+    if (Py_TYPE(e) == node_t) {
+      node = py::reinterpret_borrow<py::object>(e);
+    } else if (Py_TYPE(e) == output_t) {
+      node = steal(PyObject_GetAttr(e, node_name));
+    } else {
+      py::object key = steal(PyLong_FromVoidPtr(e));
+      PyObject* count = PyDict_GetItemWithError(deps.ptr(), key.ptr());  // borrowed
+      if (count == nullptr && PyErr_Occurred()) throw py::error_already_set();
+      py::object next = steal(PyLong_FromLong(count ? PyLong_AsLong(count) + 1 : 1));
+      if (PyDict_SetItem(deps.ptr(), key.ptr(), next.ptr()) < 0) throw py::error_already_set();
+      return;
+    }
+    if (seen.insert(node.ptr()).second) stack.push_back(std::move(node));
+  };
+  for (py::handle e : root_edges) visit(e.ptr());
+  while (!stack.empty()) {
+    py::object node = std::move(stack.back());
+    stack.pop_back();
+    py::object inputs = steal(PyObject_GetAttr(node.ptr(), inputs_name));
+    if (!PyTuple_Check(inputs.ptr())) throw std::invalid_argument("Node.inputs");
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(inputs.ptr()); ++i) {
+      visit(PyTuple_GET_ITEM(inputs.ptr(), i));
+    }
+  }
+}
+
 void walk(py::object walk, bool retain_graph, const py::handle& node_type,
           const py::handle& heappush, const py::handle& heappop, const py::handle& run_hooks,
           const py::handle& check_saved) {
@@ -737,6 +778,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def("__call__", &MseLoss::backward, py::arg("grad"));
   m.def("chain_forward", &chain_forward);
   m.def("walk", &walk);
+  m.def("leaf_dependencies", &leaf_dependencies);
   m.def("mse_loss_forward", &mse_loss_forward);
   m.def("sgd_step", &sgd_step);
   m.def("adam_step", &adam_step);

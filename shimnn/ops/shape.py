@@ -46,7 +46,16 @@ def _view_op(name: str, kernel: Callable[..., Tensor], backward_for: Callable[..
         e_input = edge(input) if is_grad_enabled() else None
         if e_input is None:
             out = kernel(input, *args, **kwargs)
-            return out if out is input and type(out) is TrackedTensor else wrap(out)
+            if out is input and type(out) is TrackedTensor:
+                return out
+            result = wrap(out)
+            if type(input) is TrackedTensor and is_grad_enabled():
+                # Should a value that needs a gradient be written into its base later, this
+                # view follows it (see _graph.edge).
+                result._view_version = result._version
+                result._view_base = (input._view_base if input._view_version is not None
+                                     else input)
+            return result
         set_grad_enabled(False)
         try:
             out = kernel(input, *args, **kwargs)
