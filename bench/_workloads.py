@@ -21,6 +21,8 @@ import shimnn.optim
 from shimnn.disc import disc_data, make_network
 
 __all__ = [
+    "CNN_NETWORKS",
+    "ConvNet",
     "FRAMEWORKS",
     "NETWORKS",
     "OPTIMIZERS",
@@ -31,6 +33,8 @@ __all__ = [
     "Network",
     "Workload",
     "epoch_workload",
+    "build_cnn",
+    "cnn_workload",
     "sklearn_epoch",
     "workload",
 ]
@@ -223,3 +227,101 @@ def sklearn_epoch(optimizer: str = "sgd", seed: int = 0,
     )
     model.partial_fit(x_np, y_np)
     return lambda: model.partial_fit(x_np, y_np)
+
+
+# ---------------------------------------------------------------------------------------------
+# convolutional networks
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConvNet:
+    """A CNN training configuration: ``kind`` ``"mnist"`` (the classic PyTorch MNIST example:
+    conv 32, conv 64, max pool, dropout, linear 128, dropout, linear 10, log_softmax +
+    nll_loss) or ``"residual"`` (the residual CNN of ``examples/residual_cnn.py``: conv-BN-ReLU
+    stem, two basic blocks with BatchNorm, global average pooling, cross-entropy), on random
+    images of shape ``image`` and random labels, with SGD."""
+
+    kind: str
+    image: tuple[int, int, int]
+    batch: int
+
+    @property
+    def name(self) -> str:
+        c, h, w = self.image
+        return f"{self.kind} CNN {c}x{h}x{w} b{self.batch}"
+
+    @property
+    def slug(self) -> str:
+        return self.name.replace(" ", "-")
+
+
+CNN_NETWORKS: tuple[ConvNet, ...] = (
+    ConvNet("mnist", (1, 28, 28), 64),
+    ConvNet("mnist", (1, 8, 8), 64),
+    ConvNet("residual", (3, 16, 16), 32),
+)
+
+
+def _functional(nn: ModuleType) -> Any:
+    return torch.nn.functional if nn is torch.nn else shimnn.functional
+
+
+def build_cnn(nn: ModuleType, network: ConvNet, seed: int = 0) -> Any:
+    """The network under ``nn`` (``torch.nn`` or ``shimnn``) from ``torch.manual_seed(seed)``."""
+    F = _functional(nn)
+    torch.manual_seed(seed)
+    c, h, w = network.image
+    if network.kind == "mnist":
+        flat = 64 * ((h - 4) // 2) * ((w - 4) // 2)
+
+        class Net(nn.Module):  # type: ignore[name-defined,misc]
+            def __init__(self) -> None:
+                super().__init__()
+                self.conv1 = nn.Conv2d(c, 32, 3, 1)
+                self.conv2 = nn.Conv2d(32, 64, 3, 1)
+                self.dropout1 = nn.Dropout(0.25)
+                self.dropout2 = nn.Dropout(0.5)
+                self.fc1 = nn.Linear(flat, 128)
+                self.fc2 = nn.Linear(128, 10)
+
+            def forward(self, x: Tensor) -> Tensor:
+                x = F.relu(self.conv1(x))
+                x = F.relu(self.conv2(x))
+                x = self.dropout1(F.max_pool2d(x, 2))
+                x = torch.flatten(x, 1)
+                x = self.dropout2(F.relu(self.fc1(x)))
+                return F.log_softmax(self.fc2(x), dim=1)  # type: ignore[no-any-return]
+
+        return Net()
+
+    class Block(nn.Module):  # type: ignore[name-defined,misc]
+        def __init__(self, width: int) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+            self.bn1 = nn.BatchNorm2d(width)
+            self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+            self.bn2 = nn.BatchNorm2d(width)
+
+        def forward(self, x: Tensor) -> Tensor:
+            out = F.relu(self.bn1(self.conv1(x)))
+            return F.relu(self.bn2(self.conv2(out)) + x)  # type: ignore[no-any-return]
+
+    return nn.Sequential(nn.Conv2d(c, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16),
+                         nn.ReLU(inplace=True), Block(16), Block(16), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(16, 4))
+
+
+def cnn_workload(framework: str, network: ConvNet, seed: int = 0) -> Workload:
+    """``network`` under ``framework`` with SGD (lr 0.01, momentum 0.9), on ``BATCHES``
+    mini-batches of random images (a generator seeded with ``seed``) and random labels."""
+    nn, optim = FRAMEWORKS[framework]
+    model = build_cnn(nn, network, seed)
+    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    g = torch.Generator().manual_seed(seed)
+    classes = 10 if network.kind == "mnist" else 4
+    batches = [(torch.randn(network.batch, *network.image, generator=g),
+                torch.randint(0, classes, (network.batch,), generator=g))
+               for _ in range(BATCHES)]
+    criterion = nn.NLLLoss() if network.kind == "mnist" else nn.CrossEntropyLoss()
+    return Workload(model, opt, criterion, *batches[0], batches)

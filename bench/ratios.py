@@ -2,8 +2,9 @@
 
     .venv/bin/python -m bench.ratios [--quick] [--json PATH]
 
-For every configuration of ``bench._workloads`` (4 networks; training step with plain SGD and
-with momentum 0.9; forward in grad mode and under ``torch.no_grad()``) torch and shimnn run in
+For every configuration of ``bench._workloads`` (4 multi-layer perceptrons: training step with
+plain SGD, with momentum 0.9 and with Adam, forward in grad mode and under ``torch.no_grad()``;
+3 convolutional networks: training step with SGD momentum) torch and shimnn run in
 alternating short blocks (``bench._timing.interleaved``); the table gives each one's median time
 per call and the median and interquartile range of the per-block ratios torch/shimnn (above 1:
 shimnn is faster). Then one epoch of the seed task (1000 disc points, 20 mini-batches of 50)
@@ -20,12 +21,23 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from bench._timing import Spread, environment, environment_line, interleaved, ratio_spread, spread
+from bench._timing import (
+    CLOCKS,
+    Spread,
+    environment,
+    environment_line,
+    interleaved,
+    ratio_spread,
+    set_clock,
+    spread,
+)
 from bench._workloads import (
+    CNN_NETWORKS,
     EPOCH_OPTIMIZERS,
     FRAMEWORKS,
     NETWORKS,
     OPTIMIZERS,
+    cnn_workload,
     epoch_workload,
     sklearn_epoch,
     workload,
@@ -68,6 +80,16 @@ def _measure(configuration: str, mode: str, fns: dict[str, Callable[[], object]]
     seconds = interleaved(fns, blocks=settings.blocks, block_s=settings.block_s,
                           warmup_s=settings.warmup_s)
     return Result(configuration, mode, seconds)
+
+
+def measure_cnn_steps(settings: Settings) -> list[Result]:
+    """Training steps (SGD with momentum) of the convolutional networks."""
+    results = []
+    for network in CNN_NETWORKS:
+        ws = {fw: cnn_workload(fw, network) for fw in FRAMEWORKS}
+        results.append(_measure(network.name, "step momentum",
+                                {fw: w.step for fw, w in ws.items()}, settings))
+    return results
 
 
 def measure_steps(settings: Settings) -> list[Result]:
@@ -149,8 +171,15 @@ def main(argv: Sequence[str] | None = None) -> None:
                              f"{FULL.blocks} of {FULL.block_s * 1e3:.0f} ms")
     parser.add_argument("--json", metavar="PATH", help="also save the results (with every "
                         "per-block time) as JSON")
+    parser.add_argument("--networks", choices=["all", "mlp", "cnn"], default="all",
+                        help="the multi-layer perceptrons (and the epoch comparison), the "
+                        "convolutional networks, or all (default)")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall: elapsed time (default); cpu: this thread's CPU time, which "
+                        "an overloaded machine's other processes do not inflate")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
+    set_clock(args.clock)
 
     from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
@@ -158,21 +187,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     threadpool_limits(limits=1)  # scikit-learn's BLAS too: one thread for every contender
     env = environment()
     print("measuring (progress on stderr)...", file=sys.stderr)
-    steps = measure_steps(settings)
-    epochs = measure_epochs(settings)
+    mlp, cnn = args.networks in ("all", "mlp"), args.networks in ("all", "cnn")
+    steps = (measure_steps(settings) if mlp else []) + (measure_cnn_steps(settings) if cnn else [])
+    epochs = measure_epochs(settings) if mlp else []
 
     print(environment_line(env))
-    print(f"\nInterleaved in one process: {settings.blocks} rounds, each contender one block of "
+    clock = "elapsed time" if args.clock == "wall" else "CPU time of the timing thread"
+    print(f"\nClock: {clock}. "
+          f"Interleaved in one process: {settings.blocks} rounds, each contender one block of "
           f"about {settings.block_s * 1e3:.0f} ms (at least one call) per round; times are "
           "medians over blocks; ratio = median of the per-block ratios, IQR in parentheses. "
           "Above 1: shimnn is faster.\n")
     print(step_table(steps))
-    print("\nPer epoch, seed task (1000 disc points, 20 mini-batches of 50, SGD lr 0.1; "
-          "scikit-learn `MLPRegressor.partial_fit`, one BLAS thread):\n")
-    print(epoch_table(epochs))
+    if epochs:
+        print("\nPer epoch, seed task (1000 disc points, 20 mini-batches of 50, SGD lr 0.1; "
+              "scikit-learn `MLPRegressor.partial_fit`, one BLAS thread):\n")
+        print(epoch_table(epochs))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"environment": env, "settings": asdict(settings),
+            json.dump({"environment": env, "settings": asdict(settings), "clock": args.clock,
                        "steps": [_as_json(r) for r in steps],
                        "epochs": [_as_json(r) for r in epochs]}, f, indent=1)
         print(f"\nsaved {args.json}")

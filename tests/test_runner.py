@@ -43,7 +43,7 @@ def test_corpus_covers_the_styles() -> None:
     names = {p.stem for p in EXAMPLES}
     assert {"disc_sequential", "module_subclass_functional", "tanh_between_layers",
             "weight_sharing", "manual_sgd", "batch_and_single_sample", "eval_argmax",
-            "residual"} <= names
+            "residual", "mnist_cnn_digits", "residual_cnn"} <= names
 
 
 def test_patch_serves_shimnn_and_restores_torch() -> None:

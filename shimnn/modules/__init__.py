@@ -1,18 +1,44 @@
 """shimnn's modules, under torch.nn's names (each submodule's ``__all__`` is public here)."""
 
-from . import activation, attention, container, dropout, flatten, linear, loss, module, sparse
+from . import (
+    activation,
+    attention,
+    batchnorm,
+    container,
+    conv,
+    dropout,
+    flatten,
+    instancenorm,
+    linear,
+    loss,
+    module,
+    normalization,
+    padding,
+    pooling,
+    sparse,
+    upsampling,
+)
 from .activation import *  # noqa: F403
 from .attention import *  # noqa: F403
+from .batchnorm import *  # noqa: F403
 from .container import *  # noqa: F403
+from .conv import *  # noqa: F403
 from .dropout import *  # noqa: F403
 from .flatten import *  # noqa: F403
+from .instancenorm import *  # noqa: F403
 from .linear import *  # noqa: F403
 from .loss import *  # noqa: F403
 from .module import *  # noqa: F403
+from .normalization import *  # noqa: F403
+from .padding import *  # noqa: F403
+from .pooling import *  # noqa: F403
 from .sparse import *  # noqa: F403
+from .upsampling import *  # noqa: F403
 
 __all__ = [
     *module.__all__, *container.__all__, *linear.__all__, *activation.__all__,
-    *attention.__all__,
-    *dropout.__all__, *flatten.__all__, *loss.__all__, *sparse.__all__,
+    *attention.__all__, *dropout.__all__, *flatten.__all__, *loss.__all__, *conv.__all__,
+    *pooling.__all__,
+    *batchnorm.__all__, *instancenorm.__all__, *normalization.__all__, *padding.__all__,
+    *upsampling.__all__, *sparse.__all__,
 ]

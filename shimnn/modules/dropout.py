@@ -8,7 +8,7 @@ from torch import Tensor
 from ..ops import activation as F
 from .module import Module
 
-__all__ = ["Dropout"]
+__all__ = ["Dropout", "Dropout1d", "Dropout2d"]
 
 
 class _DropoutNd(Module, torch.nn.modules.dropout._DropoutNd):
@@ -47,3 +47,22 @@ class Dropout(_DropoutNd, torch.nn.Dropout):
 
     def forward(self, input: Tensor) -> Tensor:
         return F.dropout(input, self.p, self.training, self.inplace)
+
+
+class Dropout1d(torch.nn.Dropout1d, Module):
+    r"""``torch.nn.Dropout1d``: in training, zero whole channels of ``(N, C, L)`` or ``(C, L)``
+    with probability ``p`` (one draw per channel from torch's global generator, as torch) and
+    scale the others by :math:`1/(1-p)`. Backward: see :func:`shimnn.functional.dropout1d`."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.dropout1d(input, self.p, self.training, self.inplace)
+
+
+class Dropout2d(torch.nn.Dropout2d, Module):
+    r"""``torch.nn.Dropout2d``: in training, zero whole channels of ``(N, C, H, W)`` with
+    probability ``p`` (one draw per channel, as torch; a 3-d input is taken as ``(N, C, L)``
+    with torch's warning) and scale the others by :math:`1/(1-p)`.
+    Backward: see :func:`shimnn.functional.dropout2d`."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.dropout2d(input, self.p, self.training, self.inplace)

@@ -10,13 +10,34 @@
 - :mod:`.matmul`: ``matmul`` (torch's decomposition by rank), ``mm``, ``bmm``, ``baddbmm``;
 - :mod:`.index`: ``gather``, ``index_select``, advanced indexing, ``masked_fill``, ``where``;
 - :mod:`.reduce`: ``max``/``min``/``amax``, ``topk``/``sort``, ``logsumexp``, ``cumsum``,
-  ``var``/``std``, norms.
+  ``var``/``std``, norms;
+- :mod:`.conv`: convolutions and transposed convolutions;
+- :mod:`.pool`: max, average and adaptive pooling;
+- :mod:`.norm`: batch, instance, group, layer and RMS normalization;
+- :mod:`.pad`: ``F.pad`` (constant, reflect, replicate, circular);
+- :mod:`.vision`: ``interpolate``, ``pixel_shuffle``.
 
 Importing this package registers every op with the engine (``_graph.implements``); the public
 names are served by :mod:`shimnn.functional`.
 """
 
-from . import activation, attention, embedding, index, linear, loss, matmul, reduce, shape, tensor
+from . import (
+    activation,
+    attention,
+    conv,
+    embedding,
+    index,
+    linear,
+    loss,
+    matmul,
+    norm,
+    pad,
+    pool,
+    reduce,
+    shape,
+    tensor,
+    vision,
+)
 
-__all__ = ["activation", "attention", "embedding", "index", "linear", "loss", "matmul", "reduce",
-           "shape", "tensor"]
+__all__ = ["activation", "attention", "conv", "embedding", "index", "linear", "loss", "matmul",
+           "norm", "pad", "pool", "reduce", "shape", "tensor", "vision"]

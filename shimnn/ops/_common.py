@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from .._graph import (
@@ -22,7 +23,8 @@ from .._graph import (
     wrap,
 )
 
-__all__ = ["LEAF_INPLACE", "_check_real", "_out_requires_grad", "_record_inplace", "_reduce_to"]
+__all__ = ["LEAF_INPLACE", "_check_real", "_out_requires_grad", "_record_inplace", "_reduce_to",
+           "_suggest_memory_format"]
 
 LEAF_INPLACE = "a leaf Variable that requires grad is being used in an in-place operation."
 
@@ -91,3 +93,24 @@ def _record_inplace(
             set_grad_enabled(True)
         set_node(target, Node(node_name, backward, (e_self, *e_others), saved))
         return target
+
+
+def _suggest_memory_format(t: Tensor) -> torch.memory_format:
+    """torch's ``Tensor::suggest_memory_format()`` for a 4-d tensor: channels_last when its
+    strides are channels_last-like (c10's ``is_channels_last_strides_2d``, which resolves
+    ambiguous size-1 cases to contiguous), else contiguous."""
+    if t.dim() != 4 or t.layout != torch.strided:
+        return torch.contiguous_format
+    sizes, strides = t.shape, t.stride()
+    if strides[1] == 0:
+        return torch.contiguous_format
+    low = 0
+    for d in (1, 3, 2, 0):
+        if sizes[d] == 0 or strides[d] < low:
+            return torch.contiguous_format
+        if d == 0 and low == strides[1]:
+            return torch.contiguous_format
+        low = strides[d]
+        if sizes[d] > 1:
+            low *= sizes[d]
+    return torch.channels_last

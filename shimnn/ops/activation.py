@@ -21,8 +21,9 @@ Each op has up to three forward/backward pairs (grad mode off, plain tensors):
 
 from __future__ import annotations
 
+import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -46,6 +47,8 @@ from ._common import _check_real
 
 __all__: list[str] = [
     "dropout",
+    "dropout1d",
+    "dropout2d",
     "elu",
     "elu_",
     "gelu",
@@ -762,3 +765,156 @@ def _torch_dropout(input: Tensor, p: float, train: bool) -> TrackedTensor:
 @implements(torch.dropout_)
 def _torch_dropout_(input: Tensor, p: float, train: bool) -> TrackedTensor:
     return _dropout(input, p, train, True)
+
+
+# ---------------------------------------------------------------------------------------------
+# feature (channel) dropout: dropout1d, dropout2d
+# ---------------------------------------------------------------------------------------------
+
+
+def _feature_noise(input: Tensor, p: float, batched: Sequence[int]) -> Tensor:
+    """torch's ``_dropout_impl`` mask with ``feature_dropout``: ``zeros({})`` for p = 1,
+    otherwise ``make_feature_noise`` (``new_empty`` of ``(N, C, 1, ...)`` for the input's
+    batched shape ``batched``), ``bernoulli_(1 - p)``, ``div_(1 - p)``: the same draws from
+    the global generator. The mask has the input's rank (unbatched: the batch dim dropped)."""
+    if p == 1:
+        return torch.zeros((), dtype=input.dtype, device=input.device)
+    if len(batched) < 2:
+        raise RuntimeError("Feature dropout requires at least 2 dimensions in the input")
+    noise = input.new_empty([batched[0], batched[1], *([1] * (len(batched) - 2))])
+    noise.bernoulli_(1 - p)
+    noise.div_(1 - p)
+    return noise if len(batched) == input.dim() else noise.squeeze(0)
+
+
+def feature_dropout_forward(input: Tensor, p: float, batched: Sequence[int]) -> Recorded:
+    """The forward/backward pair of feature dropout in training (``0 < p <= 1``)."""
+    _check_real("feature_dropout", input)
+    noise = _feature_noise(input, p, batched)
+    return input * noise, _mask_backward(noise), (noise,), "MulBackward0"
+
+
+def feature_dropout_inplace_forward(input: Tensor, p: float, batched: Sequence[int]
+                                    ) -> Recorded:
+    """In-place feature dropout in training: ``input.mul_(mask)``."""
+    _check_real("feature_dropout_", input)
+    noise = _feature_noise(input, p, batched)
+    input.mul_(noise)
+    return input, _mask_backward(noise), (noise,), "MulBackward0"
+
+
+def _feature_kernel(input: Tensor, p: float, batched: Sequence[int]) -> Tensor:
+    return input * _feature_noise(input, p, batched)
+
+
+def _feature_kernel_(input: Tensor, p: float, batched: Sequence[int]) -> Tensor:
+    return input.mul_(_feature_noise(input, p, batched))
+
+
+def _feature_dropout(input: Tensor, p: float, train: bool, inplace: bool,
+                     batched: Sequence[int] | None = None) -> TrackedTensor:
+    """ATen's ``feature_dropout``/``feature_dropout_``; ``batched``: the shape the mask is
+    drawn for (default the input's; an unbatched input of dropout1d passes ``(1, *shape)``)."""
+    if not (p >= 0 and p <= 1):
+        raise RuntimeError(f"dropout probability has to be between 0 and 1, but got {p}")
+    with no_dispatch():
+        empty = input.numel() == 0
+        shape = list(input.shape) if batched is None else list(batched)
+    if p == 0 or not train or empty:
+        return _returned_input(input)
+    if inplace:
+        return _inplace_op("mul_", feature_dropout_inplace_forward, _feature_kernel_, input, p,
+                           shape)
+    return _unary_op(feature_dropout_forward, _feature_kernel, input, p, shape)
+
+
+@implements(torch.feature_dropout)
+def _torch_feature_dropout(input: Tensor, p: float, train: bool) -> TrackedTensor:
+    return _feature_dropout(input, p, train, False)
+
+
+@implements(torch.feature_dropout_)
+def _torch_feature_dropout_(input: Tensor, p: float, train: bool) -> TrackedTensor:
+    return _feature_dropout(input, p, train, True)
+
+
+def dropout1d(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False
+              ) -> TrackedTensor:
+    r"""In training, zero each channel (``input[n, c]``, a 1-d signal) of ``(N, C, L)`` or
+    ``(C, L)`` with probability ``p`` and scale the others by :math:`1/(1-p)`; the identity
+    otherwise. The mask (one draw per channel) comes from torch's global generator as torch
+    draws it.
+
+    Backward: ``grad * mask`` (``MulBackward0``).
+    """
+    if p < 0.0 or p > 1.0:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    with no_dispatch():
+        inp_dim = input.dim()
+        shape = list(input.shape)
+    if inp_dim not in (2, 3):
+        raise RuntimeError(
+            f"dropout1d: Expected 2D or 3D input, but received a {inp_dim}D input. "
+            "Note that dropout1d exists to provide channel-wise dropout on inputs with 1 "
+            "spatial dimension, a channel dimension, and an optional batch dimension "
+            "(i.e. 2D or 3D inputs).")
+    if inp_dim == 3:
+        return _feature_dropout(input, p, training, inplace)
+    if inplace:  # torch: unsqueeze_(0), feature_dropout_, squeeze_(0): the mask of (1, C, L)
+        return _feature_dropout(input, p, training, True, [1, *shape])
+    from .shape import squeeze, unsqueeze
+
+    return squeeze(_feature_dropout(unsqueeze(input, 0), p, training, False), 0)  # type: ignore[return-value]
+
+
+def dropout2d(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False,
+              _stacklevel: int = 2) -> TrackedTensor:
+    r"""In training, zero each channel (``input[n, c]``, a 2-d map) of ``(N, C, H, W)`` with
+    probability ``p`` and scale the others by :math:`1/(1-p)`; the identity otherwise. As
+    torch, a 3-d input is taken as ``(N, C, L)`` (with torch's warning), another rank warns.
+
+    Backward: ``grad * mask`` (``MulBackward0``).
+    """
+    if p < 0.0 or p > 1.0:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    with no_dispatch():
+        inp_dim = input.dim()
+    if inp_dim not in (3, 4):
+        warnings.warn(
+            f"dropout2d: Received a {inp_dim}-D input to dropout2d, which is deprecated "
+            "and will result in an error in a future release. To retain the behavior "
+            "and silence this warning, please use dropout instead. Note that dropout2d "
+            "exists to provide channel-wise dropout on inputs with 2 spatial dimensions, "
+            "a channel dimension, and an optional batch dimension (i.e. 3D or 4D inputs).",
+            stacklevel=_stacklevel)
+    if inp_dim == 3:
+        warnings.warn(
+            "dropout2d: Received a 3D input to dropout2d and assuming that channel-wise "
+            "1D dropout behavior is desired - input is interpreted as shape (N, C, L), where C "
+            "is the channel dim. This behavior will change in a future release to interpret the "
+            "input as one without a batch dimension, i.e. shape (C, H, W). To maintain the 1D "
+            "channel-wise dropout behavior, please switch to using dropout1d instead.",
+            stacklevel=_stacklevel)
+    return _feature_dropout(input, p, training, inplace)
+
+
+@implements(torch.nn.functional.dropout1d)
+def _dispatched_dropout1d(input: Tensor, p: float = 0.5, training: bool = True,
+                          inplace: bool = False) -> TrackedTensor:
+    return dropout1d(input, p, training, inplace)
+
+
+_torch_dropout2d_code = torch.nn.functional.dropout2d.__code__
+
+
+@implements(torch.nn.functional.dropout2d)
+def _dispatched_dropout2d(input: Tensor, p: float = 0.5, training: bool = True,
+                          inplace: bool = False) -> TrackedTensor:
+    # Reached through torch's own dropout2d (and shimnn's dispatch, whose depth depends on the
+    # call): its warnings point at the caller of torch's function, found on the stack.
+    frame = sys._getframe(1)
+    level = 3  # the caller of this function, counted from dropout2d's warnings.warn
+    while frame is not None and frame.f_code is not _torch_dropout2d_code:
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return dropout2d(input, p, training, inplace, level + 1 if frame is not None else 2)
