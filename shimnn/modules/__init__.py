@@ -16,6 +16,7 @@ from . import (
     padding,
     pooling,
     sparse,
+    transformer,
     upsampling,
 )
 from .activation import *  # noqa: F403
@@ -33,6 +34,7 @@ from .normalization import *  # noqa: F403
 from .padding import *  # noqa: F403
 from .pooling import *  # noqa: F403
 from .sparse import *  # noqa: F403
+from .transformer import *  # noqa: F403
 from .upsampling import *  # noqa: F403
 
 __all__ = [
@@ -40,5 +42,5 @@ __all__ = [
     *attention.__all__, *dropout.__all__, *flatten.__all__, *loss.__all__, *conv.__all__,
     *pooling.__all__,
     *batchnorm.__all__, *instancenorm.__all__, *normalization.__all__, *padding.__all__,
-    *upsampling.__all__, *sparse.__all__,
+    *upsampling.__all__, *sparse.__all__, *transformer.__all__,
 ]

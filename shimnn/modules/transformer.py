@@ -1,0 +1,210 @@
+"""Transformer layers: ``TransformerEncoderLayer``, ``TransformerEncoder``,
+``TransformerDecoderLayer``, ``TransformerDecoder``, ``Transformer``.
+
+They are compositions of shimnn's modules (``MultiheadAttention``, ``Linear``, ``Dropout``,
+``LayerNorm``, the activation) by torch's own ``forward`` code: residual additions and
+activations on tracked tensors reach shimnn's ops, so every gradient is shimnn's. The
+constructors are torch's, with shimnn's submodules built in torch's order (same seed, same
+weights).
+
+**Inference fast paths.** In eval mode, when no gradient can flow, torch runs fused kernels
+whose values differ from the composite's in the last bits: ``_transformer_encoder_layer_fwd``
+for an encoder layer, and the nested-tensor conversion of ``TransformerEncoder`` (padding
+dropped by ``src_key_padding_mask``). There shimnn runs torch's ``forward`` as torch would run
+it on plain tensors (torch's own conditions decide), so the values are torch's; no gradient is
+involved on those paths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .._graph import no_dispatch, wrap
+from ..ops import attention as A
+from .attention import MultiheadAttention
+from .dropout import Dropout
+from .linear import Linear
+from .module import Module
+from .normalization import LayerNorm
+
+__all__ = ["Transformer", "TransformerDecoder", "TransformerDecoderLayer", "TransformerEncoder",
+           "TransformerEncoderLayer"]
+
+_F = torch.nn.functional
+_torch_transformer: Any = torch.nn.modules.transformer
+
+
+def _gradient_can_flow(module: torch.nn.Module, tensors: tuple[Any, ...]) -> bool:
+    """Whether torch would differentiate: grad mode, and an input or parameter that requires
+    grad (as torch sees it: a tracked result does)."""
+    if not torch.is_grad_enabled():
+        return False
+    if any(isinstance(t, Tensor) and A._torch_requires_grad(t) for t in tensors):
+        return True
+    return any(p.requires_grad for p in module.parameters())
+
+
+def _as_torch(forward: Callable[..., Tensor], module: torch.nn.Module, *args: Any) -> Tensor:
+    """torch's ``forward`` on plain tensors (its fast-path conditions see no tensor subclass);
+    the result tracked like shimnn's other results (a nested tensor as it is)."""
+    with no_dispatch():
+        out = forward(module, *args)
+        return out if out.is_nested else wrap(out)
+
+
+def _activation_kind(activation: Any) -> int:
+    """torch's ``activation_relu_or_gelu``: 1 relu, 2 gelu, 0 another callable."""
+    if activation is _F.relu or isinstance(activation, torch.nn.ReLU):
+        return 1
+    if activation is _F.gelu or isinstance(activation, torch.nn.GELU):
+        return 2
+    return 0
+
+
+class TransformerEncoderLayer(Module, torch.nn.TransformerEncoderLayer):
+    r"""Self-attention then a feed-forward block, each with dropout, a residual connection and
+    a ``LayerNorm`` (after, or before with ``norm_first``): torch's
+    ``TransformerEncoderLayer`` (same arguments and defaults), made of shimnn's modules.
+
+    Shapes: src ``(S, N, E)`` (``(N, S, E)`` with ``batch_first``, ``(S, E)`` unbatched),
+    unchanged. In eval mode without gradients, torch's fused layer (see the module docstring).
+    """
+
+    def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048,
+                 dropout: float = 0.1,
+                 activation: str | Callable[[Tensor], Tensor] = _F.relu,
+                 layer_norm_eps: float = 1e-5, batch_first: bool = False,
+                 norm_first: bool = False, bias: bool = True, device: Any = None,
+                 dtype: torch.dtype | None = None) -> None:
+        factory_kwargs: dict[str, Any] = {"device": device, "dtype": dtype}
+        super().__init__()
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
+                                            batch_first=batch_first, **factory_kwargs)
+        self.linear1 = Linear(d_model, dim_feedforward, bias=bias, **factory_kwargs)
+        self.dropout = Dropout(dropout)
+        self.linear2 = Linear(dim_feedforward, d_model, bias=bias, **factory_kwargs)
+        self.norm_first = norm_first
+        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **factory_kwargs)
+        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **factory_kwargs)
+        self.dropout1 = Dropout(dropout)
+        self.dropout2 = Dropout(dropout)
+        fn = _torch_transformer._get_activation_fn(activation) if isinstance(
+            activation, str) else activation
+        self.activation_relu_or_gelu = _activation_kind(fn)
+        self.activation = fn
+
+    def forward(self, src: Tensor, src_mask: Tensor | None = None,
+                src_key_padding_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
+        forward = torch.nn.TransformerEncoderLayer.forward
+        if not self.training and not _gradient_can_flow(
+                self, (src, src_mask, src_key_padding_mask)):
+            return _as_torch(forward, self, src, src_mask, src_key_padding_mask, is_causal)
+        return forward(self, src, src_mask, src_key_padding_mask, is_causal)
+
+
+class TransformerDecoderLayer(Module, torch.nn.TransformerDecoderLayer):
+    r"""Self-attention, attention over the encoder's ``memory``, then a feed-forward block,
+    each with dropout, a residual connection and a ``LayerNorm`` (``norm_first``: before):
+    torch's ``TransformerDecoderLayer``, made of shimnn's modules.
+
+    Shapes: tgt ``(T, N, E)``, memory ``(S, N, E)`` (batch first with ``batch_first``) ->
+    ``(T, N, E)``.
+    """
+
+    def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048,
+                 dropout: float = 0.1,
+                 activation: str | Callable[[Tensor], Tensor] = _F.relu,
+                 layer_norm_eps: float = 1e-5, batch_first: bool = False,
+                 norm_first: bool = False, bias: bool = True, device: Any = None,
+                 dtype: torch.dtype | None = None) -> None:
+        factory_kwargs: dict[str, Any] = {"device": device, "dtype": dtype}
+        super().__init__()
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout,
+                                            batch_first=batch_first, bias=bias,
+                                            **factory_kwargs)
+        self.multihead_attn = MultiheadAttention(d_model, nhead, dropout=dropout,
+                                                 batch_first=batch_first, bias=bias,
+                                                 **factory_kwargs)
+        self.linear1 = Linear(d_model, dim_feedforward, bias=bias, **factory_kwargs)
+        self.dropout = Dropout(dropout)
+        self.linear2 = Linear(dim_feedforward, d_model, bias=bias, **factory_kwargs)
+        self.norm_first = norm_first
+        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **factory_kwargs)
+        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **factory_kwargs)
+        self.norm3 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **factory_kwargs)
+        self.dropout1 = Dropout(dropout)
+        self.dropout2 = Dropout(dropout)
+        self.dropout3 = Dropout(dropout)
+        if isinstance(activation, str):
+            self.activation = _torch_transformer._get_activation_fn(activation)
+        else:
+            self.activation = activation
+
+
+class TransformerEncoder(torch.nn.TransformerEncoder, Module):
+    r"""A stack of ``num_layers`` copies of ``encoder_layer``, then an optional ``norm``:
+    torch's ``TransformerEncoder`` (``enable_nested_tensor``, ``mask_check``, its warning).
+
+    In eval mode without gradients, with a ``src_key_padding_mask``, torch packs the batch
+    into a nested tensor for its fused layers: so does this module (see the module docstring).
+    """
+
+    def forward(self, src: Tensor, mask: Tensor | None = None,
+                src_key_padding_mask: Tensor | None = None,
+                is_causal: bool | None = None) -> Tensor:
+        forward = torch.nn.TransformerEncoder.forward
+        if not self.layers[0].training and not _gradient_can_flow(
+                self, (src, mask, src_key_padding_mask)):
+            return _as_torch(forward, self, src, mask, src_key_padding_mask, is_causal)
+        return forward(self, src, mask, src_key_padding_mask, is_causal)
+
+
+class TransformerDecoder(torch.nn.TransformerDecoder, Module):
+    r"""A stack of ``num_layers`` copies of ``decoder_layer``, then an optional ``norm``:
+    torch's ``TransformerDecoder``."""
+
+
+class Transformer(Module, torch.nn.Transformer):
+    r"""An encoder and a decoder (``custom_encoder`` / ``custom_decoder`` or stacks of shimnn's
+    layers with a final ``LayerNorm`` each): torch's ``Transformer``, same arguments, defaults
+    and initialisation (``xavier_uniform_`` on every parameter of more than one dim, in
+    ``parameters()`` order). ``generate_square_subsequent_mask`` is torch's.
+
+    Shapes: src ``(S, N, E)``, tgt ``(T, N, E)`` (batch first with ``batch_first``) ->
+    ``(T, N, E)``.
+    """
+
+    def __init__(self, d_model: int = 512, nhead: int = 8, num_encoder_layers: int = 6,
+                 num_decoder_layers: int = 6, dim_feedforward: int = 2048,
+                 dropout: float = 0.1,
+                 activation: str | Callable[[Tensor], Tensor] = _F.relu,
+                 custom_encoder: Any | None = None, custom_decoder: Any | None = None,
+                 layer_norm_eps: float = 1e-5, batch_first: bool = False,
+                 norm_first: bool = False, bias: bool = True, device: Any = None,
+                 dtype: torch.dtype | None = None) -> None:
+        factory_kwargs: dict[str, Any] = {"device": device, "dtype": dtype}
+        super().__init__()
+        if custom_encoder is not None:
+            self.encoder = custom_encoder
+        else:
+            encoder_layer = TransformerEncoderLayer(
+                d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps,
+                batch_first, norm_first, bias, **factory_kwargs)
+            encoder_norm = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **factory_kwargs)
+            self.encoder = TransformerEncoder(encoder_layer, num_encoder_layers, encoder_norm)
+        if custom_decoder is not None:
+            self.decoder = custom_decoder
+        else:
+            decoder_layer = TransformerDecoderLayer(
+                d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps,
+                batch_first, norm_first, bias, **factory_kwargs)
+            decoder_norm = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, **factory_kwargs)
+            self.decoder = TransformerDecoder(decoder_layer, num_decoder_layers, decoder_norm)
+        self._reset_parameters()
+        self.d_model = d_model
+        self.nhead = nhead
+        self.batch_first = batch_first
