@@ -15,6 +15,7 @@ from . import (
     normalization,
     padding,
     pooling,
+    rnn,
     sparse,
     transformer,
     upsampling,
@@ -33,6 +34,7 @@ from .module import *  # noqa: F403
 from .normalization import *  # noqa: F403
 from .padding import *  # noqa: F403
 from .pooling import *  # noqa: F403
+from .rnn import *  # noqa: F403
 from .sparse import *  # noqa: F403
 from .transformer import *  # noqa: F403
 from .upsampling import *  # noqa: F403
@@ -42,5 +44,5 @@ __all__ = [
     *attention.__all__, *dropout.__all__, *flatten.__all__, *loss.__all__, *conv.__all__,
     *pooling.__all__,
     *batchnorm.__all__, *instancenorm.__all__, *normalization.__all__, *padding.__all__,
-    *upsampling.__all__, *sparse.__all__, *transformer.__all__,
+    *upsampling.__all__, *sparse.__all__, *rnn.__all__, *transformer.__all__,
 ]

@@ -16,6 +16,7 @@
 - :mod:`.norm`: batch, instance, group, layer and RMS normalization;
 - :mod:`.pad`: ``F.pad`` (constant, reflect, replicate, circular);
 - :mod:`.vision`: ``interpolate``, ``pixel_shuffle``.
+- :mod:`.rnn`: recurrent layers and cells (RNN, LSTM, GRU), packed sequences.
 
 Importing this package registers every op with the engine (``_graph.implements``); the public
 names are served by :mod:`shimnn.functional`.
@@ -34,10 +35,11 @@ from . import (
     pad,
     pool,
     reduce,
+    rnn,
     shape,
     tensor,
     vision,
 )
 
 __all__ = ["activation", "attention", "conv", "embedding", "index", "linear", "loss", "matmul",
-           "norm", "pad", "pool", "reduce", "shape", "tensor", "vision"]
+           "norm", "pad", "pool", "reduce", "rnn", "shape", "tensor", "vision"]
