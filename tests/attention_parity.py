@@ -4,6 +4,7 @@ side's forward and compared after), inputs that are the same tensor object (self
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -37,14 +38,15 @@ def _outputs(result: Any) -> list[torch.Tensor | None]:
 
 
 def _run(call: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], shim: bool,
-         seed: int, grad: bool) -> tuple[list[Any], list[Any]]:
+         seed: int, grad: bool, no_grad: bool) -> tuple[list[Any], list[Any]]:
     torch.manual_seed(seed)
-    if shim:
-        with autograd_forbidden():
+    with torch.no_grad() if no_grad else contextlib.nullcontext():
+        if shim:
+            with autograd_forbidden():
+                outs = _outputs(call(*args, **kwargs))
+                assert_no_autograd_graph(*outs)
+        else:
             outs = _outputs(call(*args, **kwargs))
-            assert_no_autograd_graph(*outs)
-    else:
-        outs = _outputs(call(*args, **kwargs))
     state = torch.random.get_rng_state()
     roots, grads = [], []
     for k, o in enumerate(outs):
@@ -63,18 +65,19 @@ def _run(call: Callable[..., Any], args: list[Any], kwargs: dict[str, Any], shim
 def check_call(ref: Callable[..., Any], shim: Callable[..., Any], args: Sequence[Any],
                kwargs: dict[str, Any] | None = None, *, ref_module: Any = None,
                shim_module: Any = None, requires_grad: bool = True, grad: bool = True,
-               seed: int = 7, strides: bool = True) -> None:
+               seed: int = 7, strides: bool = True, no_grad: bool = False) -> None:
     """``ref(*args, **kwargs)`` under torch and ``shim(...)`` under shimnn on copies of the
     same tensors: outputs (values, strides, requires_grad), the generator state afterwards,
-    input gradients and (given the modules) parameter gradients, bit for bit.
+    input gradients and (given the modules) parameter gradients, bit for bit. ``no_grad``:
+    the calls run under ``torch.no_grad()``.
 
     A module gets plain leaves (as a model gets data); a function gets ``shimnn.Parameter``
     leaves, so the torch functions it calls reach shimnn's ops."""
     kwargs = kwargs or {}
     ref_args = _leaves(args, False, requires_grad)
     shim_args = _leaves(args, shim_module is None, requires_grad)
-    ref_out, ref_state = _run(ref, ref_args, kwargs, False, seed, grad)
-    shim_out, shim_state = _run(shim, shim_args, kwargs, True, seed, grad)
+    ref_out, ref_state = _run(ref, ref_args, kwargs, False, seed, grad, no_grad)
+    shim_out, shim_state = _run(shim, shim_args, kwargs, True, seed, grad, no_grad)
     assert torch.equal(ref_state[0], shim_state[0]), "random numbers drawn differ"
     assert len(ref_out) == len(shim_out)
     for i, (a, b) in enumerate(zip(shim_out, ref_out)):

@@ -21,7 +21,8 @@ from shimnn.testing import gradcheck
 # torch's TransformerEncoder warns when its layers cannot take the nested-tensor path, and its
 # layers when a boolean padding mask meets a float causal mask (both sides warn alike).
 pytestmark = [pytest.mark.filterwarnings("ignore:enable_nested_tensor is True"),
-              pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask")]
+              pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask"),
+              pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")]
 
 DTYPES = [torch.float32, torch.float64]
 D, NHEAD, FF = 16, 4, 32
@@ -143,7 +144,8 @@ def test_inference_fast_paths(dtype: torch.dtype, norm_first: bool) -> None:
     x = _randn(3, 7, D, seed=1)
     kpm = _padding(3, 7)
     options = {"batch_first": True, "norm_first": norm_first}
-    run = {"dtype": dtype, "training": False, "requires_grad": False, "grad": False}
+    run = {"dtype": dtype, "training": False, "requires_grad": False, "grad": False,
+           "no_grad": True}
     for kwargs in ({}, {"src_key_padding_mask": kpm}, {"src_mask": _causal(7, dtype)}):
         check_module_call(lambda nn: nn.TransformerEncoderLayer(D, NHEAD, FF, **options), [x],
                           kwargs, **run)
@@ -153,9 +155,26 @@ def test_inference_fast_paths(dtype: torch.dtype, norm_first: bool) -> None:
             enable_nested_tensor=not norm_first), [x], stack_kwargs, **run)
     check_module_call(lambda nn: nn.Transformer(D, NHEAD, 2, 2, FF, batch_first=True),
                       [x, _randn(3, 5, D, seed=2)], {"src_key_padding_mask": kpm}, **run)
-    # torch.no_grad() in grad-free parameters' place: same paths
+    # parameters that require no grad in grad mode: the same paths
     check_module_call(lambda nn: nn.TransformerEncoderLayer(D, NHEAD, FF, **options).requires_grad_(
-        False), [x], {}, dtype=dtype, training=False, requires_grad=False, grad=False)
+        False), [x], {"src_key_padding_mask": kpm}, dtype=dtype, training=False,
+        requires_grad=False, grad=False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_training_mode_without_gradients(dtype: torch.dtype, norm_first: bool) -> None:
+    """Under no_grad in training mode (dropout on): the layer's values without a record."""
+    x = _randn(3, 7, D, seed=1)
+    for kwargs in ({}, {"src_key_padding_mask": _padding(3, 7)}):
+        check_module_call(lambda nn: nn.TransformerEncoderLayer(D, NHEAD, FF, batch_first=True,
+                                                                norm_first=norm_first),
+                          [x], kwargs, dtype=dtype, requires_grad=False, grad=False,
+                          no_grad=True)
+        check_module_call(lambda nn: nn.TransformerEncoderLayer(D, NHEAD, FF,
+                                                                norm_first=norm_first),
+                          [x.transpose(0, 1)], kwargs, dtype=dtype, requires_grad=False,
+                          grad=False, no_grad=True)
 
 
 def test_fast_path_values_differ_from_the_composite() -> None:
@@ -292,6 +311,32 @@ def test_outputs_in_place_hooks_and_retain_grad() -> None:
     shim = shimnn.TransformerEncoderLayer(D, NHEAD, FF)
     check_call(lambda t: use(ref, t), lambda t: use(shim, t), [x], ref_module=ref,
                shim_module=shim)
+
+
+def test_one_node_per_layer_and_the_composite_where_it_must() -> None:
+    """ReLU/GELU layers of shimnn's modules run as one node; a submodule with a forward hook,
+    another activation or a replaced submodule run as torch composes them (hooks included)."""
+    x = _randn(5, 3, D, seed=1).requires_grad_()
+    layer = shimnn.TransformerEncoderLayer(D, NHEAD, FF)
+    out = layer(x)
+    assert len(out.shim_fn.inputs) == 20  # src and the layer's 19 tensors
+    layer.activation = torch.nn.functional.silu
+    assert len(layer(x).shim_fn.inputs) != 20
+
+    def with_hook(nn: Any) -> Any:
+        m = nn.TransformerEncoderLayer(D, NHEAD, FF)
+        m.linear1.register_forward_hook(lambda mod, args, out: out * 2)
+        m.norm1.register_forward_pre_hook(lambda mod, args: (args[0] + 1,))
+        return m
+
+    check_module_call(with_hook, [_randn(5, 3, D, seed=1)])
+
+    def replaced(nn: Any) -> Any:
+        m = nn.TransformerEncoderLayer(D, NHEAD, FF)
+        m.dropout2 = nn.Identity()
+        return m
+
+    check_module_call(replaced, [_randn(5, 3, D, seed=1)])
 
 
 def test_finite_differences() -> None:

@@ -22,12 +22,14 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.nn.modules import module as _torch_module
 
-from .._graph import no_dispatch, wrap
+from .._graph import edge, is_grad_enabled, no_dispatch, record, set_grad_enabled, wrap
 from ..ops import attention as A
+from ..ops import transformer as T
 from .attention import MultiheadAttention
 from .dropout import Dropout
-from .linear import Linear
+from .linear import Linear, NonDynamicallyQuantizableLinear
 from .module import Module
 from .normalization import LayerNorm
 
@@ -54,6 +56,22 @@ def _as_torch(forward: Callable[..., Tensor], module: torch.nn.Module, *args: An
     with no_dispatch():
         out = forward(module, *args)
         return out if out.is_nested else wrap(out)
+
+
+_LINEARS = (Linear, NonDynamicallyQuantizableLinear)
+_DROPOUTS = ("dropout", "dropout1", "dropout2")
+_SUBMODULES = ("linear1", "linear2", "norm1", "norm2", *_DROPOUTS)
+
+
+def _hooked(modules: tuple[torch.nn.Module, ...]) -> bool:
+    """Whether a forward hook would run in one of ``modules`` (the fused layer skips their
+    calls): theirs, or a global one."""
+    m = _torch_module
+    if (m._global_forward_hooks or m._global_forward_pre_hooks or m._global_backward_hooks
+            or m._global_backward_pre_hooks):
+        return True
+    return any(mod._forward_hooks or mod._forward_pre_hooks or mod._backward_hooks
+               or mod._backward_pre_hooks for mod in modules)
 
 
 def _activation_kind(activation: Any) -> int:
@@ -103,7 +121,95 @@ class TransformerEncoderLayer(Module, torch.nn.TransformerEncoderLayer):
         if not self.training and not _gradient_can_flow(
                 self, (src, src_mask, src_key_padding_mask)):
             return _as_torch(forward, self, src, src_mask, src_key_padding_mask, is_causal)
+        out = self._fused(src, src_mask, src_key_padding_mask, is_causal)
+        if out is not None:
+            return out
         return forward(self, src, src_mask, src_key_padding_mask, is_causal)
+
+    def _fused(self, src: Tensor, src_mask: Tensor | None,
+               src_key_padding_mask: Tensor | None, is_causal: bool) -> Tensor | None:
+        """The layer as one recorded node (``shimnn.ops.transformer``) when it is made of
+        shimnn's modules without hooks and its activation is ReLU or GELU; ``None`` when
+        torch's composition must run instead."""
+        activation = T.activation_of(self.activation)
+        if activation is False or activation is True:
+            return None
+        modules: dict[str, Any] = self._modules
+        attn = modules["self_attn"]
+        out_proj = attn._modules["out_proj"]
+        if (type(attn) is not MultiheadAttention or type(out_proj) not in _LINEARS
+                or type(modules["linear1"]) is not Linear
+                or type(modules["linear2"]) is not Linear
+                or type(modules["norm1"]) is not LayerNorm
+                or type(modules["norm2"]) is not LayerNorm
+                or any(type(modules[n]) is not Dropout for n in _DROPOUTS)
+                or _hooked((attn, out_proj, *(modules[n] for n in _SUBMODULES)))):
+            return None
+        with no_dispatch():
+            if src.is_nested or src.dim() not in (2, 3):
+                return None
+            norm1, norm2 = modules["norm1"], modules["norm2"]
+            if len(norm1.normalized_shape) != 1 or len(norm2.normalized_shape) != 1:
+                return None
+            a: dict[str, Any] = attn._parameters
+            o: dict[str, Any] = out_proj._parameters
+            l1: dict[str, Any] = modules["linear1"]._parameters
+            l2: dict[str, Any] = modules["linear2"]._parameters
+            n1: dict[str, Any] = norm1._parameters
+            n2: dict[str, Any] = norm2._parameters
+            params = {"in_proj_weight": a["in_proj_weight"], "in_proj_bias": a["in_proj_bias"],
+                      "q_proj_weight": a["q_proj_weight"], "k_proj_weight": a["k_proj_weight"],
+                      "v_proj_weight": a["v_proj_weight"], "bias_k": attn.bias_k,
+                      "bias_v": attn.bias_v, "out_proj_weight": o["weight"],
+                      "out_proj_bias": o.get("bias"), "static_k": None, "static_v": None,
+                      "linear1_weight": l1["weight"], "linear1_bias": l1.get("bias"),
+                      "linear2_weight": l2["weight"], "linear2_bias": l2.get("bias"),
+                      "norm1_weight": n1.get("weight"), "norm1_bias": n1.get("bias"),
+                      "norm2_weight": n2.get("weight"), "norm2_bias": n2.get("bias")}
+            recording = is_grad_enabled()
+            edges = {"src": edge(src) if recording else None}
+            for name, t in params.items():
+                edges[name] = None if t is None or not recording else edge(t)
+            needs = {name: e is not None for name, e in edges.items()}
+            if not any(needs.values()) and not self.training:
+                return None
+            if not self.training and not (needs["src"] or any(
+                    needs[n] for n in T.PARAMS[:11]) or (self.norm_first and (
+                    needs["norm1_weight"] or needs["norm1_bias"]))):
+                return None  # torch's attention would take its fast path
+            if (src_mask is not None and A._torch_requires_grad(src_mask)) or (
+                    src_key_padding_mask is not None
+                    and A._torch_requires_grad(src_key_padding_mask)):
+                return None
+            F = torch.nn.functional
+            src_key_padding_mask = F._canonical_mask(
+                mask=src_key_padding_mask, mask_name="src_key_padding_mask",
+                other_type=F._none_or_dtype(src_mask), other_name="src_mask",
+                target_type=src.dtype)
+            src_mask = F._canonical_mask(mask=src_mask, mask_name="src_mask", other_type=None,
+                                         other_name="", target_type=src.dtype,
+                                         check_other=False)
+            set_grad_enabled(False)
+            try:
+                out, backward, saved = T.encoder_layer_forward(
+                    src, src_mask, src_key_padding_mask, is_causal, params, needs,
+                    self.norm_first, self.training, attn.embed_dim, attn.num_heads,
+                    attn.dropout, attn.add_zero_attn, not attn._qkv_same_embed_dim,
+                    attn.batch_first, (modules["dropout1"].p, modules["dropout"].p,
+                                       modules["dropout2"].p), activation,
+                    (norm1.eps, norm2.eps))
+            finally:
+                set_grad_enabled(recording)
+            if not any(needs.values()):
+                return wrap(out)
+            names = ("src", *T.PARAMS)
+
+            def node_backward(grad: Tensor) -> tuple[Tensor | None, ...]:
+                got = backward(grad)
+                return tuple(got.get(n) for n in names)
+
+            return record(out, "AddBackward0" if self.norm_first else "NativeLayerNormBackward0",
+                          node_backward, tuple(edges[n] for n in names), saved)
 
 
 class TransformerDecoderLayer(Module, torch.nn.TransformerDecoderLayer):

@@ -3,6 +3,7 @@
 - :mod:`.linear`: the affine map (and the matmul path rules it shares with ``matmul``);
 - :mod:`.activation`: element-wise activations, softmax, dropout;
 - :mod:`.attention`: ``scaled_dot_product_attention``, ``multi_head_attention_forward``;
+- :mod:`.transformer`: a ``TransformerEncoderLayer`` as one node;
 - :mod:`.loss`: loss functions;
 - :mod:`.embedding`: ``embedding`` (the lookup, ``max_norm``, ``padding_idx``);
 - :mod:`.tensor`: arithmetic, reductions, element-wise math on tracked tensors;
@@ -38,8 +39,9 @@ from . import (
     rnn,
     shape,
     tensor,
+    transformer,
     vision,
 )
 
 __all__ = ["activation", "attention", "conv", "embedding", "index", "linear", "loss", "matmul",
-           "norm", "pad", "pool", "reduce", "rnn", "shape", "tensor", "vision"]
+           "norm", "pad", "pool", "reduce", "rnn", "shape", "tensor", "transformer", "vision"]
