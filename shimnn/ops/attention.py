@@ -52,6 +52,7 @@ __all__ = ["multi_head_attention_forward", "scaled_dot_product_attention"]
 _flash_forward = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default._op
 _flash_backward = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward.default._op
 _safe_softmax = torch.ops.aten._safe_softmax.default._op
+_math = torch.ops.aten._scaled_dot_product_attention_math.default._op
 _softmax_backward_data = torch.ops.aten._softmax_backward_data.default._op
 _fused_sdp_choice = torch._fused_sdp_choice
 _FLASH = 1  # torch.nn.attention.SDPBackend.FLASH_ATTENTION
@@ -154,6 +155,12 @@ def sdpa_math_forward(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tens
     torch's graph hands the gradients out.
     """
     need_q, need_k, need_v, need_mask = needs
+    if not any(needs) and not any(type(t) is TrackedTensor and t._node is not None
+                                  for t in (query, key, value)):
+        # Nothing to differentiate: torch's own composite (the same ops, the same draws).
+        out = _math(query, key, value, convert_boolean_attn_mask(attn_mask, query.dtype),
+                    dropout_p, is_causal, None, scale=scale, enable_gqa=enable_gqa)[0]
+        return out, _no_backward, (), False
     if query.dtype in (torch.float16, torch.bfloat16):
         raise NotImplementedError(
             "shimnn: scaled_dot_product_attention's math path in float16/bfloat16 (torch "
@@ -222,6 +229,10 @@ def sdpa_math_forward(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tens
 
     saved = (*mm1_saved, *mm2_saved, weights) + ((noise,) if noise is not None else ())
     return out, backward, saved, repeated
+
+
+def _no_backward(grad: Tensor) -> tuple[None, None, None, None]:
+    return None, None, None, None
 
 
 @implements(torch.nn.functional.scaled_dot_product_attention)
