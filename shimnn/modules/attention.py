@@ -15,6 +15,9 @@ from .module import Module, Parameter
 __all__ = ["MultiheadAttention"]
 
 _SHIMNN_TENSORS = (TrackedTensor, Parameter)
+# torch's own, bound at import (shimnn.patch_torch serves shimnn's under torch.nn's names).
+_F: Any = torch.nn.functional
+_is_make_fx_tracing = torch.nn.modules.activation._is_make_fx_tracing
 
 
 def foreign_torch_function(tensors: tuple[Tensor | None, ...]) -> bool:
@@ -108,7 +111,7 @@ class MultiheadAttention(Module, torch.nn.MultiheadAttention):
                 key_padding_mask: Tensor | None = None, need_weights: bool = True,
                 attn_mask: Tensor | None = None, average_attn_weights: bool = True,
                 is_causal: bool = False) -> tuple[Tensor, Tensor | None]:
-        F = torch.nn.functional
+        F = _F
         with no_dispatch():
             is_batched = query.dim() == 3
             float_masks = (attn_mask is not None and torch.is_floating_point(attn_mask)) or (
@@ -169,4 +172,4 @@ class MultiheadAttention(Module, torch.nn.MultiheadAttention):
         tensors = (query, key, value, in_w, in_b, out_params["weight"], out_params["bias"])
         return not (foreign_torch_function(tensors) or not all(map(_device_ok, tensors))
                     or grad_needed(tensors)
-                    or torch.nn.modules.activation._is_make_fx_tracing())
+                    or _is_make_fx_tracing())

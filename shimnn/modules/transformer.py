@@ -36,8 +36,14 @@ from .normalization import LayerNorm
 __all__ = ["Transformer", "TransformerDecoder", "TransformerDecoderLayer", "TransformerEncoder",
            "TransformerEncoderLayer"]
 
+# torch's own objects, bound at import (``shimnn.patch_torch`` later serves shimnn's classes and
+# functions under torch.nn's names; torch's forward code must still be torch's).
 _F = torch.nn.functional
 _torch_transformer: Any = torch.nn.modules.transformer
+_TorchEncoderLayer = torch.nn.modules.transformer.TransformerEncoderLayer
+_TorchEncoder = torch.nn.modules.transformer.TransformerEncoder
+_canonical_mask: Any = _F._canonical_mask
+_none_or_dtype: Any = _F._none_or_dtype
 
 
 def _gradient_can_flow(module: torch.nn.Module, tensors: tuple[Any, ...]) -> bool:
@@ -76,11 +82,8 @@ def _hooked(modules: tuple[torch.nn.Module, ...]) -> bool:
 
 def _activation_kind(activation: Any) -> int:
     """torch's ``activation_relu_or_gelu``: 1 relu, 2 gelu, 0 another callable."""
-    if activation is _F.relu or isinstance(activation, torch.nn.ReLU):
-        return 1
-    if activation is _F.gelu or isinstance(activation, torch.nn.GELU):
-        return 2
-    return 0
+    kind = T.activation_of(activation)
+    return 1 if kind is None else 0 if kind is False else 2
 
 
 class TransformerEncoderLayer(Module, torch.nn.TransformerEncoderLayer):
@@ -117,7 +120,7 @@ class TransformerEncoderLayer(Module, torch.nn.TransformerEncoderLayer):
 
     def forward(self, src: Tensor, src_mask: Tensor | None = None,
                 src_key_padding_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
-        forward = torch.nn.TransformerEncoderLayer.forward
+        forward = _TorchEncoderLayer.forward
         if not self.training and not _gradient_can_flow(
                 self, (src, src_mask, src_key_padding_mask)):
             return _as_torch(forward, self, src, src_mask, src_key_padding_mask, is_causal)
@@ -181,12 +184,11 @@ class TransformerEncoderLayer(Module, torch.nn.TransformerEncoderLayer):
                     src_key_padding_mask is not None
                     and A._torch_requires_grad(src_key_padding_mask)):
                 return None
-            F = torch.nn.functional
-            src_key_padding_mask = F._canonical_mask(
+            src_key_padding_mask = _canonical_mask(
                 mask=src_key_padding_mask, mask_name="src_key_padding_mask",
-                other_type=F._none_or_dtype(src_mask), other_name="src_mask",
+                other_type=_none_or_dtype(src_mask), other_name="src_mask",
                 target_type=src.dtype)
-            src_mask = F._canonical_mask(mask=src_mask, mask_name="src_mask", other_type=None,
+            src_mask = _canonical_mask(mask=src_mask, mask_name="src_mask", other_type=None,
                                          other_name="", target_type=src.dtype,
                                          check_other=False)
             set_grad_enabled(False)
@@ -262,7 +264,7 @@ class TransformerEncoder(torch.nn.TransformerEncoder, Module):
     def forward(self, src: Tensor, mask: Tensor | None = None,
                 src_key_padding_mask: Tensor | None = None,
                 is_causal: bool | None = None) -> Tensor:
-        forward = torch.nn.TransformerEncoder.forward
+        forward = _TorchEncoder.forward
         if not self.layers[0].training and not _gradient_can_flow(
                 self, (src, mask, src_key_padding_mask)):
             return _as_torch(forward, self, src, mask, src_key_padding_mask, is_causal)

@@ -56,6 +56,11 @@ _math = torch.ops.aten._scaled_dot_product_attention_math.default._op
 _softmax_backward_data = torch.ops.aten._softmax_backward_data.default._op
 _fused_sdp_choice = torch._fused_sdp_choice
 _FLASH = 1  # torch.nn.attention.SDPBackend.FLASH_ATTENTION
+# torch's own functions, bound at import (shimnn.patch_torch later serves shimnn's under
+# torch.nn.functional's names).
+_F: Any = torch.nn.functional
+_torch_sdpa = _F.scaled_dot_product_attention
+_pad = torch._C._nn.pad
 _NEG_INF = -math.inf
 
 SdpaBackward = Callable[[Tensor], tuple[Tensor | None, Tensor | None, Tensor | None,
@@ -87,7 +92,7 @@ def _validate(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | Non
         ok = attn_mask.dtype in (torch.bool, torch.float32, dtype)
     if not ok:
         with torch.no_grad():
-            torch.nn.functional.scaled_dot_product_attention(
+            _torch_sdpa(
                 query.detach(), key.detach(), value.detach(),
                 None if attn_mask is None else attn_mask.detach(), dropout_p, is_causal,
                 scale=scale, enable_gqa=enable_gqa)
@@ -506,8 +511,7 @@ def mha_forward(query: Tensor, key: Tensor, value: Tensor, embed_dim_to_check: i
     the saved tensors.
     """
     saved: list[Tensor] = []
-    shape_check: Any = torch.nn.functional._mha_shape_check  # type: ignore[attr-defined]
-    is_batched = shape_check(query, key, value, key_padding_mask, attn_mask, num_heads)
+    is_batched = _F._mha_shape_check(query, key, value, key_padding_mask, attn_mask, num_heads)
     # Which tensors are the same object decides torch's in-projection path.
     if not is_batched:
         kind = "qkv"  # each input is unsqueezed into a new tensor
@@ -523,7 +527,7 @@ def mha_forward(query: Tensor, key: Tensor, value: Tensor, embed_dim_to_check: i
         kind = "separate"
     tgt_len, bsz, embed_dim = query.shape
     src_len = key.shape[0]
-    F = torch.nn.functional
+    F = _F
     # A mask whose gradient torch would compute: not written by hand here.
     for name in ("key_padding_mask", "attn_mask"):
         if needs.get(name):
@@ -613,9 +617,9 @@ def mha_forward(query: Tensor, key: Tensor, value: Tensor, embed_dim_to_check: i
         need_k = need_k or needs["bias_k"]
         need_v = need_v or needs["bias_v"]
         if attn_mask is not None:
-            attn_mask = F.pad(attn_mask, (0, 1))
+            attn_mask = _pad(attn_mask, (0, 1))
         if key_padding_mask is not None:
-            key_padding_mask = F.pad(key_padding_mask, (0, 1))
+            key_padding_mask = _pad(key_padding_mask, (0, 1))
     else:
         if bias_k is not None:
             raise AssertionError("bias_k is set but bias_v is None")
@@ -653,13 +657,13 @@ def mha_forward(query: Tensor, key: Tensor, value: Tensor, embed_dim_to_check: i
         k = torch.cat([k, torch.zeros(zero_attn_shape, dtype=k.dtype, device=k.device)], dim=1)
         v = torch.cat([v, torch.zeros(zero_attn_shape, dtype=v.dtype, device=v.device)], dim=1)
         if attn_mask is not None:
-            attn_mask = F.pad(attn_mask, (0, 1))
+            attn_mask = _pad(attn_mask, (0, 1))
         if key_padding_mask is not None:
-            key_padding_mask = F.pad(key_padding_mask, (0, 1))
+            key_padding_mask = _pad(key_padding_mask, (0, 1))
     src_len = k.size(1)
 
     if key_padding_mask is not None:
-        F._check_key_padding_mask(key_padding_mask, src_len, bsz)  # type: ignore[attr-defined]
+        F._check_key_padding_mask(key_padding_mask, src_len, bsz)
         key_padding_mask = (key_padding_mask.view(bsz, 1, 1, src_len)
                             .expand(-1, num_heads, -1, -1).reshape(bsz * num_heads, 1, src_len))
         attn_mask = key_padding_mask if attn_mask is None else attn_mask + key_padding_mask

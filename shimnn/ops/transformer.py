@@ -190,22 +190,20 @@ def encoder_layer_forward(src: Tensor, src_mask: Tensor | None,
     return out, post_backward, tuple(saved)
 
 
-def activation_of(fn: Any) -> str | None | bool:  # False, None or a str
-    """``None`` for ReLU, GELU's ``approximate`` for GELU, ``False`` for anything else (the
-    layer then runs as its modules)."""
-    import shimnn.functional as SF
+# torch's own, bound at import (shimnn.patch_torch later serves shimnn's under these names).
+_TORCH_RELU, _TORCH_GELU = torch.nn.functional.relu, torch.nn.functional.gelu
+_TorchReLU, _TorchGELU = torch.nn.ReLU, torch.nn.GELU
 
-    F = torch.nn.functional
-    if fn is F.relu or fn is SF.relu or type(fn) in (torch.nn.ReLU, _shim("ReLU")):
+
+def activation_of(fn: Any) -> str | None | bool:  # False, None or a str
+    """``None`` for ReLU (torch's or shimnn's function or module), GELU's ``approximate`` for
+    GELU, ``False`` for anything else (the layer then runs as its modules)."""
+    from . import activation as shim
+
+    if fn is _TORCH_RELU or fn is shim.relu or isinstance(fn, _TorchReLU):
         return None
-    if fn is F.gelu or fn is SF.gelu:
+    if fn is _TORCH_GELU or fn is shim.gelu:
         return "none"
-    if type(fn) in (torch.nn.GELU, _shim("GELU")):
+    if isinstance(fn, _TorchGELU):
         return str(fn.approximate)
     return False
-
-
-def _shim(name: str) -> Any:
-    import shimnn
-
-    return getattr(shimnn, name, None)
