@@ -481,16 +481,45 @@ def test_multi_head_attention_forward_errors_like_torch() -> None:
                                                 params["out_proj_weight"], None))
 
 
-def test_multi_head_attention_forward_mask_needing_gradient_is_refused() -> None:
-    params = _mha_params(torch.float32, False, True, False)
-    call, tensors = _mha_call("self", params)
-    x = shimnn.Parameter(_randn(L, N, E))
-    mask = shimnn.Parameter(_randn(L, L))
-    with pytest.raises(NotImplementedError, match="attn_mask"):
-        TF.multi_head_attention_forward(x, x, x, E, H, *[shimnn.Parameter(t) for t in tensors[:2]],
-                                        None, None, False, 0.0,
-                                        *[shimnn.Parameter(t) for t in tensors[2:]],
-                                        attn_mask=mask)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("need_weights", [True, False])
+@pytest.mark.parametrize("extras", ["plain", "bias_kv zero_attn"])
+def test_multi_head_attention_forward_float_masks_that_need_gradients(
+        dtype: torch.dtype, need_weights: bool, extras: str) -> None:
+    """Float masks that require grad: their gradients through the pads, the padding mask's
+    per-head expansion and the merge (each summed to its shape), from the explicit scores
+    (baddbmm) or SDPA's math path (taken because the mask needs a gradient)."""
+    params = _mha_params(dtype, False, True, "bias_kv" in extras)
+    zero_attn = "zero_attn" in extras
+    x = _randn(L, N, E, dtype=dtype, seed=21)
+    g = torch.Generator().manual_seed(5)
+    masks = {"2-d": torch.randn(L, L, dtype=dtype, generator=g),
+             "3-d": torch.randn(N * H, L, L, dtype=dtype, generator=g),
+             "kpm": torch.randn(N, L, dtype=dtype, generator=g)}
+    for which, dropout_p in itertools.product(
+            [("2-d",), ("3-d",), ("kpm",), ("2-d", "kpm"), ("3-d", "kpm")], (0.0, 0.2)):
+        def call(q: torch.Tensor, *rest: torch.Tensor, which: Any = which,
+                 p: float = dropout_p) -> Any:
+            ms = dict(zip(which, rest[:len(which)]))
+            t = rest[len(which):]
+            am = ms.get("2-d", ms.get("3-d"))
+            return TF.multi_head_attention_forward(
+                q, q, q, E, H, t[0], t[1], t[2] if len(t) > 4 else None,
+                t[3] if len(t) > 4 else None, zero_attn, p, t[-2], t[-1],
+                key_padding_mask=ms.get("kpm"), attn_mask=am, need_weights=need_weights)
+
+        tensors = [params[n] for n in ("in_proj_weight", "in_proj_bias", "bias_k", "bias_v",
+                                       "out_proj_weight", "out_proj_bias")
+                   if params[n] is not None]
+        check_call(call, call, [x, *(masks[w] for w in which), *tensors])
+    # the mask alone needs a gradient
+    call1, tensors1 = _mha_call("self", params, need_weights=need_weights,
+                                add_zero_attn=zero_attn)
+    check_call(lambda m: TF.multi_head_attention_forward(
+        x, x, x, E, H, *tensors1[:2], None, None, False, 0.0, *tensors1[-2:], attn_mask=m,
+        need_weights=need_weights), lambda m: TF.multi_head_attention_forward(
+        x, x, x, E, H, *tensors1[:2], None, None, False, 0.0, *tensors1[-2:], attn_mask=m,
+        need_weights=need_weights), [masks["2-d"]])
 
 
 # ---------------------------------------------------------------------------------------------

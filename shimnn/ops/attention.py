@@ -491,6 +491,25 @@ _MHA_PARAMS = ("in_proj_weight", "in_proj_bias", "q_proj_weight", "k_proj_weight
                "static_k", "static_v")
 
 
+def _squeeze0(g: Tensor) -> Tensor:
+    """``unsqueeze(0)``'s backward."""
+    return g.squeeze(0)
+
+
+def _unpad(width: int) -> Callable[[Tensor], Tensor]:
+    """``pad(mask, (0, 1))``'s backward: ``constant_pad_nd`` with the pads negated (a narrowed
+    copy)."""
+    return lambda g: g.narrow(-1, 0, width).clone()
+
+
+def _kpm_heads_backward(shape: Any, bsz: int, num_heads: int, src_len: int
+                        ) -> Callable[[Tensor], Tensor]:
+    """``kpm.view(N, 1, 1, S).expand(-1, H, -1, -1).reshape(N * H, 1, S)``'s backward: the
+    reshape undone, the expand summed (``sum_to``), the view undone."""
+    return lambda g: sum_to(g.reshape(bsz, num_heads, 1, src_len),
+                            (bsz, 1, 1, src_len)).reshape(shape)
+
+
 def _shares_memory(a: Tensor, b: Tensor) -> bool:
     return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
@@ -512,6 +531,10 @@ def mha_forward(query: Tensor, key: Tensor, value: Tensor, embed_dim_to_check: i
     """
     saved: list[Tensor] = []
     is_batched = _F._mha_shape_check(query, key, value, key_padding_mask, attn_mask, num_heads)
+    # A float mask may need a gradient: each step on it pushes its backward on its chain.
+    need_am, need_kpm = bool(needs.get("attn_mask")), bool(needs.get("key_padding_mask"))
+    am_chain: list[Callable[[Tensor], Tensor]] = []
+    kpm_chain: list[Callable[[Tensor], Tensor]] = []
     # Which tensors are the same object decides torch's in-projection path.
     if not is_batched:
         kind = "qkv"  # each input is unsqueezed into a new tensor
@@ -519,6 +542,7 @@ def mha_forward(query: Tensor, key: Tensor, value: Tensor, embed_dim_to_check: i
         query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
         if key_padding_mask is not None:
             key_padding_mask = key_padding_mask.unsqueeze(0)
+            kpm_chain.append(_squeeze0)
     else:
         kind = ("self" if query is key else "kv") if key is value else "qkv"
         if batch_first:
@@ -528,12 +552,6 @@ def mha_forward(query: Tensor, key: Tensor, value: Tensor, embed_dim_to_check: i
     tgt_len, bsz, embed_dim = query.shape
     src_len = key.shape[0]
     F = _F
-    # A mask whose gradient torch would compute: not written by hand here.
-    for name in ("key_padding_mask", "attn_mask"):
-        if needs.get(name):
-            raise NotImplementedError(
-                f"shimnn: multi_head_attention_forward with a {name} that requires grad is "
-                "not implemented (its gradient would be silently missing); detach the mask")
     mask_rg = _torch_requires_grad(attn_mask) and torch.is_floating_point(attn_mask)  # type: ignore[arg-type]
     original_mask = attn_mask
     key_padding_mask = F._canonical_mask(
@@ -546,6 +564,7 @@ def mha_forward(query: Tensor, key: Tensor, value: Tensor, embed_dim_to_check: i
             "module method `generate_square_subsequent_mask` to create this mask.")
     if is_causal and key_padding_mask is None and not need_weights:
         attn_mask = None
+        need_am = mask_rg = False  # the mask is not used: no gradient reaches it
     else:
         attn_mask = F._canonical_mask(mask=attn_mask, mask_name="attn_mask", other_type=None,
                                       other_name="", target_type=query.dtype,
@@ -593,6 +612,7 @@ def mha_forward(query: Tensor, key: Tensor, value: Tensor, embed_dim_to_check: i
                 raise RuntimeError(f"The shape of the 2D attn_mask is {attn_mask.shape}, but "
                                    f"should be {correct_2d_size}.")
             attn_mask = attn_mask.unsqueeze(0)
+            am_chain.append(_squeeze0)
         elif attn_mask.dim() == 3:
             correct_3d_size = (bsz * num_heads, tgt_len, src_len)
             if attn_mask.shape != correct_3d_size:
@@ -617,8 +637,10 @@ def mha_forward(query: Tensor, key: Tensor, value: Tensor, embed_dim_to_check: i
         need_k = need_k or needs["bias_k"]
         need_v = need_v or needs["bias_v"]
         if attn_mask is not None:
+            am_chain.append(_unpad(attn_mask.shape[-1]))
             attn_mask = _pad(attn_mask, (0, 1))
         if key_padding_mask is not None:
+            kpm_chain.append(_unpad(key_padding_mask.shape[-1]))
             key_padding_mask = _pad(key_padding_mask, (0, 1))
     else:
         if bias_k is not None:
@@ -657,19 +679,47 @@ def mha_forward(query: Tensor, key: Tensor, value: Tensor, embed_dim_to_check: i
         k = torch.cat([k, torch.zeros(zero_attn_shape, dtype=k.dtype, device=k.device)], dim=1)
         v = torch.cat([v, torch.zeros(zero_attn_shape, dtype=v.dtype, device=v.device)], dim=1)
         if attn_mask is not None:
+            am_chain.append(_unpad(attn_mask.shape[-1]))
             attn_mask = _pad(attn_mask, (0, 1))
         if key_padding_mask is not None:
+            kpm_chain.append(_unpad(key_padding_mask.shape[-1]))
             key_padding_mask = _pad(key_padding_mask, (0, 1))
     src_len = k.size(1)
 
+    merged_from: tuple[Tensor, Tensor] | None = None
     if key_padding_mask is not None:
         F._check_key_padding_mask(key_padding_mask, src_len, bsz)
+        kpm_chain.append(_kpm_heads_backward(key_padding_mask.shape, bsz, num_heads, src_len))
         key_padding_mask = (key_padding_mask.view(bsz, 1, 1, src_len)
                             .expand(-1, num_heads, -1, -1).reshape(bsz * num_heads, 1, src_len))
-        attn_mask = key_padding_mask if attn_mask is None else attn_mask + key_padding_mask
+        if attn_mask is None:
+            attn_mask = key_padding_mask
+        else:
+            merged_from = (attn_mask, key_padding_mask)
+            attn_mask = attn_mask + key_padding_mask
     if not training:
         dropout_p = 0.0
-    need_scores = need_q or need_k
+    need_mask = need_am or need_kpm
+    mask_3d = attn_mask
+
+    def mask_backward(g: Tensor, result: dict[str, Tensor | None]) -> None:
+        """The masks' gradients from that of the mask the attention added (3-d)."""
+        g_am = g_kpm = None
+        if merged_from is not None:  # AddBackward0: both get it, summed to their shapes
+            g_am = _reduce_to(g, merged_from[0]) if need_am else None
+            g_kpm = _reduce_to(g, merged_from[1]) if need_kpm else None
+        elif key_padding_mask is not None:
+            g_kpm = g
+        else:
+            g_am = g
+        for name, gm, chain in (("attn_mask", g_am, am_chain),
+                                ("key_padding_mask", g_kpm, kpm_chain)):
+            if gm is not None and needs.get(name):
+                for step in reversed(chain):
+                    gm = step(gm)
+                result[name] = gm
+
+    need_scores = need_q or need_k or need_mask
     need_attn = need_scores or need_v
     weights_out: Tensor | None = None
 
@@ -703,7 +753,8 @@ def mha_forward(query: Tensor, key: Tensor, value: Tensor, embed_dim_to_check: i
             saved.append(noise)
         attn_back: Any = None
 
-        def weights_backward(g_attn_2d: Tensor | None, g_weights: Tensor | None
+        def weights_backward(g_attn_2d: Tensor | None, g_weights: Tensor | None,
+                             mask_grads: dict[str, Tensor | None]
                              ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
             # The weights output's view/mean ran after the output projection: its gradient
             # reaches the (dropped) weights' buffer first, then the bmm's is added.
@@ -720,6 +771,8 @@ def mha_forward(query: Tensor, key: Tensor, value: Tensor, embed_dim_to_check: i
             if g_dropped is not None and need_scores:
                 g_w = g_dropped * noise if noise is not None else g_dropped
                 g_scores = _softmax_backward_data(g_w, weights, -1, weights.dtype)
+                if need_mask:  # baddbmm's self: beta * grad summed to its shape
+                    mask_backward(_reduce_to(g_scores, mask_3d), mask_grads)  # type: ignore[arg-type]
                 if need_q:
                     g_q = g_scores.bmm(k_t.transpose(1, 2)) * q_factor
                 if need_k:
@@ -737,13 +790,13 @@ def mha_forward(query: Tensor, key: Tensor, value: Tensor, embed_dim_to_check: i
                 attn_mask = attn_mask.unsqueeze(0)
             else:
                 attn_mask = attn_mask.view(bsz, num_heads, -1, src_len)
-            if mask_rg and not _shares_memory(attn_mask, original_mask):  # type: ignore[arg-type]
+            if mask_rg and not need_mask and not _shares_memory(attn_mask, original_mask):  # type: ignore[arg-type]
                 mask_rg = False  # a new tensor (pad, sum) made under no_grad
         q4 = q.view(bsz, num_heads, tgt_len, head_dim)
         k4 = k.view(bsz, num_heads, src_len, head_dim)
         v4 = v.view(bsz, num_heads, src_len, head_dim)
         mask_for_choice = attn_mask
-        if attn_mask is not None and mask_rg:
+        if attn_mask is not None and (mask_rg or need_mask):
             mask_for_choice = attn_mask.detach().requires_grad_()
         choice = sdpa_choice(q4, k4, v4, mask_for_choice, dropout_p, is_causal, None, False)
         if choice == _FLASH:
@@ -752,7 +805,7 @@ def mha_forward(query: Tensor, key: Tensor, value: Tensor, embed_dim_to_check: i
         else:
             attn4, sdpa_back, s, _ = sdpa_math_forward(
                 q4, k4, v4, attn_mask, dropout_p, is_causal, None, False,
-                (need_q, need_k, need_v, False))
+                (need_q, need_k, need_v, need_mask))
         if need_attn:
             saved.extend(s)
         permuted = attn4.permute(2, 0, 1, 3)
@@ -760,12 +813,15 @@ def mha_forward(query: Tensor, key: Tensor, value: Tensor, embed_dim_to_check: i
         permuted_shape = permuted.shape
         q4_shape, k4_shape, v4_shape = q.shape, k.shape, v.shape
 
-        def sdpa_backward(g_attn_2d: Tensor | None, g_weights: Tensor | None
+        def sdpa_backward(g_attn_2d: Tensor | None, g_weights: Tensor | None,
+                          mask_grads: dict[str, Tensor | None]
                           ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
             if g_attn_2d is None:
                 return None, None, None
             g4 = g_attn_2d.reshape(permuted_shape).permute(1, 2, 0, 3)
-            g_q4, g_k4, g_v4, _ = sdpa_back(g4)
+            g_q4, g_k4, g_v4, g_mask4 = sdpa_back(g4)
+            if g_mask4 is not None and mask_3d is not None:
+                mask_backward(g_mask4.reshape(mask_3d.shape), mask_grads)
             return (None if g_q4 is None or not need_q else g_q4.reshape(q4_shape),
                     None if g_k4 is None or not need_k else g_k4.reshape(k4_shape),
                     None if g_v4 is None or not need_v else g_v4.reshape(v4_shape))
@@ -800,7 +856,8 @@ def mha_forward(query: Tensor, key: Tensor, value: Tensor, embed_dim_to_check: i
                 g_out = g_out.transpose(1, 0)
             g_attn_2d, result["out_proj_weight"], result["out_proj_bias"] = out_back(
                 g_out.reshape(tgt_len * bsz, embed_dim))
-        g_q, g_k, g_v = attn_back(g_attn_2d, g_weights)
+        mask_grads: dict[str, Tensor | None] = {}
+        g_q, g_k, g_v = attn_back(g_attn_2d, g_weights, mask_grads)
         if add_zero_attn:
             g_k = None if g_k is None else g_k.narrow(1, 0, k_heads_len)
             g_v = None if g_v is None else g_v.narrow(1, 0, v_heads_len)
@@ -823,6 +880,7 @@ def mha_forward(query: Tensor, key: Tensor, value: Tensor, embed_dim_to_check: i
                 if needs["bias_v"]:
                     result["bias_v"] = bias_back_v(g_v.narrow(0, kv_len, 1))[0]  # type: ignore[misc]
                 g_v = g_v.narrow(0, 0, kv_len)
+        result.update(mask_grads)
         names = ("query", "key", "value", "in_proj_weight", "in_proj_bias", "q_proj_weight",
                  "k_proj_weight", "v_proj_weight")
         for name, g in zip(names, in_backward(g_q, g_k, g_v)):
@@ -879,7 +937,7 @@ def _mha(query: Tensor, key: Tensor, value: Tensor, embed_dim_to_check: int, num
             inputs = ("query",) if query is key else ("key", "query")
         else:
             inputs = ("value", "key", "query")
-        names = (*inputs, *params)
+        names = (*inputs, *params, "attn_mask", "key_padding_mask")
         node_edges = tuple(edges[n] for n in names)
 
         def node_backward(grads: Any) -> tuple[Tensor | None, ...]:
