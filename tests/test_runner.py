@@ -44,7 +44,7 @@ def test_corpus_covers_the_styles() -> None:
     assert {"disc_sequential", "module_subclass_functional", "tanh_between_layers",
             "weight_sharing", "manual_sgd", "batch_and_single_sample", "eval_argmax",
             "residual", "mnist_cnn_digits", "residual_cnn", "char_lstm",
-            "rnn_loop"} <= names
+            "rnn_loop", "transformer_copy", "seq2seq_gru"} <= names
 
 
 def test_patch_serves_shimnn_and_restores_torch() -> None:
@@ -274,3 +274,16 @@ def test_plugin_lists_or_forbids_tests_that_use_torch_autograd(tmp_path: Path) -
     # An installed console script as the program: pytest's own.
     done = _shimnn("run", "pytest", *PYTEST_ARGS, str(tmp_path / "test_mixed.py"), cwd=tmp_path)
     assert done.returncode == 0 and "(shimnn run)" in done.stdout, done.stdout
+
+
+def test_torch_functions_that_dispatch_on_their_patched_name() -> None:
+    """torch's own F.relu (a default argument bound before patching) dispatches with
+    handle_torch_function(relu, ...), its module's global name, which is shimnn's while
+    patched: the call still reaches shimnn's op, and its gradient is shimnn's."""
+    relu = torch.nn.functional.relu
+    x = shimnn.Parameter(torch.randn(5))
+    with shimnn.patch_torch():
+        y = relu(x * 2)
+        y.sum().backward()
+    assert type(y) is shimnn.TrackedTensor
+    assert torch.equal(x.grad, (x.detach() > 0).float() * 2)

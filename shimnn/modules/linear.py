@@ -103,3 +103,12 @@ class _LinearChainStep:
 
 
 CHAIN_STEPS[Linear] = _LinearChainStep
+
+
+class NonDynamicallyQuantizableLinear(Linear,
+                                      torch.nn.modules.linear.NonDynamicallyQuantizableLinear):
+    """``MultiheadAttention.out_proj``'s class in torch (a ``Linear`` that quantization leaves
+    alone): the same layer, an instance of torch's class of that name."""
+
+
+CHAIN_STEPS[NonDynamicallyQuantizableLinear] = _LinearChainStep
