@@ -31,6 +31,7 @@ import heapq
 import sys
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, cast
 
@@ -153,7 +154,7 @@ def _accumulate_leaf(leaf: Tensor, box: list[Tensor]) -> None:
 # Hooks on a leaf's AccumulateGrad node (torch: ``grad_accumulator(leaf)->add_post_hook``), by
 # id(leaf): a weak reference to the leaf and its hooks. Empty unless something registered one
 # (torch's DDP, through shimnn's reducer); the compiled walk reads it too.
-_ACCUMULATE_GRAD_HOOKS: dict[int, tuple[weakref.ref[Tensor], dict[int, Any]]] = {}
+_ACCUMULATE_GRAD_HOOKS: dict[int, tuple[weakref.ref[Tensor], OrderedDict[int, Any]]] = {}
 
 
 def register_accumulate_grad_hook(leaf: Tensor, hook: Callable[[Tensor], None]
@@ -166,7 +167,7 @@ def register_accumulate_grad_hook(leaf: Tensor, hook: Callable[[Tensor], None]
     key = id(leaf)
     entry = _ACCUMULATE_GRAD_HOOKS.get(key)
     if entry is None:
-        entry = _ACCUMULATE_GRAD_HOOKS[key] = (weakref.ref(leaf), {})
+        entry = _ACCUMULATE_GRAD_HOOKS[key] = (weakref.ref(leaf), OrderedDict())
         weakref.finalize(leaf, _ACCUMULATE_GRAD_HOOKS.pop, key, None)
     handle = RemovableHandle(entry[1])
     entry[1][handle.id] = hook
