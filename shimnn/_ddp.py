@@ -32,8 +32,8 @@ or an unmodified script under ``shimnn run`` / ``patch_torch``):
 
 Refused with an error naming shimnn (at construction, or at the first forward for what torch
 sets up lazily): ``mixed_precision``, ``delay_all_reduce_named_params``, the compiled
-("python_reducer") mode, sparse gradients, complex parameters, optimizers in backward
-(``_register_fused_optim``), the uneven-input ``join``, and FSDP / ``fully_shard`` around a
+("python_reducer") mode, sparse gradients, complex parameters, optimizers applied in backward
+(``_apply_optimizer_in_backward``), the uneven-input ``join``, and FSDP / ``fully_shard`` around a
 model with shimnn parameters. A DDP built around a model without shimnn parameters whose
 forward nevertheless produces shimnn tensors raises at the forward instead of training on local
 gradients.
