@@ -439,13 +439,15 @@ class Reducer:
     def mark_variable_ready(self, index: int) -> None:
         if index >= len(self.variable_locators):
             raise self._fail("Out of range variable index.")
-        self.check_and_raise_marked_twice(index)
+        if index in self.per_iteration_ready_params:
+            self.check_and_raise_marked_twice(index)
         self.per_iteration_ready_params.add(index)
         self.backward_stats[index] = time.perf_counter_ns() - self.backward_compute_start_time
         self.require_finalize = True
         bucket_index, _ = self.variable_locators[index]
         bucket = self.buckets[bucket_index]
-        self.set_divide_factor()
+        if self.div_factor == _UNSET_DIV_FACTOR:
+            self.set_divide_factor()
         self.mark_variable_ready_dense(index)
         bucket.pending -= 1
         if bucket.pending == 0:
@@ -464,7 +466,8 @@ class Reducer:
         bucket_view = bucket.views_in[i]
         grad = variable.grad
         if grad is not None:
-            self.check_grad_layout(grad, bucket_view)
+            if grad.dtype != bucket_view.dtype or grad.stride() != bucket_view.stride():
+                self.check_grad_layout(grad, bucket_view)
             if not _is_alias_of(grad, bucket_view):
                 if self.batched_grad_copy and not grad.requires_grad:
                     bucket.deferred.append(i)  # one _foreach_copy_ and one division later
@@ -648,7 +651,11 @@ class Reducer:
                 raise RuntimeError(
                     "DDP communication hook's future must hold a Tensor (torch.futures."
                     f"Future[torch.Tensor]), but it holds {type(value).__name__}")
-            self.populate_bucket_views_out(bucket, _hook_result(value))
+            result = _hook_result(value)
+            if result is bucket.gradients:  # reduced in place: the same views
+                bucket.views_out = bucket.views_in
+            else:
+                self.populate_bucket_views_out(bucket, result)
             self.div_factor = _UNSET_DIV_FACTOR  # may change with join
             self.finalize_bucket_dense(bucket)
         if self.installed_futures is not None:

@@ -499,17 +499,28 @@ class Walker {
     }
   }
 
-  // Whether hooks are registered on the leaf's AccumulateGrad (_engine._ACCUMULATE_GRAD_HOOKS:
-  // id -> (weak reference, hooks)): the Python walk then accumulates it and runs them.
-  bool has_accumulate_grad_hooks(PyObject* key) {
-    if (PyDict_GET_SIZE(acc_hooks_.ptr()) == 0) return false;
+  // The hooks registered on the leaf's AccumulateGrad (_engine._ACCUMULATE_GRAD_HOOKS: id ->
+  // (weak reference, hooks)), or null when there are none.
+  PyObject* accumulate_grad_hooks(PyObject* key) {
+    if (PyDict_GET_SIZE(acc_hooks_.ptr()) == 0) return nullptr;
     PyObject* entry = PyDict_GetItemWithError(acc_hooks_.ptr(), key);  // borrowed
     if (entry == nullptr) {
       if (PyErr_Occurred()) throw py::error_already_set();
-      return false;
+      return nullptr;
     }
-    return PyTuple_Check(entry) && PyTuple_GET_SIZE(entry) == 2 &&
-           is_true(PyTuple_GET_ITEM(entry, 1));
+    if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2) return nullptr;
+    PyObject* hooks = PyTuple_GET_ITEM(entry, 1);
+    return is_true(hooks) ? hooks : nullptr;
+  }
+
+  // _engine._run_accumulate_grad_hooks: each hook(leaf), in registration order.
+  static void run_accumulate_grad_hooks(PyObject* hooks, PyObject* leaf) {
+    py::object owner = py::reinterpret_borrow<py::object>(hooks);  // a hook may remove itself
+    py::object values = steal(PySequence_Tuple(steal(PyObject_CallMethod(
+        hooks, "values", nullptr)).ptr()));
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(values.ptr()); ++i) {
+      steal(PyObject_CallOneArg(PyTuple_GET_ITEM(values.ptr(), i), leaf));
+    }
   }
 
   // A gradient for a leaf (an undefined one when `g` is null): summed with the others; once the
@@ -548,9 +559,9 @@ class Walker {
       return;
     }
     if (PyDict_DelItem(leaf_deps_.ptr(), key.ptr()) < 0) throw py::error_already_set();
-    bool hooked = has_accumulate_grad_hooks(key.ptr());
+    PyObject* hooks = accumulate_grad_hooks(key.ptr());  // borrowed
     if (entry == nullptr) {  // nothing arrived: torch's AccumulateGrad still runs
-      if (hooked) call_walk("accumulate_grad_hooks", py::reinterpret_borrow<py::object>(leaf));
+      if (hooks != nullptr) run_accumulate_grad_hooks(hooks, leaf);
       return;
     }
     py::object pair = py::reinterpret_borrow<py::object>(entry);
@@ -559,7 +570,13 @@ class Walker {
     Py_INCREF(Py_None);
     PyList_SetItem(pair.ptr(), 1, Py_None);  // now only `grad` holds it
     pair = py::object();
-    if (!hooked && accumulate_leaf(leaf, grad)) return;
+    if (accumulate_leaf(leaf, grad)) {
+      // _Walk.leaf_ready's last step (looked up again: freeing a gradient may run Python)
+      if (hooks != nullptr && (hooks = accumulate_grad_hooks(key.ptr())) != nullptr) {
+        run_accumulate_grad_hooks(hooks, leaf);
+      }
+      return;
+    }
     py::list box(1);
     PyList_SET_ITEM(box.ptr(), 0, grad.release().ptr());  // the box takes our reference
     call_walk("leaf_ready", py::reinterpret_borrow<py::object>(leaf), box);
