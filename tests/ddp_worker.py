@@ -15,9 +15,11 @@ shimnn's half runs under ``assert_no_autograd``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sys
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
@@ -62,7 +64,39 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "big_default_buckets": dict(net="big", optimizer="sgd", steps=4, batch=32),
     "big_bucket_view": dict(net="big", optimizer="sgd", steps=4, batch=32, set_to_none=False,
                             ddp=dict(bucket_cap_mb=2, gradient_as_bucket_view=True)),
+    # Deliberately wrong reducers, which the comparison must catch (with 3 ranks): a division
+    # instead of torch's multiplication by 1/world_size, and the initial layout kept.
+    "mutant_divide": dict(net="seed", optimizer="sgd", mutation="divide"),
+    "mutant_keep_layout": dict(net="big", optimizer="sgd", steps=3, batch=16,
+                               ddp=dict(bucket_cap_mb=1), mutation="keep_layout"),
 }
+
+
+@contextlib.contextmanager
+def mutated(mutation: str | None) -> Iterator[None]:
+    """shimnn's reducer with one deliberate deviation from torch's (none: as it is)."""
+    from shimnn._reducer import Reducer
+
+    if mutation is None:
+        yield
+        return
+    name = {"divide": "mark_variable_ready_dense", "keep_layout": "_rebuild_buckets"}[mutation]
+    original = getattr(Reducer, name)
+
+    def divide(self: Any, index: int) -> None:
+        bucket_index, i = self.variable_locators[index]
+        bucket = self.buckets[bucket_index]
+        torch.div(bucket.variables[i].grad, self.div_factor, out=bucket.views_in[i])
+
+    def keep_layout(self: Any) -> bool:
+        self.ensure_prior_reduction_finished()
+        return False
+
+    setattr(Reducer, name, divide if mutation == "divide" else keep_layout)
+    try:
+        yield
+    finally:
+        setattr(Reducer, name, original)
 
 
 def _network(nn: ModuleType, net: str, dtype: torch.dtype) -> Any:
@@ -209,7 +243,7 @@ def main(argv: list[str]) -> int:
         for name in names:
             options = SCENARIOS[name]
             reference = train(torch.nn, torch.optim, options)
-            with assert_no_autograd():
+            with assert_no_autograd(), mutated(options.get("mutation")):
                 shimmed = train(shimnn, shimnn.optim, options)
             results[name] = {"differences": differences(reference, shimmed),
                              "torch": digest(reference["params"]),

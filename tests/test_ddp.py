@@ -46,11 +46,12 @@ sys.path.insert(0, str(WORKER.parent))
 import ddp_worker  # noqa: E402
 
 FULL = os.environ.get("SHIMNN_DDP_FULL") == "1"
-ALL = list(ddp_worker.SCENARIOS)
-PLAN: dict[int, list[str]] = {2: ALL, 3: ALL, 4: ALL} if FULL else {
+ALL = [name for name in ddp_worker.SCENARIOS if not name.startswith("mutant")]
+MUTANTS = [name for name in ddp_worker.SCENARIOS if name.startswith("mutant")]
+PLAN: dict[int, list[str]] = {2: ALL, 3: ALL + MUTANTS, 4: ALL} if FULL else {
     2: [name for name in ALL if not name.startswith("big") and name != "seed_batched_copy"],
     3: ["seed_sgd", "seed_bucket_view", "seed_batched_copy", "seed_fp16_hook",
-        "rank_dependent", "big_small_buckets"],
+        "rank_dependent", "big_small_buckets", *MUTANTS],
 }
 TIMEOUT = 900 if FULL else 300
 
@@ -92,8 +93,8 @@ def results(world: int) -> list[Any]:
         return launch(world, PLAN[world], Path(folder), TIMEOUT)
 
 
-@pytest.mark.parametrize("world,scenario", [(w, s) for w, names in PLAN.items() for s in names],
-                         ids=lambda v: str(v))
+@pytest.mark.parametrize("world,scenario", [(w, s) for w, names in PLAN.items() for s in names
+                                            if s not in MUTANTS], ids=lambda v: str(v))
 def test_bitwise_equal_to_torch_ddp(world: int, scenario: str) -> None:
     ranks = [r[scenario] for r in results(world)]
     for rank, r in enumerate(ranks):
@@ -102,6 +103,15 @@ def test_bitwise_equal_to_torch_ddp(world: int, scenario: str) -> None:
     assert ranks[0]["steps"] >= 4
     # Different data on every rank, the same parameters at the end: the gradients were reduced.
     assert len({r["shimnn"] for r in ranks}) == 1
+
+
+@pytest.mark.parametrize("scenario", MUTANTS)
+def test_a_reducer_unlike_torchs_is_caught_with_3_ranks(scenario: str) -> None:
+    """The comparison has teeth: dividing by 3 instead of multiplying by 1/3, or keeping the
+    first iteration's bucket layout, changes the last bits (and is reported)."""
+    for rank, r in enumerate(results(3)):
+        assert r[scenario]["differences"], f"rank {rank}: the deviation went unnoticed"
+        assert r[scenario]["shimnn"] != r[scenario]["torch"]
 
 
 def test_plan_covers_the_issue() -> None:
@@ -240,12 +250,25 @@ def test_hooks_see_torchs_grad_bucket(group: None) -> None:
 
 
 @pytest.mark.parametrize("option", [
-    dict(mixed_precision=torch.nn.parallel.distributed._MixedPrecision(
-        param_dtype=torch.float16)),
-])
-def test_unsupported_options_raise_at_construction(group: None, option: dict[str, Any]) -> None:
+    "mixed_precision", "delay_all_reduce_named_params", "sparse", "complex", "python_reducer"])
+def test_unsupported_options_raise_at_construction(group: None, option: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    model, kwargs = _model(shimnn), {}
+    if option == "mixed_precision":
+        kwargs = dict(mixed_precision=torch.nn.parallel.distributed._MixedPrecision(
+            param_dtype=torch.float16))
+    elif option == "delay_all_reduce_named_params":
+        named = list(model.named_parameters())
+        kwargs = dict(delay_all_reduce_named_params=named[:2],
+                      param_to_hook_all_reduce=named[0][1])
+    elif option == "sparse":
+        model = shimnn.Sequential(shimnn.Embedding(10, 3, sparse=True), shimnn.Linear(3, 1))
+    elif option == "complex":
+        model = shimnn.Linear(2, 2, dtype=torch.complex64)
+    else:
+        monkeypatch.setattr(torch._dynamo.config, "optimize_ddp", "python_reducer")
     with pytest.raises(NotImplementedError, match="shimnn"):
-        DDP(_model(shimnn), **option)
+        DDP(model, **kwargs)
 
 
 def test_join_and_optimizer_in_backward_raise(group: None) -> None:
