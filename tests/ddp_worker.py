@@ -52,6 +52,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "seed_fp16_hook": dict(net="seed", optimizer="sgd", hook="fp16"),
     "seed_builtin_fp16": dict(net="seed", optimizer="sgd", hook="builtin_fp16"),
     "seed_builtin_allreduce": dict(net="seed", optimizer="adam", hook="builtin_allreduce"),
+    "seed_replicate": dict(net="seed", optimizer="adam", replicate=True),
     "seed_zero_sgd": dict(net="seed", optimizer="sgd", zero=True),
     "seed_zero_adam": dict(net="seed", optimizer="adam", zero=True),
     "unused": dict(net="unused", optimizer="sgd", ddp=dict(find_unused_parameters=True)),
@@ -164,7 +165,12 @@ def train(nn: ModuleType, optim: ModuleType, options: dict[str, Any]) -> dict[st
     net, dtype = options["net"], options.get("dtype", torch.float32)
     torch.manual_seed(100 + rank)  # different on every rank: DDP broadcasts rank 0's
     model = _network(nn, net, dtype)
-    ddp = DDP(model, **options.get("ddp", {}))
+    if options.get("replicate"):  # the composable form: DDP inside, hooks on the module
+        from torch.distributed._composable import replicate
+
+        ddp = replicate(model, **options.get("ddp", {}))
+    else:
+        ddp = DDP(model, **options.get("ddp", {}))
     if "hook" in options:
         _hook(ddp, options["hook"])
     params = list(model.parameters())
@@ -192,9 +198,10 @@ def train(nn: ModuleType, optim: ModuleType, options: dict[str, Any]) -> dict[st
             loss.backward()
             return loss.detach().clone()
 
-        with ddp.no_sync():
-            for x, y in batches[:-1]:
-                record["loss"].append(forward(x, y))
+        if len(batches) > 1:
+            with ddp.no_sync():
+                for x, y in batches[:-1]:
+                    record["loss"].append(forward(x, y))
         record["loss"].append(forward(*batches[-1]))
         record["grad"].append([None if p.grad is None else p.grad.clone() for p in params])
         opt.step()
