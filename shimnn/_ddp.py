@@ -18,7 +18,7 @@ or an unmodified script under ``shimnn run`` / ``patch_torch``):
   ``gradient_as_bucket_view``, ``skip_all_reduce_unused_params`` and communication hooks
   (Python hooks get a :class:`~shimnn._reducer.GradBucket`; torch's built-in C++ hooks run
   as torch's own code).
-  Its ``autograd_hook`` runs from shimnn's engine as a hook on each parameter's
+  Its ``accumulate_grad_hook`` runs from shimnn's engine as a hook on each parameter's
   ``AccumulateGrad`` (:func:`shimnn._engine.register_accumulate_grad_hook`) and the end of a
   backward is a final callback of shimnn's walk (:func:`shimnn._engine.queue_callback`), where
   torch's reducer uses torch's engine for both.

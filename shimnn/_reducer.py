@@ -167,7 +167,7 @@ class Reducer:
         self.params = params
         self.process_group = process_group
         self.expect_sparse_gradients = expect_sparse_gradients
-        self.expect_autograd_hooks = False
+        self.expect_hooks = False
         self.require_finalize = False
         self.next_bucket = 0
         self.has_marked_unused_parameters = False
@@ -186,7 +186,7 @@ class Reducer:
         self.use_static_world_size = False
         self.num_iterations = 0
         self.num_bwd_calls = 0
-        self.first_autograd_hook_called = False
+        self.first_hook_called = False
         self.num_buckets_ready = 0
         self.num_buckets_reduced = 0
         self.backward_compute_start_time = -1
@@ -222,7 +222,7 @@ class Reducer:
             self.initialize_local_used_map()
 
     def __del__(self) -> None:
-        self._remove_autograd_hooks()
+        self.remove_hooks()
 
     # -- checks and errors -------------------------------------------------------------------
 
@@ -269,7 +269,7 @@ class Reducer:
     # -- buckets -------------------------------------------------------------------------------
 
     def initialize_buckets(self, bucket_indices: list[list[int]]) -> None:
-        if self.expect_autograd_hooks:
+        if self.expect_hooks:
             raise self._fail(
                 "`initialize_buckets` must NOT be called during autograd execution.")
         self.buckets = []
@@ -352,11 +352,11 @@ class Reducer:
                 work.wait()
                 self.div_factor = int(_hook_result(work.get_future().value()).item())
 
-    def autograd_hook(self, index: int) -> None:
-        """Called after ``params[index]``'s gradient was accumulated (torch's hook on its
-        AccumulateGrad)."""
-        if not self.first_autograd_hook_called:
-            self.first_autograd_hook_called = True
+    def accumulate_grad_hook(self, index: int) -> None:
+        """Called after ``params[index]``'s gradient was accumulated: C++ ``autograd_hook``,
+        torch's hook on the parameter's AccumulateGrad."""
+        if not self.first_hook_called:
+            self.first_hook_called = True
             self.num_bwd_calls += 1
         if self.dynamic_graph_find_unused() or self.static_graph_first_iteration():
             if self.params[index].grad is not None:
@@ -368,7 +368,7 @@ class Reducer:
                 self.delay_all_reduce_queued = True
                 _engine.queue_callback(self._delay_all_reduce)
             return
-        if not self.expect_autograd_hooks:
+        if not self.expect_hooks:
             return  # no_sync, or no prepare_for_backward: gradients accumulate locally
         self.grad_ready_order_indices.append(index)
         if not self.has_marked_unused_parameters:
@@ -632,9 +632,9 @@ class Reducer:
                         "repro.")
 
     def finalize_backward(self) -> None:
-        assert self.expect_autograd_hooks
-        self.expect_autograd_hooks = False
-        self.first_autograd_hook_called = False
+        assert self.expect_hooks
+        self.expect_hooks = False
+        self.first_hook_called = False
         assert self.require_finalize
         self.require_finalize = False
         python_hook = self.comm_hook is not None and self.comm_hook[0] == "python"
@@ -758,7 +758,7 @@ class Reducer:
     def prepare_for_backward(self, outputs: list[Tensor]) -> None:
         with no_dispatch():
             self.backward_compute_start_time = time.perf_counter_ns()
-            self.expect_autograd_hooks = True
+            self.expect_hooks = True
             self.grad_ready_order_indices.clear()
             self.reset_bucket_counting()
             self.has_marked_unused_parameters = False
@@ -864,18 +864,21 @@ class Reducer:
     def _check_reducer_finalized(self) -> None:
         self.ensure_prior_reduction_finished()
 
-    def _remove_autograd_hooks(self) -> None:
+    def remove_hooks(self) -> None:
+        """Unregister the hooks on the parameters' AccumulateGrad."""
         for handle in getattr(self, "hooks", ()):
             handle.remove()
         self.hooks = []
+
+    _remove_autograd_hooks = remove_hooks  # torch's name (DDP._remove_autograd_hooks)
 
     def _reset_state(self) -> None:
         self.has_rebuilt_bucket = False
         self.rebuilt_params = []
         self.rebuilt_param_indices = []
-        self.expect_autograd_hooks = False
+        self.expect_hooks = False
         self.require_finalize = False
-        self.first_autograd_hook_called = False
+        self.first_hook_called = False
         self.div_factor = _UNSET_DIV_FACTOR
         if self.find_unused_parameters:
             self.local_used_map = [0] * len(self.params)
@@ -895,9 +898,6 @@ class Reducer:
 
     def set_logger(self, logger: Any) -> None:
         self._logger = logger
-
-    def _autograd_hook(self, index: int) -> None:
-        self.autograd_hook(index)
 
     def register_comm_hook(self, state: object, hook: Callable[..., Any]) -> None:
         self.comm_hook = ("python", state, hook)
@@ -921,7 +921,7 @@ def _hook(reducer: weakref.ref[Reducer], index: int, leaf: Tensor) -> None:
     """The hook on parameter ``index``'s AccumulateGrad (a weak reference: DDP owns it)."""
     r = reducer()
     if r is not None:
-        r.autograd_hook(index)
+        r.accumulate_grad_hook(index)
 
 
 def _scalar_name(dtype: torch.dtype) -> str:
