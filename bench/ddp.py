@@ -14,6 +14,7 @@ shimnn's step is faster. One torch thread per rank.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -104,6 +105,7 @@ def _worker(rank: int, world: int, store: str, blocks: int, block_s: float, out:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     rows = []
+    fns: dict[str, Any] = {}
     try:
         for config in CONFIGS:
             fns = {"torch": _step(torch.nn, torch.optim, config, rank),
@@ -127,6 +129,9 @@ def _worker(rank: int, world: int, store: str, blocks: int, block_s: float, out:
                 print(f"{config.name} {config.optimizer}: torch/shimnn "
                       f"{rows[-1]['ratio']['median']:.2f}", file=sys.stderr, flush=True)
     finally:
+        fns.clear()
+        gc.collect()  # the DDPs (and the process group they hold) go first
+        dist.barrier()
         dist.destroy_process_group()
     if rank == 0:
         with open(out, "w") as f:

@@ -13,6 +13,7 @@ and under shimnn, unchanged:
     shimnn compare examples/ddp_seed.py                      # identical numbers?
 """
 
+import gc
 import math
 import os
 import sys
@@ -63,6 +64,9 @@ def train(rank, world_size, init_method, lines):
     weights = torch.cat([p.detach().flatten() for p in model.parameters()])
     lines.append(f"weights: sum {weights.sum().item():.9f}, "
                  f"first {[round(v, 9) for v in weights[:3].tolist()]}")
+    del ddp, optimizer  # DDP holds the process group: release it before destroying the group
+    gc.collect()
+    dist.barrier()
     dist.destroy_process_group()
     return lines
 

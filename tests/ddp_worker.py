@@ -16,6 +16,7 @@ shimnn's half runs under ``assert_no_autograd``.
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import os
 import sys
@@ -258,6 +259,8 @@ def main(argv: list[str]) -> int:
                              "steps": len(shimmed["loss"])}
     finally:
         torch.save(results, out)
+        gc.collect()  # the DDPs (and the process group they hold) go first
+        dist.barrier()
         dist.destroy_process_group()
     return 0
 
