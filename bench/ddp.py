@@ -142,7 +142,8 @@ def markdown(rows: list[dict[str, Any]], env: dict[str, object], world: int, blo
              block_s: float) -> str:
     lines = [
         environment_line(env), "",
-        f"{world} gloo ranks on 127.0.0.1, one torch thread each; torch's "
+        f"{world} gloo rank{'s' if world > 1 else ''} on 127.0.0.1, one torch thread each; "
+        "torch's "
         "DistributedDataParallel around torch's modules vs around shimnn's. One training step: "
         "DDP forward, MSE loss, zero_grad, backward (with the bucketed all-reduce), optimizer "
         f"step. Interleaved: {blocks} rounds of blocks of about {block_s * 1e3:.0f} ms (the "
