@@ -15,7 +15,11 @@ do, over shimnn's graph of :class:`~shimnn._graph.Node`\\ s:
    gives ``AccumulateGrad`` the highest priority), through torch's ``AccumulateGrad`` rules: hooks,
    nothing if the leaf no longer requires grad, store the gradient if nothing else references it
    and it has the leaf's layout (else a copy that has), later backwards add in place, then the
-   post-accumulate hooks.
+   post-accumulate hooks, then the hooks on the leaf's ``AccumulateGrad`` itself
+   (:func:`register_accumulate_grad_hook`: what torch's DDP reducer hooks into), which also run
+   for a leaf that was reached with no defined gradient, as torch's engine runs its node.
+4. **Final callbacks.** :func:`queue_callback` during a walk adds a function that runs once the
+   walk is over (torch's ``Variable._execution_engine.queue_callback``).
 
 The seed gradient of a scalar root is created per backward, as torch's engine does: a gradient is
 never shared between two owners unless torch would share it too.
@@ -25,11 +29,15 @@ from __future__ import annotations
 
 import heapq
 import sys
-from collections.abc import Iterable, Sequence
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, cast
 
 import torch
 from torch import Tensor
+from torch.utils.hooks import RemovableHandle
 
 from . import _native
 from ._graph import (
@@ -46,7 +54,8 @@ from ._graph import (
     set_grad_enabled,
 )
 
-__all__ = ["backward", "grad", "tensor_backward"]
+__all__ = ["backward", "grad", "queue_callback", "register_accumulate_grad_hook",
+           "tensor_backward"]
 
 
 def _check_saved(node: Node) -> None:
@@ -140,6 +149,49 @@ def _accumulate_leaf(leaf: Tensor, box: list[Tensor]) -> None:
     if post_hooks:
         for hook in tuple(post_hooks.values()):
             hook(leaf)
+
+
+# Hooks on a leaf's AccumulateGrad node (torch: ``grad_accumulator(leaf)->add_post_hook``), by
+# id(leaf): a weak reference to the leaf and its hooks. Empty unless something registered one
+# (torch's DDP, through shimnn's reducer); the compiled walk reads it too.
+_ACCUMULATE_GRAD_HOOKS: dict[int, tuple[weakref.ref[Tensor], OrderedDict[int, Any]]] = {}
+
+
+def register_accumulate_grad_hook(leaf: Tensor, hook: Callable[[Tensor], None]
+                                  ) -> RemovableHandle:
+    """Run ``hook(leaf)`` each time a backward runs the leaf's ``AccumulateGrad``: when every
+    gradient the walk plans for the leaf has arrived, even if none was defined (torch's engine
+    runs the node then too), after the gradient was accumulated and the leaf's
+    post-accumulate hooks ran. Not run by ``torch.autograd.grad`` (which accumulates nothing).
+    Returns a handle whose ``remove()`` unregisters it."""
+    key = id(leaf)
+    entry = _ACCUMULATE_GRAD_HOOKS.get(key)
+    if entry is None:
+        entry = _ACCUMULATE_GRAD_HOOKS[key] = (weakref.ref(leaf), OrderedDict())
+        weakref.finalize(leaf, _ACCUMULATE_GRAD_HOOKS.pop, key, None)
+    handle = RemovableHandle(entry[1])
+    entry[1][handle.id] = hook
+    return handle
+
+
+def _run_accumulate_grad_hooks(leaf: Tensor) -> None:
+    entry = _ACCUMULATE_GRAD_HOOKS.get(id(leaf))
+    if entry is not None:
+        for hook in tuple(entry[1].values()):
+            hook(leaf)
+
+
+_callbacks = threading.local()  # .stack: the final callbacks of each walk running here
+
+
+def queue_callback(callback: Callable[[], None]) -> None:
+    """Run ``callback()`` when the backward walk running now has finished (torch's
+    ``Variable._execution_engine.queue_callback``); callbacks run in the order queued, and one
+    may queue more. Raises outside a backward, as torch does."""
+    stack = getattr(_callbacks, "stack", None)
+    if not stack:
+        raise RuntimeError("Final callbacks can only be installed during backward pass.")
+    stack[-1].append(callback)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,7 +291,7 @@ class _Walk:
     """One backward: pending gradients of nodes and leaves, in torch's order."""
 
     __slots__ = ("node_grads", "heap", "leaf_grads", "leaf_deps", "needed", "wanted",
-                 "accumulate", "captures", "retain_graph", "check_nan", "seeds")
+                 "accumulate", "captures", "retain_graph", "check_nan", "seeds", "acc_hooks")
 
     def __init__(self, retain_graph: bool, accumulate: bool) -> None:
         self.node_grads: dict[Node, Any] = {}  # a node's output gradient (a list: several)
@@ -254,6 +306,7 @@ class _Walk:
         # torch.autograd.detect_anomaly(): every backward output is checked for NaN.
         self.check_nan = torch.is_anomaly_enabled() and torch.is_anomaly_check_nan_enabled()
         self.seeds: list[tuple[Tensor, int]] = []  # implicit root gradients, to recycle
+        self.acc_hooks = _ACCUMULATE_GRAD_HOOKS  # read by the compiled walk
 
     def send(self, e: Edge, grads: list[Any], i: int) -> None:
         """Hand ``grads[i]`` to its edge (taking it out of the list, so that only the engine
@@ -316,6 +369,13 @@ class _Walk:
         if entry is not None:
             del entry[0]
             self.leaf_ready(leaf, entry)
+        elif self.captures is None:
+            self.accumulate_grad_hooks(leaf)  # torch runs AccumulateGrad, with no gradient
+
+    def accumulate_grad_hooks(self, leaf: Tensor) -> None:
+        """The leaf's AccumulateGrad hooks, for a leaf whose gradients all were undefined."""
+        if _ACCUMULATE_GRAD_HOOKS:
+            _run_accumulate_grad_hooks(leaf)
 
     def flush(self) -> None:
         """Leaves still waiting when the walk ends (a node on their path received no gradient,
@@ -327,6 +387,15 @@ class _Walk:
             leaf = entry[0]
             del entry[0]
             self.leaf_ready(leaf, entry)
+        if _ACCUMULATE_GRAD_HOOKS and self.captures is None:
+            # Leaves that no gradient reached: torch's engine still runs their AccumulateGrad
+            # (every node it reaches runs, with undefined gradients).
+            for key in list(self.leaf_deps):
+                hooked = _ACCUMULATE_GRAD_HOOKS.get(key)
+                leaf = hooked[0]() if hooked is not None else None
+                if leaf is not None:
+                    del self.leaf_deps[key]
+                    _run_accumulate_grad_hooks(leaf)
 
     def leaf_ready(self, leaf: Tensor, box: list[Tensor]) -> None:
         """Every gradient of ``leaf`` has arrived (in ``box``): AccumulateGrad, or a capture for
@@ -346,6 +415,8 @@ class _Walk:
                 captures[id(leaf)] = g
             return
         _accumulate_leaf(leaf, box)
+        if _ACCUMULATE_GRAD_HOOKS:
+            _run_accumulate_grad_hooks(leaf)
 
     def run(self) -> None:
         heap, node_grads, pop = self.heap, self.node_grads, heapq.heappop
@@ -539,6 +610,11 @@ def _run(roots: Sequence[Tensor], grads: Sequence[Tensor | None], retain_graph: 
          targets: list[Tensor] | None, accumulate: bool) -> _Walk:
     prev_grad_mode = is_grad_enabled()
     set_grad_enabled(False)
+    stack = getattr(_callbacks, "stack", None)
+    if stack is None:
+        stack = _callbacks.stack = []
+    callbacks: list[Callable[[], None]] = []
+    stack.append(callbacks)
     try:
         with no_dispatch():
             walk = _start(roots, grads, retain_graph, targets, accumulate)
@@ -548,9 +624,14 @@ def _run(roots: Sequence[Tensor], grads: Sequence[Tensor | None], retain_graph: 
                             _run_tensor_hooks, _check_saved)
             else:
                 walk.run()
+            i = 0
+            while i < len(callbacks):  # a callback may queue another
+                callbacks[i]()
+                i += 1
             _recycle(walk.seeds)
             return walk
     finally:
+        stack.pop()
         set_grad_enabled(prev_grad_mode)
 
 

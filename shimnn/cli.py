@@ -70,13 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
                       help="show the progress bar even when stderr is not a terminal")
     run = sub.add_parser(
         "run", help="run an unmodified PyTorch program with shimnn serving torch.nn/optim",
-        usage="shimnn run [-h] [--seed SEED] [--torch] (SCRIPT | -m MODULE) [args ...]",
+        usage="shimnn run [-h] [--seed SEED] [--torch] [--nproc-per-node N] "
+              "(SCRIPT | -m MODULE) [args ...]",
         description="Run SCRIPT as __main__ (or, like python -m, MODULE; or an installed "
                     "console script such as pytest or torchrun) with the torch.nn, "
                     "torch.nn.functional and torch.optim names that shimnn implements served "
                     "by shimnn, in this process and in every Python process it starts "
                     "(torchrun workers, spawned children). Random seeds are left alone unless "
-                    "--seed is given.")
+                    "--seed is given. With --nproc-per-node N, the program runs as N "
+                    "processes on this machine, as torchrun --standalone --nproc-per-node N "
+                    "runs it.")
     run.add_argument("--seed", type=int, default=None,
                      help="seed Python's, NumPy's and torch's RNGs before the program runs")
     run.add_argument("--torch", action="store_true",
@@ -84,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     _target_arguments(run)
     compare = sub.add_parser(
         "compare", help="run a program under torch and under shimnn and compare what it prints",
-        usage="shimnn compare [-h] [--seed SEED] (SCRIPT | -m MODULE) [args ...]",
+        usage="shimnn compare [-h] [--seed SEED] [--nproc-per-node N] (SCRIPT | -m MODULE) "
+              "[args ...]",
         description="Run SCRIPT (or -m MODULE) twice in fresh processes from the same seeds "
                     "(Python, NumPy, torch): with torch, then with shimnn serving "
                     "torch.nn/optim. Reports whether every number printed is identical (first "
@@ -105,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _target_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nproc-per-node", "--nproc_per_node", dest="nproc_per_node",
+                        type=_positive(int), default=None, metavar="N",
+                        help="run the script (or -m MODULE) as N processes on this machine "
+                             "through torchrun (torch.distributed.run --standalone "
+                             "--nproc-per-node N): each sees RANK, WORLD_SIZE, LOCAL_RANK, "
+                             "MASTER_ADDR and MASTER_PORT")
     parser.add_argument("-m", dest="module", nargs=argparse.REMAINDER, metavar="MODULE",
                         help="run a module (or package) as __main__, like python -m; the rest "
                              "of the command line is its arguments")
@@ -121,15 +131,24 @@ def _target(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[
     if args.module is not None:
         if not args.module:
             parser.error(f"{args.command}: argument -m: expected a module name")
-        return Target("module", args.module[0]), list(args.module[1:])
-    if args.script is None:
+        target, target_args = Target("module", args.module[0]), list(args.module[1:])
+    elif args.script is None:
         parser.error(f"{args.command}: give a script, a console script or -m MODULE")
-    if os.path.isfile(args.script):
-        return Target("script", args.script), list(args.args)
-    if os.sep not in args.script and find_console_script(args.script) is not None:
-        return Target("console_script", args.script), list(args.args)
-    parser.error(f"{args.command}: no such script: {args.script} (not a file, nor an "
-                 "installed console script)")
+    elif os.path.isfile(args.script):
+        target, target_args = Target("script", args.script), list(args.args)
+    elif os.sep not in args.script and find_console_script(args.script) is not None:
+        target, target_args = Target("console_script", args.script), list(args.args)
+    else:
+        parser.error(f"{args.command}: no such script: {args.script} (not a file, nor an "
+                     "installed console script)")
+    if args.nproc_per_node is None:
+        return target, target_args
+    if target.kind == "console_script":
+        parser.error(f"{args.command}: --nproc-per-node runs a script or -m MODULE, not the "
+                     f"console script {target.name}")
+    # torchrun on this machine: a free rendezvous port, N workers, each patched like any child.
+    return Target("module", "torch.distributed.run"), [
+        "--standalone", f"--nproc-per-node={args.nproc_per_node}", *target.argv(), *target_args]
 
 
 def _demo(args: argparse.Namespace) -> int:

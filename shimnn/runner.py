@@ -7,7 +7,11 @@ What runs (a :class:`Target`), as Python itself would run it:
   (``python -m MODULE``): ``-m pytest tests/``, ``-m torch.distributed.run --nproc-per-node 2
   train.py``, ``-m mypackage.train``;
 - ``shimnn run NAME [args]``, when ``NAME`` is not a file: an installed console script
-  (``pytest``, ``torchrun``: a package's ``console_scripts`` entry point).
+  (``pytest``, ``torchrun``: a package's ``console_scripts`` entry point);
+- ``shimnn run --nproc-per-node N SCRIPT [args]`` (or ``-m MODULE``): the program as N
+  processes on this machine, exactly as ``torchrun --standalone --nproc-per-node N SCRIPT``
+  starts them (the command line turns into ``-m torch.distributed.run --standalone
+  --nproc-per-node=N SCRIPT args``; ``shimnn compare --nproc-per-node N`` likewise).
 
 How the patch reaches every process of the program (the mechanism multi-process work builds on):
 

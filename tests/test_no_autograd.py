@@ -43,6 +43,9 @@ ALLOWED = {
     # saved-tensors hooks in use, torch's anomaly-mode flags.
     ("_graph.py", "torch.autograd.forward_ad"),
     ("_graph.py", "torch._C._autograd._top_saved_tensors_default_hooks"),
+    # DDP: torch's C++ reducer (kept for DDP's logger) gets its hooks taken off the parameters'
+    # torch AccumulateGrad nodes, so that none of its reduction can ever run.
+    ("_ddp.py", "cpp._remove_autograd_hooks"),
 }
 # shimnn.testing files that may name torch.autograd, and why (see the module docstring).
 HARNESS = {"testing/_guard.py": "replaces the engine entry points with ones that raise",

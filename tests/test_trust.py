@@ -824,7 +824,9 @@ def test_torch_autograd_grad_errors_like_torch() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_ddp_around_a_shimnn_model_raises() -> None:
+def test_ddp_around_a_shimnn_model_uses_shimnns_reducer() -> None:
+    """DDP's gradients come from shimnn's reducer for shimnn models (tests/test_ddp.py proves
+    them bitwise); torch's models keep torch's."""
     import socket
 
     import torch.distributed as dist
@@ -835,9 +837,10 @@ def test_ddp_around_a_shimnn_model_raises() -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0,
                             world_size=1)
     try:
-        with pytest.raises(NotImplementedError, match="shimnn.*DistributedDataParallel"):
-            torch.nn.parallel.DistributedDataParallel(shimnn.Linear(2, 2))
-        torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 2))  # torch's own: fine
+        shim = torch.nn.parallel.DistributedDataParallel(shimnn.Linear(2, 2))
+        assert type(shim.reducer).__module__ == "shimnn._reducer"
+        ref = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 2))
+        assert type(ref.reducer) is torch.distributed.Reducer
     finally:
         dist.destroy_process_group()
 

@@ -42,11 +42,11 @@ class Chain {
   explicit Chain(std::vector<Record> records) : records_(std::move(records)) {}
 
   // grad of the chain's output -> [grad of the input, then for each recorded Linear, newest
-  // first: grad of its weight, grad of its bias] (None where not needed).
+  // first: grad of its bias, grad of its weight] (None where not needed).
   py::list backward(Tensor grad, bool retain_graph) {
     Tensor g = std::move(grad);
     py::list grads;
-    std::vector<Tensor> out;  // weight and bias gradients, newest layer first
+    std::vector<Tensor> out;  // bias and weight gradients, newest layer first
     {
       py::gil_scoped_release no_gil;
       // Out-of-place kernels only: straight to them, past the autograd dispatch keys.
@@ -65,8 +65,8 @@ class Chain {
             grad_weight = r.weight_row_major ? g.t().mm(r.a) : r.a.t().mm(g).t();
           }
           if (r.need_bias) grad_bias = g.sum(0);
-          out.push_back(std::move(grad_weight));
           out.push_back(std::move(grad_bias));
+          out.push_back(std::move(grad_weight));
           g = std::move(grad_input);
         } else if (r.kind == RELU) {
           g = at::threshold_backward(g, r.a, 0);  // ops.activation._threshold_backward
@@ -180,7 +180,7 @@ py::object chain_forward(const py::tuple& layers, const std::vector<int64_t>& ki
   if (!layers_fusable(layers, kinds)) return py::bool_(false);
   bool upstream = !e_input.is_none();
   std::vector<Record> records;
-  std::vector<py::object> param_edges;  // bias, weight per recorded Linear, oldest first
+  std::vector<py::object> param_edges;  // weight, bias per recorded Linear, oldest first
   std::vector<Tensor> saved;
   std::vector<int64_t> versions;
   const char* name = "";
@@ -214,8 +214,8 @@ py::object chain_forward(const py::tuple& layers, const std::vector<int64_t>& ki
         r.need_bias = need_bias;
         r.rows_column_major = upstream && is_column_major(rows);
         r.weight_row_major = need_weight && weight_is_row_major(weight);
-        param_edges.push_back(has_bias ? edge_of(bias, b_obj) : py::none());
         param_edges.push_back(edge_of(weight, w_obj));
+        param_edges.push_back(has_bias ? edge_of(bias, b_obj) : py::none());
         if (need_weight) {
           saved.push_back(rows);
           versions.push_back(rows._version());
@@ -262,7 +262,8 @@ py::object chain_forward(const py::tuple& layers, const std::vector<int64_t>& ki
     return py::make_tuple(std::move(h), py::none(), py::none(), py::none(), py::none(), name);
   }
   py::tuple edges(param_edges.size() + 1);
-  edges[0] = e_input;  // input first, then the newest layer's weight and bias first
+  // Input first, then the newest layer's bias and weight first (_chain._run_mlp).
+  edges[0] = e_input;
   for (size_t i = 0; i < param_edges.size(); ++i) {
     edges[i + 1] = param_edges[param_edges.size() - 1 - i];
   }
@@ -387,11 +388,13 @@ class Walker {
         check_saved_(py::reinterpret_borrow<py::object>(check_saved)) {
     static PyObject* names[] = {
         PyUnicode_InternFromString("node_grads"), PyUnicode_InternFromString("heap"),
-        PyUnicode_InternFromString("leaf_grads"), PyUnicode_InternFromString("leaf_deps")};
+        PyUnicode_InternFromString("leaf_grads"), PyUnicode_InternFromString("leaf_deps"),
+        PyUnicode_InternFromString("acc_hooks")};
     node_grads_ = steal(PyObject_GetAttr(walk_.ptr(), names[0]));
     heap_ = steal(PyObject_GetAttr(walk_.ptr(), names[1]));
     leaf_grads_ = steal(PyObject_GetAttr(walk_.ptr(), names[2]));
     leaf_deps_ = steal(PyObject_GetAttr(walk_.ptr(), names[3]));
+    acc_hooks_ = steal(PyObject_GetAttr(walk_.ptr(), names[4]));
   }
 
   void run(bool retain_graph) {
@@ -500,6 +503,30 @@ class Walker {
     }
   }
 
+  // The hooks registered on the leaf's AccumulateGrad (_engine._ACCUMULATE_GRAD_HOOKS: id ->
+  // (weak reference, hooks)), or null when there are none.
+  PyObject* accumulate_grad_hooks(PyObject* key) {
+    if (PyDict_GET_SIZE(acc_hooks_.ptr()) == 0) return nullptr;
+    PyObject* entry = PyDict_GetItemWithError(acc_hooks_.ptr(), key);  // borrowed
+    if (entry == nullptr) {
+      if (PyErr_Occurred()) throw py::error_already_set();
+      return nullptr;
+    }
+    if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2) return nullptr;
+    PyObject* hooks = PyTuple_GET_ITEM(entry, 1);
+    return is_true(hooks) ? hooks : nullptr;
+  }
+
+  // _engine._run_accumulate_grad_hooks: each hook(leaf), in registration order.
+  static void run_accumulate_grad_hooks(PyObject* hooks, PyObject* leaf) {
+    py::object owner = py::reinterpret_borrow<py::object>(hooks);  // a hook may remove itself
+    py::object values = steal(PySequence_Tuple(steal(PyObject_CallMethod(
+        hooks, "values", nullptr)).ptr()));
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(values.ptr()); ++i) {
+      steal(PyObject_CallOneArg(PyTuple_GET_ITEM(values.ptr(), i), leaf));
+    }
+  }
+
   // A gradient for a leaf (an undefined one when `g` is null): summed with the others; once the
   // last one has arrived, accumulated.
   void leaf_done(PyObject* leaf, py::object g) {
@@ -536,14 +563,24 @@ class Walker {
       return;
     }
     if (PyDict_DelItem(leaf_deps_.ptr(), key.ptr()) < 0) throw py::error_already_set();
-    if (entry == nullptr) return;  // nothing arrived
+    PyObject* hooks = accumulate_grad_hooks(key.ptr());  // borrowed
+    if (entry == nullptr) {  // nothing arrived: torch's AccumulateGrad still runs
+      if (hooks != nullptr) run_accumulate_grad_hooks(hooks, leaf);
+      return;
+    }
     py::object pair = py::reinterpret_borrow<py::object>(entry);
     if (PyDict_DelItem(leaf_grads_.ptr(), key.ptr()) < 0) throw py::error_already_set();
     py::object grad = py::reinterpret_borrow<py::object>(PyList_GET_ITEM(pair.ptr(), 1));
     Py_INCREF(Py_None);
     PyList_SetItem(pair.ptr(), 1, Py_None);  // now only `grad` holds it
     pair = py::object();
-    if (accumulate_leaf(leaf, grad)) return;
+    if (accumulate_leaf(leaf, grad)) {
+      // _Walk.leaf_ready's last step (looked up again: freeing a gradient may run Python)
+      if (hooks != nullptr && (hooks = accumulate_grad_hooks(key.ptr())) != nullptr) {
+        run_accumulate_grad_hooks(hooks, leaf);
+      }
+      return;
+    }
     py::list box(1);
     PyList_SET_ITEM(box.ptr(), 0, grad.release().ptr());  // the box takes our reference
     call_walk("leaf_ready", py::reinterpret_borrow<py::object>(leaf), box);
@@ -552,7 +589,7 @@ class Walker {
   py::object walk_;
   PyObject* node_type_;
   py::object heappush_, heappop_, run_hooks_, check_saved_;
-  py::object node_grads_, heap_, leaf_grads_, leaf_deps_;
+  py::object node_grads_, heap_, leaf_grads_, leaf_deps_, acc_hooks_;
 };
 
 // _engine._start's plan for a walk without `inputs` (_engine._reachable and the count of leaf

@@ -314,11 +314,18 @@ _softmax = torch._softmax
 def _lin(input: Tensor, weight: Tensor, bias: Tensor | None, need_input: bool,
          need_weight: bool, need_bias: bool) -> tuple[Tensor, Any, tuple[Tensor, ...]]:
     """``linear`` (grad mode off): value, backward and saved tensors; torch's own kernel (and
-    its own path choice) when nothing needs a gradient."""
+    its own path choice) when nothing needs a gradient. The backward returns the gradients of
+    ``(input, weight, bias)`` (``linear_forward`` hands out ``(input, bias, weight)``, the order
+    of torch's engine; here the enclosing node hands them out in its own graph's order)."""
     if need_input or need_weight or need_bias:
         out, backward, saved, _ = linear_forward(input, weight, bias, need_input, need_weight,
                                                  need_bias)
-        return out, backward, saved
+
+        def by_argument(grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+            g_input, g_bias, g_weight = backward(grad)
+            return g_input, g_weight, g_bias
+
+        return out, by_argument, saved
     return _linear(input, weight, bias), None, ()
 
 

@@ -80,10 +80,13 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tracked
     """
     with no_dispatch():
         if is_grad_enabled():
-            edges = (edge(input), edge(weight), edge(bias))
+            # The gradients' order (input, bias, weight): the order torch's engine hands the
+            # parameters theirs in (the bias's AccumulateGrad hangs off the addmm, the weight's
+            # off the transpose node that runs right after it), which hooks and DDP observe.
+            edges = (edge(input), edge(bias), edge(weight))
             if edges[0] is not None or edges[1] is not None or edges[2] is not None:
                 return apply(linear_forward, edges, input, weight, bias,
-                             edges[0] is not None, edges[1] is not None, edges[2] is not None)
+                             edges[0] is not None, edges[2] is not None, edges[1] is not None)
         return wrap(_linear(input, weight, bias))
 
 
@@ -126,7 +129,7 @@ def linear_forward(input: Tensor, weight: Tensor, bias: Tensor | None, need_inpu
             grad_input = grad_input.reshape(input_shape)
         if need_bias and not addmm:
             grad_bias = sum_to(grad, (out_features,))
-        return grad_input, grad_weight, grad_bias
+        return grad_input, grad_bias, grad_weight
 
     if need_weight:
         saved: tuple[Tensor, ...] = (rows, weight) if need_input else (rows,)
@@ -172,7 +175,7 @@ def _linear_bmm(input: Tensor, weight: Tensor, bias: Tensor | None, need_input: 
             grad_input = g.bmm(w).reshape(input_shape)
         if need_bias:
             grad_bias = sum_to(grad, (out_features,))
-        return grad_input, None, grad_bias
+        return grad_input, grad_bias, None
 
     saved = (weight,) if need_input else ()
     return out, backward, saved, _linear_node_name(input.dim(), False, bias is not None)
