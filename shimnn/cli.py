@@ -157,8 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "native":
         from . import _native
 
-        print(_native.status())
-        return 0 if _native.get() is not None else 1
+        in_use, line = _native.build_now()
+        print(line)
+        return 0 if in_use else 1
     from . import runner
 
     target, target_args = _target(parser, args)
