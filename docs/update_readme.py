@@ -82,6 +82,7 @@ def _outcome(record: dict[str, Any]) -> str:
         if run is None:
             continue
         summary = re.sub(r" in [\d.]+s( \(.*\))?$", "", run["summary"])
+        summary = re.sub(r", \d+ warnings?", "", summary)
         parts.append(f"{label}: {'passed' if run['returncode'] == 0 else 'FAILED'} "
                      f"({summary})")
     return "; ".join(parts) or "not run"

@@ -320,7 +320,7 @@ def test_demo_figures_label_their_axes_and_legend_every_mark(tmp_path: Path) -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from shimnn.demo import _train_pair, _Progress
+    from shimnn.demo import _Progress, _train_pair
 
     cfg = DemoConfig(epochs=2, out=str(tmp_path))
     pairs = [_train_pair(cfg, 0, _Progress(2, False))]
