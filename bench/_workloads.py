@@ -23,6 +23,8 @@ from shimnn.disc import disc_data, make_network
 __all__ = [
     "CNN_NETWORKS",
     "ConvNet",
+    "SEQUENCE_NETWORKS",
+    "SequenceNetwork",
     "FRAMEWORKS",
     "NETWORKS",
     "OPTIMIZERS",
@@ -35,6 +37,7 @@ __all__ = [
     "epoch_workload",
     "build_cnn",
     "cnn_workload",
+    "sequence_workload",
     "sklearn_epoch",
     "workload",
 ]
@@ -325,3 +328,63 @@ def cnn_workload(framework: str, network: ConvNet, seed: int = 0) -> Workload:
                for _ in range(BATCHES)]
     criterion = nn.NLLLoss() if network.kind == "mnist" else nn.CrossEntropyLoss()
     return Workload(model, opt, criterion, *batches[0], batches)
+
+
+# ---------------------------------------------------------------------------------------------
+# sequence models
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SequenceNetwork:
+    """A recurrent layer (``kind``: ``LSTM``, ``GRU``, ``RNN``) over a batch-first sequence,
+    then a Linear read-out of every step, MSE to random targets."""
+
+    kind: str
+    input_size: int
+    hidden: int
+    steps: int
+    batch: int
+
+    @property
+    def name(self) -> str:
+        return (f"{self.kind} {self.input_size}-{self.hidden} seq{self.steps} b{self.batch}")
+
+    @property
+    def slug(self) -> str:
+        return self.name.replace(" ", "-")
+
+
+SEQUENCE_NETWORKS: tuple[SequenceNetwork, ...] = (SequenceNetwork("LSTM", 32, 32, 20, 16),)
+"""The issue's LSTM row: hidden 32, sequence 20, batch 16 (float32: torch's oneDNN path)."""
+
+
+def build_sequence_model(nn: ModuleType, network: SequenceNetwork, seed: int = 0) -> Any:
+    """``network`` under ``nn`` (``torch.nn`` or ``shimnn``) from ``torch.manual_seed(seed)``."""
+    torch.manual_seed(seed)
+
+    class SequenceModel(nn.Module):  # type: ignore[name-defined,misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = getattr(nn, network.kind)(network.input_size, network.hidden,
+                                                 batch_first=True)
+            self.head = nn.Linear(network.hidden, 1)
+
+        def forward(self, x: Tensor) -> Tensor:
+            out, _ = self.rnn(x)
+            return self.head(out)  # type: ignore[no-any-return]
+
+    return SequenceModel()
+
+
+def sequence_workload(framework: str, network: SequenceNetwork, optimizer: str = "sgd",
+                      seed: int = 0) -> Workload:
+    """``network`` under ``framework``, cycling through ``BATCHES`` random batches."""
+    nn, optim = FRAMEWORKS[framework]
+    model = build_sequence_model(nn, network, seed)
+    opt = make_optimizer(optim, optimizer, model.parameters())
+    g = torch.Generator().manual_seed(seed)
+    batches = [(torch.randn(network.batch, network.steps, network.input_size, generator=g),
+                torch.randn(network.batch, network.steps, 1, generator=g))
+               for _ in range(BATCHES)]
+    return Workload(model, opt, nn.MSELoss(), *batches[0], batches)

@@ -15,7 +15,17 @@ from typing import Any
 import pytest
 
 from bench._timing import calibrate
-from bench._workloads import FRAMEWORKS, NETWORKS, OPTIMIZERS, Network, Workload, workload
+from bench._workloads import (
+    FRAMEWORKS,
+    NETWORKS,
+    OPTIMIZERS,
+    SEQUENCE_NETWORKS,
+    Network,
+    SequenceNetwork,
+    Workload,
+    sequence_workload,
+    workload,
+)
 
 ROUND_S = 0.01
 """Seconds per round (at least one call): several calls per round smooth out the timer on
@@ -50,3 +60,12 @@ def test_forward(benchmark: Any, network: Network, mode: str, framework: str) ->
     benchmark.group = f"{mode} {network.name}"
     w: Workload = workload(framework, network)
     _run(benchmark, w.forward if mode == "forward" else w.forward_no_grad)
+
+
+@pytest.mark.parametrize("framework", list(FRAMEWORKS))
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("network", SEQUENCE_NETWORKS, ids=lambda n: n.slug)
+def test_sequence_step(benchmark: Any, network: SequenceNetwork, optimizer: str,
+                       framework: str) -> None:
+    benchmark.group = f"step {network.name} {optimizer}"
+    _run(benchmark, sequence_workload(framework, network, optimizer).step)

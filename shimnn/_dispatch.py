@@ -647,7 +647,8 @@ def _repr(t: Tensor, node: Node | None) -> str:
     last_line = body[body.rfind("\n") + 1:]
     wrapped_suffix = last_line.startswith(" ") and "=" in last_line and "[" not in last_line
     used = len(last_line) if wrapped_suffix else len(last_line) + 2
-    suffix = f"grad_fn=<{node.name}>"
+    names = node.output_names
+    suffix = f"grad_fn=<{node.name if names is None else names[t._output_nr]}>"  # type: ignore[attr-defined]
     indent = len("tensor(")
     if used + len(suffix) + 2 > torch._tensor_str.PRINT_OPTS.linewidth:
         return f"{body},\n{' ' * indent}{suffix})"

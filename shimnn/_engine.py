@@ -280,7 +280,7 @@ class _Walk:
                 if self.needed is not None and id(node) not in self.needed and (
                         id(node), nr) not in self.wanted:
                     return
-                pending = self.node_grads[node] = [None] * len(node.outputs)  # type: ignore[arg-type]
+                pending = self.node_grads[node] = [None] * node.outputs  # type: ignore[operator]
                 heapq.heappush(self.heap, (-node.seq, node))
             prev = pending[nr]
             pending[nr] = g if prev is None else prev + g

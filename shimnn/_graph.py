@@ -103,7 +103,7 @@ class Node:
     """
 
     __slots__ = ("name", "backward", "inputs", "saved", "versions", "seq", "hooks", "retained",
-                 "takes_retain", "outputs")
+                 "takes_retain", "outputs", "output_names")
 
     def __init__(
         self,
@@ -132,9 +132,13 @@ class Node:
         self.retained: list[TrackedTensor] | None = None
         # A node whose backward is called as backward(grad, retain_graph), to free as it goes.
         self.takes_retain = False
-        # A node with several outputs: one edge per output (its backward then takes the list of
-        # their gradients, None where none arrived); None for the usual single output.
-        self.outputs: tuple[Output, ...] | None = None
+        # A node with several outputs: how many (its backward then takes the list of their
+        # gradients, None where none arrived); None for the usual single output. A count, not
+        # the Output edges: those hold the node, and a node holding them would be a reference
+        # cycle that keeps every saved tensor alive until the garbage collector runs.
+        self.outputs: int | None = None
+        # The name torch gives each output's grad_fn, where they differ (for printing).
+        self.output_names: tuple[str, ...] | None = None
 
     @property
     def next_functions(self) -> tuple[tuple[Node | str | None, int], ...]:
@@ -185,8 +189,7 @@ def edge(t: Tensor | None) -> Edge:
                 _dispatch.refresh_view(t)
                 node = t._node
                 assert node is not None
-            outputs = node.outputs
-            return node if outputs is None else outputs[t._output_nr]
+            return node if node.outputs is None else Output(node, t._output_nr)
         base = t._view_base
     else:
         base = t._base if type(t) is Tensor else None
@@ -332,15 +335,19 @@ def record_outputs(
     inputs: tuple[Edge, ...],
     saved: tuple[Tensor, ...] = (),
     versions: tuple[int, ...] | None = None,
+    names: Sequence[str] | None = None,
 ) -> list[Any]:
     """Record one node for several outputs (``None`` or non-floating ones carry no gradient).
 
     ``backward`` receives the list of the outputs' gradients, ``None`` for an output that got
     none (torch's undefined gradient: treat it as zeros), and returns one gradient per input.
+    ``names``: the name torch gives each output's ``grad_fn``, where they differ (printing).
     """
     refuse_recording_modes()
     node = Node(name, backward, inputs, saved, versions)
-    node.outputs = tuple(Output(node, i) for i in range(len(results)))
+    if names is not None:
+        node.output_names = tuple(names)
+    node.outputs = len(results)
     tracked: list[Any] = []
     for i, r in enumerate(results):
         if r is None or not (r.dtype.is_floating_point or r.dtype.is_complex):

@@ -41,7 +41,6 @@ from ._dispatch import _join
 from ._graph import (
     FREED_MESSAGE,
     Node,
-    Output,
     TrackedTensor,
     _make_subclass,
     _requires_grad,
@@ -197,7 +196,7 @@ def run_function(name: str, forward: Callable[[FunctionCtx], Any],
         node = Node(name, node_backward, edges, saved)
         node.takes_retain = True
         if len(results) > 1:
-            node.outputs = tuple(Output(node, i) for i in range(len(results)))
+            node.outputs = len(results)
         tracked: list[Any] = []
         for i, (r, differentiable) in enumerate(zip(results, kinds)):
             if not differentiable:

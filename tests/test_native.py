@@ -255,7 +255,7 @@ def _walk_graph(order: list[str]) -> dict[str, Any]:
     n_twice = _graph.Node("Twice", lambda grad: (grad, grad), (b, c))  # torch's add: one tensor
     n_none = _graph.Node("NoneFor", lambda grad: (grad * 3, None), (d, e))
     multi = _graph.Node("Multi", lambda grads: (grads[0] + grads[1],), (f,))
-    multi.outputs = (_graph.Output(multi, 0), _graph.Output(multi, 1))
+    multi.outputs = 2
     n_view = _graph.Node("View", lambda grad: (grad.reshape(2),), (g,))
     d.register_hook(lambda grad: grad * 10)
     a.register_post_accumulate_grad_hook(lambda p: order.append("a"))
@@ -263,7 +263,8 @@ def _walk_graph(order: list[str]) -> dict[str, Any]:
     e.requires_grad_(False)  # after the forward: torch leaves its .grad alone
     top = _graph.Node("Top", lambda grad: (grad, grad, grad, grad, grad, grad.reshape(1, 2),
                                            a.new_ones(2, dtype=torch.float64)),
-                      (n_a, n_twice, n_none, multi.outputs[0], multi.outputs[1], n_view, a))
+                      (n_a, n_twice, n_none, _graph.Output(multi, 0), _graph.Output(multi, 1),
+                       n_view, a))
     root = _graph.record(torch.zeros(2), "Root", lambda grad: (grad,), (top,))
     return {"leaves": leaves, "made": made, "root": root}
 

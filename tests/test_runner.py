@@ -43,7 +43,8 @@ def test_corpus_covers_the_styles() -> None:
     names = {p.stem for p in EXAMPLES}
     assert {"disc_sequential", "module_subclass_functional", "tanh_between_layers",
             "weight_sharing", "manual_sgd", "batch_and_single_sample", "eval_argmax",
-            "residual", "mnist_cnn_digits", "residual_cnn"} <= names
+            "residual", "mnist_cnn_digits", "residual_cnn", "char_lstm",
+            "rnn_loop"} <= names
 
 
 def test_patch_serves_shimnn_and_restores_torch() -> None:

@@ -14,6 +14,7 @@ from . import (
     normalization,
     padding,
     pooling,
+    rnn,
     sparse,
     upsampling,
 )
@@ -30,6 +31,7 @@ from .module import *  # noqa: F403
 from .normalization import *  # noqa: F403
 from .padding import *  # noqa: F403
 from .pooling import *  # noqa: F403
+from .rnn import *  # noqa: F403
 from .sparse import *  # noqa: F403
 from .upsampling import *  # noqa: F403
 
@@ -37,5 +39,5 @@ __all__ = [
     *module.__all__, *container.__all__, *linear.__all__, *activation.__all__,
     *dropout.__all__, *flatten.__all__, *loss.__all__, *conv.__all__, *pooling.__all__,
     *batchnorm.__all__, *instancenorm.__all__, *normalization.__all__, *padding.__all__,
-    *upsampling.__all__, *sparse.__all__,
+    *upsampling.__all__, *sparse.__all__, *rnn.__all__,
 ]

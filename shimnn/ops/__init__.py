@@ -15,6 +15,7 @@
 - :mod:`.norm`: batch, instance, group, layer and RMS normalization;
 - :mod:`.pad`: ``F.pad`` (constant, reflect, replicate, circular);
 - :mod:`.vision`: ``interpolate``, ``pixel_shuffle``.
+- :mod:`.rnn`: recurrent layers and cells (RNN, LSTM, GRU), packed sequences.
 
 Importing this package registers every op with the engine (``_graph.implements``); the public
 names are served by :mod:`shimnn.functional`.
@@ -32,10 +33,11 @@ from . import (
     pad,
     pool,
     reduce,
+    rnn,
     shape,
     tensor,
     vision,
 )
 
 __all__ = ["activation", "conv", "embedding", "index", "linear", "loss", "matmul", "norm", "pad",
-           "pool", "reduce", "shape", "tensor", "vision"]
+           "pool", "reduce", "rnn", "shape", "tensor", "vision"]
