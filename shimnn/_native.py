@@ -159,7 +159,7 @@ def _built(build_dir: Path, module: ModuleType | None) -> ModuleType:
 
 
 def _start_background_build(build_dir: Path) -> None:
-    """Start ``python -m shimnn._native build DIR`` in its own session (it outlives this
+    """Start ``python -m shimnn._native build DIR SOURCE`` in its own session (it outlives this
     process if needed), with its output in ``DIR/build.log``."""
     with _build_lock(build_dir, wait=False) as free:
         if not free:
@@ -167,7 +167,8 @@ def _start_background_build(build_dir: Path) -> None:
     env = {k: v for k, v in os.environ.items()
            if k not in ("SHIMNN_PATCH_TORCH", "SHIMNN_NATIVE")}
     with open(build_dir / "build.log", "w") as log:
-        subprocess.Popen([sys.executable, "-m", "shimnn._native", "build", str(build_dir)],
+        subprocess.Popen([sys.executable, "-m", "shimnn._native", "build", str(build_dir),
+                          str(_SOURCE)],
                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                          env=env, start_new_session=True, close_fds=True)
 
@@ -293,11 +294,13 @@ def build_now() -> tuple[bool, str]:
 
 
 def _main(argv: list[str]) -> int:
-    """``python -m shimnn._native build DIR``: the background build."""
-    if len(argv) != 2 or argv[0] != "build":
-        print("usage: python -m shimnn._native build BUILD_DIR", file=sys.stderr)
+    """``python -m shimnn._native build DIR SOURCE``: the background build (of the source the
+    starting process hashed into DIR's name)."""
+    global _SOURCE
+    if len(argv) != 3 or argv[0] != "build":
+        print("usage: python -m shimnn._native build BUILD_DIR SOURCE", file=sys.stderr)
         return 2
-    build_dir = Path(argv[1])
+    build_dir, _SOURCE = Path(argv[1]), Path(argv[2])
     try:
         build(build_dir, log=sys.stdout, log_path=str(build_dir / "build.log"))
     except Exception as error:
