@@ -79,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     record: dict[str, object] = {
         "torch": args.torch, "date": datetime.date.today().isoformat(),
         "python": platform.python_version(), "machine": platform.machine(),
-        "pytest_args": args.pytest_args, "runs": {}}
+        "pytest_args": args.pytest_args, "runs": {},
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                 capture_output=True, text=True).stdout.strip()}
     runs: dict[str, object] = {}
     if import_error is not None:
         record["import_error"] = import_error

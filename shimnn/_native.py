@@ -47,6 +47,8 @@ _FLAGS = ["-O2"]
 _NAME = "shimnn_native"
 _POLL_SECONDS = 1.0  # how often a process waiting for a background build looks for it
 RETRY = "`shimnn native` retries the build and shows the compiler's error"
+# The background builder (not `-m shimnn._native`: the package imports this module first).
+_CHILD = "import sys; from shimnn._native import _main; sys.exit(_main(sys.argv[1:]))"
 
 _module: ModuleType | None = None
 _tried = False
@@ -159,16 +161,15 @@ def _built(build_dir: Path, module: ModuleType | None) -> ModuleType:
 
 
 def _start_background_build(build_dir: Path) -> None:
-    """Start ``python -m shimnn._native build DIR SOURCE`` in its own session (it outlives this
-    process if needed), with its output in ``DIR/build.log``."""
+    """Start ``_main(["build", DIR, SOURCE])`` in a Python process of its own session (it
+    outlives this process if needed), with its output in ``DIR/build.log``."""
     with _build_lock(build_dir, wait=False) as free:
         if not free:
             return  # another process is building it: wait for that one
     env = {k: v for k, v in os.environ.items()
            if k not in ("SHIMNN_PATCH_TORCH", "SHIMNN_NATIVE")}
     with open(build_dir / "build.log", "w") as log:
-        subprocess.Popen([sys.executable, "-m", "shimnn._native", "build", str(build_dir),
-                          str(_SOURCE)],
+        subprocess.Popen([sys.executable, "-c", _CHILD, "build", str(build_dir), str(_SOURCE)],
                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                          env=env, start_new_session=True, close_fds=True)
 
@@ -294,8 +295,8 @@ def build_now() -> tuple[bool, str]:
 
 
 def _main(argv: list[str]) -> int:
-    """``python -m shimnn._native build DIR SOURCE``: the background build (of the source the
-    starting process hashed into DIR's name)."""
+    """``build DIR SOURCE``: the background build (of the source the starting process hashed
+    into DIR's name)."""
     global _SOURCE
     if len(argv) != 3 or argv[0] != "build":
         print("usage: python -m shimnn._native build BUILD_DIR SOURCE", file=sys.stderr)
@@ -309,5 +310,5 @@ def _main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m shimnn._native build DIR SOURCE
     sys.exit(_main(sys.argv[1:]))
