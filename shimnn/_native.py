@@ -7,9 +7,9 @@ version (the cache key) with torch's C++ extension builder (a C++ compiler and n
 ``pip install "shimnn[native]"``) into :func:`cache_root`.
 
 The first use never waits for the compiler: it starts the build in a separate background
-process (about 26 s of CPU time; 30 s to 1.5 min of wall time) and runs the Python paths
-meanwhile; the process switches to the compiled paths when they are ready, and later processes
-load them directly. A failed build is remembered for its cache key and reported once, naming
+process (about 26 s of compiler CPU time; 64-85 s of wall time measured on a busy 2-core
+machine) and runs the Python paths meanwhile; the process switches to the compiled paths when
+they are ready, and later processes load them directly. A failed build is remembered for its cache key and reported once, naming
 the command that retries it (``shimnn native``, which builds in the foreground and prints the
 compiler's error).
 
