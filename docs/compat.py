@@ -2,7 +2,8 @@
 
 Creates (once) a virtual environment ``.venv-torch<VERSION>`` beside the checkout, installs
 ``torch==<VERSION>`` from the package index (on PyPI a CUDA build: several GB; it runs on CPU
-without a GPU) and this checkout, editable, with its ``test``, ``demo`` and ``native`` extras,
+without a GPU) and this checkout, editable, with its ``test``, ``demo``, ``native`` and
+``bench`` extras (as ``make test`` has them),
 then runs the suite as ``make test`` does: with the compiled fast paths required
 (``SHIMNN_NATIVE=1``) and with them disabled (``SHIMNN_NATIVE=0``). The outcome goes to
 ``docs/compat/torch-<VERSION>.json``; ``make readme`` turns those files into the README's
@@ -45,9 +46,9 @@ def _environment(version: str, venv: Path) -> tuple[Path, str | None]:
                      capture_output=True)
     if installed.returncode != 0 or installed.stdout.split("+")[0].strip() != version:
         _run([str(python), "-m", "pip", "install", "-q", f"torch=={version}",
-              "-e", f"{ROOT}[test,demo,native]"], check=True)
+              "-e", f"{ROOT}[test,demo,native,bench]"], check=True)
     else:  # torch is there; (re)install this checkout, which is quick
-        _run([str(python), "-m", "pip", "install", "-q", "-e", f"{ROOT}[test,demo,native]"],
+        _run([str(python), "-m", "pip", "install", "-q", "-e", f"{ROOT}[test,demo,native,bench]"],
              check=True)
     check = _run([str(python), "-c", "import torch, shimnn; torch.ones(2) @ torch.ones(2)"],
                  capture_output=True)

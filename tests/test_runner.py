@@ -30,6 +30,8 @@ def _run(path: Path, use_shimnn: bool) -> str:
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
 def test_example_prints_exactly_what_torch_prints(script: Path) -> None:
+    if "from sklearn" in script.read_text():
+        pytest.importorskip("sklearn")  # its data set (the bench extra; `make test` has it)
     reference = _run(script, use_shimnn=False)
     with autograd_forbidden():
         shimmed = _run(script, use_shimnn=True)
