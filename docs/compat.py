@@ -45,11 +45,11 @@ def _environment(version: str, venv: Path) -> tuple[Path, str | None]:
     installed = _run([str(python), "-c", "import torch; print(torch.__version__)"],
                      capture_output=True)
     if installed.returncode != 0 or installed.stdout.split("+")[0].strip() != version:
-        _run([str(python), "-m", "pip", "install", "-q", f"torch=={version}",
+        _run([str(python), "-m", "pip", "install", "-q", f"torch=={version}", "setuptools>=77",
               "-e", f"{ROOT}[test,demo,native,bench]"], check=True)
     else:  # torch is there; (re)install this checkout, which is quick
-        _run([str(python), "-m", "pip", "install", "-q", "-e", f"{ROOT}[test,demo,native,bench]"],
-             check=True)
+        _run([str(python), "-m", "pip", "install", "-q", "setuptools>=77",
+              "-e", f"{ROOT}[test,demo,native,bench]"], check=True)
     check = _run([str(python), "-c", "import torch, shimnn; torch.ones(2) @ torch.ones(2)"],
                  capture_output=True)
     if check.returncode != 0:

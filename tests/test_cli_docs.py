@@ -134,6 +134,10 @@ def test_readme_example_runs_and_matches_torch(capsys: pytest.CaptureFixture[str
 def test_readme_install_commands_resolve(tmp_path: Path) -> None:
     """`pip install .` and `pip install ".[native]"` (what the README's Install section says)
     resolve from the checkout: the package builds and the extra exists (dry run, no index)."""
+    import setuptools
+
+    if int(setuptools.__version__.split(".")[0]) < 77:  # pip would fetch a newer one to build
+        pytest.skip(f"setuptools {setuptools.__version__} here; building needs setuptools>=77")
     for target in (".", ".[native]"):
         done = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps",
                                "--no-build-isolation", "--no-index", "-q", target],
