@@ -330,7 +330,11 @@ bool accumulate_leaf(PyObject* leaf_obj, const py::object& grad_obj) {
   }
   const Tensor& leaf = THPVariable_Unpack(leaf_obj);
   const Tensor& grad = THPVariable_Unpack(grad_obj.ptr());
-  if (grad.scalar_type() != leaf.scalar_type() || !leaf.requires_grad()) return false;
+  if (grad.scalar_type() != leaf.scalar_type() || !leaf.requires_grad() ||
+      !grad.sizes().equals(leaf.sizes()) || grad.device() != leaf.device() ||
+      grad.layout() != leaf.layout()) {
+    return false;  // the Python function (torch's checks and errors)
+  }
   at::AutoGradMode no_grad(false);
   Tensor& old = leaf.mutable_grad();
   if (!old.defined()) {
