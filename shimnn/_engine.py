@@ -53,6 +53,7 @@ from ._graph import (
     no_dispatch,
     set_grad_enabled,
 )
+from ._traceback import trims_traceback
 
 __all__ = ["backward", "grad", "queue_callback", "register_accumulate_grad_hook",
            "tensor_backward"]
@@ -660,11 +661,23 @@ def grad(
                 if materialize_grads:
                     g = torch.zeros_like(t)
                 elif not allow_unused:
-                    raise RuntimeError(
-                        f"The differentiated Tensor at index {i} appears to not have been used "
-                        "in the graph. Set allow_unused=True if this is the desired behavior.")
+                    raise RuntimeError(_unused_message(i))
             result.append(g)
     return tuple(result)
+
+
+# torch's engine words this error in C++, which shimnn cannot call without running it; the text
+# changed in torch 2.13 (the index of the input was added).
+_NAMES_UNUSED_INDEX = torch.torch_version.TorchVersion(torch.__version__) >= (2, 13)  # type: ignore[operator]
+
+
+def _unused_message(i: int) -> str:
+    """torch.autograd.grad's error for input ``i`` that the outputs do not depend on, in the
+    installed torch's words."""
+    which = (f"The differentiated Tensor at index {i}" if _NAMES_UNUSED_INDEX
+             else "One of the differentiated Tensors")
+    return (f"{which} appears to not have been used in the graph. Set allow_unused=True if "
+            "this is the desired behavior.")
 
 
 def _as_tuple(value: Any) -> tuple[Any, ...]:
@@ -683,6 +696,7 @@ def _no_higher_order(create_graph: bool, is_grads_batched: bool = False) -> None
 
 
 @implements(torch.autograd.grad)
+@trims_traceback
 def autograd_grad(
     outputs: Any, inputs: Any, grad_outputs: Any = None, retain_graph: bool | None = None,
     create_graph: bool = False, only_inputs: bool = True, allow_unused: bool | None = None,
@@ -708,6 +722,7 @@ def autograd_grad(
 
 
 @implements(torch.autograd.backward)
+@trims_traceback
 def autograd_backward(
     tensors: Any, grad_tensors: Any = None, retain_graph: bool | None = None,
     create_graph: bool = False, grad_variables: Any = None, inputs: Any = None,
@@ -726,6 +741,7 @@ def autograd_backward(
              None if inputs is None else _as_tuple(inputs))
 
 
+@trims_traceback
 def tensor_backward(
     self: Tensor,
     gradient: Tensor | None = None,

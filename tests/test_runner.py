@@ -30,6 +30,8 @@ def _run(path: Path, use_shimnn: bool) -> str:
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
 def test_example_prints_exactly_what_torch_prints(script: Path) -> None:
+    if "from sklearn" in script.read_text():
+        pytest.importorskip("sklearn")  # its data set (the bench extra; `make test` has it)
     reference = _run(script, use_shimnn=False)
     with autograd_forbidden():
         shimmed = _run(script, use_shimnn=True)
@@ -235,7 +237,8 @@ def test_sample_torch_suite_under_shimnn_run() -> None:
     assert re.search(r"shimnn \S+ is serving torch \S+ \(shimnn run\): \d+ names of torch.nn",
                      out), out
     assert "1 failed, 7 passed" in out
-    assert "E       NotImplementedError: shimnn has no hand-written backward for 'cumprod'" in out
+    assert re.search(r"E +NotImplementedError: shimnn has no hand-written backward for 'cumprod'",
+                     out), out
     summary = out.split("= shimnn =")[1]
     assert "1 failed on something shimnn does not implement:" in summary
     assert "test_model.py::test_running_product_features: cumprod" in summary

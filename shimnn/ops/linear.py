@@ -23,6 +23,7 @@ from .._graph import (
     wrap,
 )
 from ._common import _check_real
+from ._paths import linear_path
 
 __all__ = ["linear"]
 
@@ -45,17 +46,6 @@ def _weight_is_row_major(weight: Tensor) -> bool:
 
 def _flat_rows(input: Tensor) -> int:
     return math.prod(input.shape[:-1])
-
-
-def _folds(input: Tensor, weight_needs_grad: bool) -> bool:
-    """Whether torch's matmul runs an N-d ``input @ weight.t()`` as one mm on flattened rows.
-
-    It always does when the weight requires grad; otherwise only when flattening needs no copy.
-    """
-    if weight_needs_grad or input.numel() == 0:
-        return True
-    shape, stride = input.shape, input.stride()
-    return all(stride[i] == stride[i + 1] * shape[i + 1] for i in range(input.dim() - 2))
 
 
 def _matmul_rows(input: Tensor, rows: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -95,17 +85,26 @@ def linear_forward(input: Tensor, weight: Tensor, bias: Tensor | None, need_inpu
     """The forward/backward pair of :func:`linear` (grad mode off, plain tensors).
 
     Follows the path torch's ``linear`` takes, because each path has its own kernels: addmm on
-    the input flattened to rows (a bias and a contiguous or 2-d input), one mm on the rows
-    (matmul folding the batch), or batched matmul; the last two add the bias afterwards.
+    the input flattened to rows (a bias and a 2-d or, in torch 2.13, contiguous input), one mm
+    on the rows (matmul folding the batch), or batched matmul; the last two add the bias
+    afterwards. Which one, for inputs other than matrices, is asked of the installed torch
+    (:func:`shimnn.ops._paths.linear_path`).
     """
     dim = input.dim()
     if dim == 0 or weight.dim() != 2:
         _linear(input, weight, bias)  # raises torch's own error for bad ranks
     out_features = weight.shape[0]
     input_shape = input.shape
-    addmm = bias is not None and (dim == 2 or input.is_contiguous())
-    if not (addmm or dim <= 2 or _folds(input, need_weight)):
+    # A matrix takes addmm with a bias, mm without; other ranks: the installed torch decides.
+    path = ("addmm" if bias is not None else "fold") if dim == 2 else linear_path(
+        input, weight, bias, need_weight)
+    if path == "bmm":
+        if need_weight:  # torch folds when the weight requires grad; a torch that does not
+            raise NotImplementedError(  # would need a weight gradient through bmm
+                f"shimnn: torch {torch.__version__}'s linear ran bmm for a weight that "
+                "requires grad; shimnn has no backward for that path")
         return _linear_bmm(input, weight, bias, need_input, need_bias)
+    addmm = path == "addmm"
     if dim == 2:
         rows = input
     elif dim == 1:
