@@ -7,8 +7,9 @@ measured on torch 2.13 by printing the ``grad_fn`` graph of each case):
 - **LSTM on oneDNN**: an LSTM over a padded input (torch 2.13: or packed with equal batch
   sizes), without projections, in float32 (bfloat16 where the CPU supports it) while
   ``torch.backends.mkldnn`` is enabled (whether torch takes this path is asked of the installed
-  torch: :func:`shimnn.ops._paths.rnn_uses_mkldnn`): one ``mkldnn_rnn_layer`` per layer and direction, ``at::dropout`` between layers, ``cat`` of
-  the two directions, ``stack`` of the final states; backward ``mkldnn_rnn_layer_backward``.
+  torch: :func:`shimnn.ops._paths.rnn_uses_mkldnn`): one ``mkldnn_rnn_layer`` per layer and
+  direction, ``at::dropout`` between layers, ``cat`` of the two directions, ``stack`` of the
+  final states; backward ``mkldnn_rnn_layer_backward``.
   shimnn calls the same two kernels (forward in grad mode, as torch's does, for the workspace).
 - **the composite** (everything else: float64, GRU, RNN, projections, packed sequences,
   oneDNN disabled): per layer and direction one ``linear`` of the whole input
