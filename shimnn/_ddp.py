@@ -75,7 +75,8 @@ def is_shimnn_model(parameters: Sequence[Tensor]) -> bool:
 
 _torch = {name: vars(_DDP)[name] for name in (
     "__init__", "_ddp_init_helper", "_set_static_graph", "register_comm_hook",
-    "_register_builtin_comm_hook", "_post_forward", "join", "join_hook")}
+    "_register_builtin_comm_hook", "_post_forward", "join", "join_hook",
+    "_setup_in_backward_optimizers")}
 
 
 def _init(self: Any, module: torch.nn.Module, *args: Any, **kwargs: Any) -> None:
@@ -95,6 +96,7 @@ def _init(self: Any, module: torch.nn.Module, *args: Any, **kwargs: Any) -> None
 
 
 _INIT_SIGNATURE = inspect.signature(_torch["__init__"])
+functools.update_wrapper(_init, _torch["__init__"])  # torch's signature and docstring
 
 # What torch's ``_ddp_init_helper`` passes its C++ ``dist.Reducer``, by position (the same order
 # in torch 2.11 to 2.14; 2.11 has no ``batched_grad_copy``).
@@ -187,6 +189,15 @@ def _post_forward(self: Any, output: Any) -> Any:
                     "the model's parameters shimnn's (shimnn.nn modules, shimnn.Parameter, or "
                     "shimnn.patch_torch / shimnn run before the model is built).")
     return _torch["_post_forward"](self, output)
+
+
+def _setup_in_backward_optimizers(self: Any) -> None:
+    # Refused before torch's own setup: that registers torch autograd hooks (and, in torch
+    # 2.11/2.12, creates a device stream, which fails on a CUDA build without a GPU).
+    if isinstance(self.reducer, Reducer) and any(
+            hasattr(p, "_in_backward_optimizers") for p in self._module_parameters):
+        self.reducer._set_optimizer_in_backward()
+    _torch["_setup_in_backward_optimizers"](self)
 
 
 def _join(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -282,6 +293,8 @@ def install() -> None:
         "_register_builtin_comm_hook")
     _DDP._post_forward = _post_forward  # type: ignore[method-assign]
     _DDP.join = _join  # type: ignore[method-assign]
+    _DDP._setup_in_backward_optimizers = (  # type: ignore[method-assign]
+        _setup_in_backward_optimizers)
     _DDP.join_hook = _join_hook  # type: ignore[method-assign]
     for name, patch in _AFTER_IMPORT.items():
         if name in sys.modules:
