@@ -139,10 +139,11 @@ def _ratio(step: dict[str, Any]) -> float:
 
 def performance_block() -> str:
     mlp = json.loads((BENCH_RESULTS / "ratios.json").read_text())
-    cnn = json.loads((BENCH_RESULTS / "ratios_cnn_cpu.json").read_text())
+    others = [json.loads((BENCH_RESULTS / f"ratios_{name}.json").read_text())
+              for name in ("cnn_cpu", "rnn", "lm")]
     env = mlp["environment"]
     steps: dict[str, dict[str, float]] = {}
-    for s in mlp["steps"] + cnn["steps"]:
+    for s in mlp["steps"] + [s for other in others for s in other["steps"]]:
         steps.setdefault(s["configuration"], {})[s["mode"]] = _ratio(s)
     cols = [("step sgd", "step, SGD"), ("step momentum", "step, SGD momentum"),
             ("step adam", "step, Adam"), ("forward", "forward (grad mode)")]
@@ -151,13 +152,12 @@ def performance_block() -> str:
     for config, modes in steps.items():
         cells = [f"{modes[m]:.2f}x" if m in modes else "" for m, _ in cols]
         lines.append(f"| {config.replace(' b', ', batch ')} | " + " | ".join(cells) + " |")
-    return (f"torch's time / shimnn's for one training step (forward, loss, `zero_grad`, "
-            f"backward, optimizer step) and one forward; above 1: shimnn is faster. Median "
-            f"of 101 interleaved rounds in one process, {env['cpu']} ({env['cores']} cores), "
-            f"Python {env['python']}, torch {env['torch']}, one thread, compiled paths "
-            f"{env['shimnn_native']}; CNN rows timed by the thread's CPU time. From "
-            f"`bench/results/ratios.json` and `ratios_cnn_cpu.json` (`make bench`, "
-            f"`python -m bench.ratios --networks cnn --clock cpu`).\n\n"
+    return (f"torch's time / shimnn's per training step (forward, loss, `zero_grad`, backward, "
+            f"optimizer step) and per forward; above 1: shimnn is faster. Medians of 101 "
+            f"interleaved rounds, {env['cpu']}, torch {env['torch']}, one thread, compiled "
+            f"paths {env['shimnn_native']}; all but the MLP rows on the thread's CPU clock. "
+            f"`make bench`; `python -m bench.ratios --networks cnn|rnn|lm --clock cpu` "
+            f"(`bench/results/ratios*.json`).\n\n"
             + "\n".join(lines) + "\n")
 
 

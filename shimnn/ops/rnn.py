@@ -972,7 +972,19 @@ def _layer(kind: str, torch_fn: Callable[..., Any], args: tuple[Any, ...],
                 or any(s.dim() != 3 or s.shape[0] != num_layers * dirs for s in states)):
             _raise_like_torch(torch_fn, args, kwargs)
         assert weights is not None
-        # the installed torch's choice (it changes between releases)
+        tracking = grad_mode and (any(edge(t) is not None for t in (input, *states)) or any(
+            e is not None for w in weights for e in w[5:]))
+        if not tracking:
+            # Nothing to record: torch's own function (its C++ loop over the same kernels, its
+            # warnings), which gives torch's values by definition.
+            return tuple(wrap(r) for r in torch_fn(*args, **kwargs))
+        _check_real(kind.lower(), input)
+        if input.dtype not in (torch.float32, torch.float64):
+            raise NotImplementedError(
+                f"shimnn: the backward of {kind.lower()} is written for float32 and float64; "
+                f"got {input.dtype}")
+        # the installed torch's choice (it changes between releases; the probe also gives
+        # torch's own warnings, such as oneDNN's refusal of projections)
         use_mkldnn = rnn_uses_mkldnn(torch_fn, input, batch_sizes, states, params, has_biases,
                                      num_layers, dropout_p, train, bidirectional, batch_first)
         uniform = None  # packed with equal batch sizes: torch's packed lstm runs it padded
@@ -988,14 +1000,6 @@ def _layer(kind: str, torch_fn: Callable[..., Any], args: tuple[Any, ...],
                     f"{', with projections' if has_projections else ''}); shimnn follows oneDNN "
                     "only for an LSTM without projections, padded or packed with equal batch "
                     "sizes")
-        tracking = grad_mode and (any(edge(t) is not None for t in (input, *states)) or any(
-            e is not None for w in weights for e in w[5:]))
-        if tracking:
-            _check_real(kind.lower(), input)
-            if input.dtype not in (torch.float32, torch.float64):
-                raise NotImplementedError(
-                    f"shimnn: the backward of {kind.lower()} is written for float32 and float64; "
-                    f"got {input.dtype}")
         sizes = batch_sizes.tolist() if batch_sizes is not None else None
         set_grad_enabled(False)
         try:
@@ -1012,8 +1016,6 @@ def _layer(kind: str, torch_fn: Callable[..., Any], args: tuple[Any, ...],
             _raise_like_torch(torch_fn, args, kwargs, error)
         finally:
             set_grad_enabled(grad_mode)
-        if not tracking:
-            return tuple(wrap(r) for r in results)
         assert backward is not None
         name = _node_name(kind, use_mkldnn, batch_sizes is not None, dirs, batch_first)
         names = [name] + ["StackBackward0"] * (len(results) - 1)  # torch stacks the states
@@ -1107,8 +1109,10 @@ def _cell(kind: str, torch_fn: Callable[..., Any], input: Tensor, hx: Any, w_ih:
                      *((edge(w_ih), edge(w_hh), edge(b_ih), edge(b_hh)) if grad_mode
                        else (None,) * 4), None)
         tracking = any(e is not None for e in (e_in, e_h, e_c, *w[5:]))
-        if tracking:
-            _check_real(f"{kind.lower()}_cell", input)
+        if not tracking:  # nothing to record: torch's own function (see _layer)
+            out = torch_fn(*args)
+            return (wrap(out[0]), wrap(out[1])) if kind == LSTM else wrap(out)
+        _check_real(f"{kind.lower()}_cell", input)
         step, step_backward = _step_fns(kind)
         set_grad_enabled(False)
         try:
@@ -1118,8 +1122,6 @@ def _cell(kind: str, torch_fn: Callable[..., Any], input: Tensor, hx: Any, w_ih:
             _raise_like_torch(torch_fn, args, {}, error)
         finally:
             set_grad_enabled(grad_mode)
-        if not tracking:
-            return (wrap(hy), wrap(cy)) if kind == LSTM else wrap(hy)
         in_column_major = _is_column_major(input)
         w_ih_row_major = _weight_is_row_major(w_ih)
         need_h, need_c = e_h is not None, e_c is not None
