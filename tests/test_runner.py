@@ -296,8 +296,9 @@ DDP_PROBE = ("import os, torch.distributed as dist, torch.nn as nn\n"
              "from torch.nn.parallel import DistributedDataParallel as DDP\n"
              "dist.init_process_group('gloo')\n"
              "model = DDP(nn.Linear(2, 1))\n"
-             "print(os.environ['RANK'], os.environ['WORLD_SIZE'], nn.Linear.__module__, "
-             "type(model.reducer).__module__, flush=True)\n"
+             # one write per rank: both ranks share the pipe (print's pieces interleave)
+             "os.write(1, f\"{os.environ['RANK']} {os.environ['WORLD_SIZE']} "
+             "{nn.Linear.__module__} {type(model.reducer).__module__}\\n\".encode())\n"
              "dist.destroy_process_group()\n")
 
 
