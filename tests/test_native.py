@@ -22,7 +22,7 @@ import torch
 import shimnn
 import shimnn.optim
 from conftest import assert_no_autograd_graph, assert_same, autograd_forbidden
-from shimnn import _graph, _native
+from shimnn import _engine, _graph, _native
 
 native = _native.get()
 needs_native = pytest.mark.skipif(native is None, reason=_native.status())
@@ -235,11 +235,12 @@ def test_mse_loss_matches_python_path_and_torch(reduction: str, dtype: torch.dty
 # ---------------------------------------------------------------------------------------------
 
 
-def _walk_graph(order: list[str]) -> dict[str, Any]:
+def _walk_graph(order: list[str], scalar: bool = False) -> dict[str, Any]:
     """A graph with every case the walk distinguishes: fan-in to a node and to a leaf, a
     gradient sent twice (add), a None gradient, a node with several outputs, hooks on a leaf,
     a post-accumulate hook, a leaf that stopped requiring grad, a user-held gradient, a view
-    gradient, another dtype. Returns the leaves and what the backward functions produced."""
+    gradient, another dtype. Returns the leaves and what the backward functions produced.
+    ``scalar``: the root is a 0-d loss (its implicit gradient, the compiled backward_root)."""
     leaves = {n: torch.zeros(2, requires_grad=True) for n in "abcdefg"}
     made: dict[str, Any] = {}
 
@@ -265,7 +266,11 @@ def _walk_graph(order: list[str]) -> dict[str, Any]:
                                            a.new_ones(2, dtype=torch.float64)),
                       (n_a, n_twice, n_none, _graph.Output(multi, 0), _graph.Output(multi, 1),
                        n_view, a))
-    root = _graph.record(torch.zeros(2), "Root", lambda grad: (grad,), (top,))
+    if scalar:
+        root = _graph.record(torch.zeros(()), "Root", lambda grad: (grad * torch.ones(2),),
+                             (top,))
+    else:
+        root = _graph.record(torch.zeros(2), "Root", lambda grad: (grad,), (top,))
     return {"leaves": leaves, "made": made, "root": root}
 
 
@@ -293,6 +298,74 @@ def test_compiled_walk_is_the_python_walk() -> None:
         assert graph["made"]["a"]() is None  # summed with another gradient: a new tensor
         b, c = graph["leaves"]["b"].grad, graph["leaves"]["c"].grad
         assert b.data_ptr() != c.data_ptr()  # one tensor sent twice: the first one is copied
+
+
+@needs_native
+@pytest.mark.parametrize("retain", [False, True])
+def test_compiled_scalar_backward_is_the_python_walk(retain: bool,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """loss.backward() of a 0-d loss runs entirely in C++ (backward_root): the same gradients,
+    accumulation order and ownership as the Python walk."""
+    results = []
+    for compiled in (True, False):
+        with native_enabled(compiled), monkeypatch.context() as patch:
+            if compiled:  # taken: _engine._run (the Python entry) never runs
+                patch.setattr(_engine, "_run", lambda *a, **k: pytest.fail("not compiled"))
+            order: list[str] = []
+            graph = _walk_graph(order, scalar=True)
+            graph["root"].backward(retain_graph=retain)
+            if retain:
+                graph["root"].backward()
+        results.append((graph, order))
+    (compiled, c_order), (python, p_order) = results
+    assert c_order == p_order and c_order[:2] == ["c", "a"]
+    for name in "abcdefg":
+        c_grad, p_grad = compiled["leaves"][name].grad, python["leaves"][name].grad
+        assert (c_grad is None) == (p_grad is None), name
+        if c_grad is not None:
+            assert_same(c_grad, p_grad, name)
+    for graph in (compiled, python):
+        b, c = graph["leaves"]["b"].grad, graph["leaves"]["c"].grad
+        assert b.data_ptr() != c.data_ptr()
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("hooks", [False, True])
+def test_compiled_loss_backward_matches_python_path_and_torch(dtype: torch.dtype,
+                                                              hooks: bool) -> None:
+    """A fused chain and an MSE loss, backward from the scalar loss over several steps (the
+    seed recycled, .grad accumulated in place), with and without tensor hooks and retain_grad
+    on the chain's output: compiled, Python and torch agree bit for bit, and gradients that
+    nothing else holds are stored as they come."""
+
+    def run(nn: Any) -> list[Any]:
+        model = _build(nn, CHAINS["seed"], dtype)
+        g = torch.Generator().manual_seed(3)
+        x, y = torch.randn(9, 2, generator=g, dtype=dtype), torch.randn(9, 1, generator=g,
+                                                                         dtype=dtype)
+        seen: list[Any] = []
+        for step in range(3):
+            out = model(x)
+            if hooks:
+                out.register_hook(lambda grad: seen.append(grad.clone()) or grad * 2)
+                out.retain_grad()
+            loss = nn.MSELoss()(out, y)
+            loss.backward()
+            seen += [loss.detach(), out.grad if hooks else None]
+            if step == 1:
+                for p in model.parameters():
+                    p.grad = None
+        return seen + [p.grad for p in model.parameters()]
+
+    ref = run(torch.nn)
+    with native_enabled(False):
+        python = run(shimnn)
+    with autograd_forbidden():
+        compiled = run(shimnn)
+    for i, (c, p, r) in enumerate(zip(compiled, python, ref)):
+        assert_same(c, r, f"tensor {i} vs torch")
+        assert_same(c, p, f"tensor {i} vs the Python path")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,9 +3,13 @@
 // not pay Python's cost per kernel call. Loaded by shimnn/_native.py; every caller keeps its
 // Python path, which runs when this module is unavailable or disabled.
 #include <torch/extension.h>
+#include <ATen/PythonTorchFunctionTLS.h>
+#include <torch/csrc/DynamicTypes.h>
 
 #include <cmath>
+#include <queue>
 #include <string>
+#include <unordered_map>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -42,16 +46,15 @@ class Chain {
   explicit Chain(std::vector<Record> records) : records_(std::move(records)) {}
 
   // grad of the chain's output -> [grad of the input, then for each recorded Linear, newest
-  // first: grad of its weight, grad of its bias] (None where not needed).
-  py::list backward(Tensor grad, bool retain_graph) {
+  // first: grad of its weight, grad of its bias] (undefined where not needed).
+  std::vector<Tensor> backward_tensors(Tensor grad, bool retain_graph) {
     Tensor g = std::move(grad);
-    py::list grads;
-    std::vector<Tensor> out;  // weight and bias gradients, newest layer first
+    std::vector<Tensor> out(1);  // the input's gradient first, set last
     {
       py::gil_scoped_release no_gil;
       // Out-of-place kernels only: straight to them, past the autograd dispatch keys.
       at::AutoDispatchBelowADInplaceOrView below_autograd;
-      out.reserve(2 * records_.size());
+      out.reserve(1 + 2 * records_.size());
       for (auto i = records_.size(); i-- > 0;) {
         Record r = retain_graph ? records_[i] : std::move(records_[i]);
         if (!retain_graph) records_[i] = Record{};
@@ -75,8 +78,16 @@ class Chain {
         }
       }
     }
-    grads.append(g.defined() ? py::cast(std::move(g)) : py::none());
-    for (auto& t : out) grads.append(t.defined() ? py::cast(std::move(t)) : py::none());
+    out[0] = std::move(g);
+    return out;
+  }
+
+  // backward_tensors for a Python caller (the Python walk): None where not needed.
+  py::list backward(Tensor grad, bool retain_graph) {
+    py::list grads;
+    for (auto& t : backward_tensors(std::move(grad), retain_graph)) {
+      grads.append(t.defined() ? py::cast(std::move(t)) : py::none());
+    }
     return grads;
   }
 
@@ -92,15 +103,21 @@ class MseLoss {
       : input_(std::move(input)), target_(std::move(target)), reduction_(reduction),
         need_input_(need_input), need_target_(need_target) {}
 
-  py::tuple backward(const Tensor& grad) {
+  // grad of the loss -> [grad of the input, grad of the target] (undefined where not needed).
+  std::vector<Tensor> backward_tensors(const Tensor& grad) {
     Tensor grad_input, grad_target;
     {
       at::AutoDispatchBelowADInplaceOrView below_autograd;
       if (need_input_) grad_input = at::mse_loss_backward(grad, input_, target_, reduction_);
       if (need_target_) grad_target = at::mse_loss_backward(grad, target_, input_, reduction_);
     }
-    return py::make_tuple(grad_input.defined() ? py::cast(grad_input) : py::none(),
-                          grad_target.defined() ? py::cast(grad_target) : py::none());
+    return {std::move(grad_input), std::move(grad_target)};
+  }
+
+  py::tuple backward(const Tensor& grad) {
+    auto grads = backward_tensors(grad);
+    return py::make_tuple(grads[0].defined() ? py::cast(std::move(grads[0])) : py::none(),
+                          grads[1].defined() ? py::cast(std::move(grads[1])) : py::none());
   }
 
  private:
@@ -275,6 +292,11 @@ py::object chain_forward(const py::tuple& layers, const std::vector<int64_t>& ki
   return py::make_tuple(std::move(h), backward, edges, saved_t, versions_t, name);
 }
 
+py::object steal(PyObject* obj) {
+  if (obj == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::object>(obj);
+}
+
 py::object get_attr(PyObject* obj, PyObject* name) {
   PyObject* value = PyObject_GetAttr(obj, name);
   if (value == nullptr) throw py::error_already_set();
@@ -318,24 +340,56 @@ Tensor clone_obey_contract(const Tensor& grad, const Tensor& leaf) {
   return grad.clone(at::MemoryFormat::Contiguous);
 }
 
-// _engine._accumulate_leaf's common case for a gradient `grad` that the caller owns (its only
-// engine reference): no hooks, a leaf that still requires grad, the leaf's dtype. Stored as is
-// when nothing else references it and it has the leaf's layout, else a copy with the leaf's
-// layout; later gradients are added in place. Returns false, having done nothing, outside that
-// case (the Python function runs).
-bool accumulate_leaf(PyObject* leaf_obj, const py::object& grad_obj) {
-  if (!THPVariable_Check(leaf_obj) || !THPVariable_Check(grad_obj.ptr()) ||
-      has_tensor_hooks(leaf_obj)) {
-    return false;
+// A gradient on its way through the walk: a C++ tensor that no Python object references (what
+// the compiled backward functions return), or a Python object (a root's gradient, what a Python
+// backward function or hook returned, the list of gradients of a node with several outputs).
+struct Grad {
+  Tensor t;
+  py::object obj;
+
+  Grad() = default;
+  explicit Grad(Tensor tensor) : t(std::move(tensor)) {}
+  explicit Grad(py::object object) : obj(std::move(object)) {}
+
+  explicit operator bool() const { return t.defined() || static_cast<bool>(obj); }
+  bool is_tensor() const { return t.defined() || THPVariable_Check(obj.ptr()); }
+  // The gradient as a Python object, which the caller then holds alone (a C++ tensor gets its
+  // Python object now, as the Python walk's tensors have theirs).
+  py::object take_py() {
+    if (obj) return std::move(obj);
+    return steal(THPVariable_Wrap(std::move(t)));
   }
+  // The gradient as a tensor, given up by this Grad (is_tensor() must hold).
+  Tensor take_tensor() {
+    if (t.defined()) return std::move(t);
+    Tensor tensor = THPVariable_Unpack(obj.ptr());
+    obj = py::object();
+    return tensor;
+  }
+};
+
+// `prev + g` as the Python walk sums (torch's input buffer: old + new): the same add kernel.
+Grad add_grads(Grad prev, Grad g) {
+  if (prev.t.defined() && g.t.defined()) return Grad(at::add(prev.t, g.t));
+  py::object a = prev.take_py(), b = g.take_py();
+  return Grad(steal(PyNumber_Add(a.ptr(), b.ptr())));
+}
+
+// _engine._accumulate_leaf's common case: no hooks, a leaf that still requires grad, a gradient
+// of the leaf's dtype. Stored as is when nothing else references it (no other Python reference
+// to its object, no other owner of its tensor) and it has the leaf's layout, else a copy with the
+// leaf's layout; later gradients are added in place. Returns false, having done nothing, outside
+// that case (the Python function runs).
+bool accumulate_leaf(PyObject* leaf_obj, Grad& g) {
+  if (!THPVariable_Check(leaf_obj) || !g.is_tensor() || has_tensor_hooks(leaf_obj)) return false;
   const Tensor& leaf = THPVariable_Unpack(leaf_obj);
-  const Tensor& grad = THPVariable_Unpack(grad_obj.ptr());
+  const Tensor& grad = g.t.defined() ? g.t : THPVariable_Unpack(g.obj.ptr());
   if (grad.scalar_type() != leaf.scalar_type() || !leaf.requires_grad()) return false;
   at::AutoGradMode no_grad(false);
   Tensor& old = leaf.mutable_grad();
   if (!old.defined()) {
-    if (Py_REFCNT(grad_obj.ptr()) == 1 && grad.use_count() == 1 &&
-        obeys_layout_contract(grad, leaf)) {
+    bool unshared = grad.use_count() == 1 && (!g.obj || Py_REFCNT(g.obj.ptr()) == 1);
+    if (unshared && obeys_layout_contract(grad, leaf)) {
       old = grad.is_view() ? grad.detach() : grad;
     } else {
       old = clone_obey_contract(grad, leaf);
@@ -343,54 +397,141 @@ bool accumulate_leaf(PyObject* leaf_obj, const py::object& grad_obj) {
   } else {
     old.add_(grad);
   }
+  g = Grad();
   return true;
 }
 
 // _engine._check_saved's version test: the index of the first saved tensor whose version is
 // not the one recorded, or -1.
-int64_t first_changed(const py::tuple& saved, const py::tuple& versions) {
-  auto n = std::min(saved.size(), versions.size());
-  for (size_t i = 0; i < n; ++i) {
-    PyObject* t = PyTuple_GET_ITEM(saved.ptr(), i);
+int64_t first_changed(PyObject* saved, PyObject* versions) {
+  if (!PyTuple_Check(saved) || !PyTuple_Check(versions)) return 0;
+  auto n = std::min(PyTuple_GET_SIZE(saved), PyTuple_GET_SIZE(versions));
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* t = PyTuple_GET_ITEM(saved, i);
     if (!THPVariable_Check(t)) return static_cast<int64_t>(i);
     if (static_cast<int64_t>(THPVariable_Unpack(t)._version()) !=
-        PyLong_AsLongLong(PyTuple_GET_ITEM(versions.ptr(), i))) {
+        PyLong_AsLongLong(PyTuple_GET_ITEM(versions, i))) {
       return static_cast<int64_t>(i);
     }
   }
   return -1;
 }
 
-py::object steal(PyObject* obj) {
-  if (obj == nullptr) throw py::error_already_set();
-  return py::reinterpret_steal<py::object>(obj);
+// What the engine needs from Python, as _engine.NATIVE_ENGINE passes it: the types of the
+// graph, and the Python functions for what the compiled walk does not do itself.
+struct Callbacks {
+  PyTypeObject *node, *output, *tracked;
+  PyObject *run_hooks, *check_saved, *leaf_ready, *seeds;
+  explicit Callbacks(const py::tuple& c) {
+    if (c.size() != 7) throw std::invalid_argument("shimnn: engine callbacks");
+    node = reinterpret_cast<PyTypeObject*>(c[0].ptr());
+    output = reinterpret_cast<PyTypeObject*>(c[1].ptr());
+    tracked = reinterpret_cast<PyTypeObject*>(c[2].ptr());
+    run_hooks = c[3].ptr();  // _engine._run_tensor_hooks(node, grad) -> grad
+    check_saved = c[4].ptr();  // _engine._check_saved(node): raises torch's error
+    leaf_ready = c[5].ptr();  // _engine._leaf_ready(leaf, [grad]): AccumulateGrad in Python
+    seeds = c[6].ptr();  // _engine._SEEDS
+  }
+};
+
+py::object call(PyObject* fn, std::initializer_list<PyObject*> args) {
+  py::tuple tuple(args.size());
+  Py_ssize_t i = 0;
+  for (PyObject* a : args) {
+    Py_INCREF(a);
+    PyTuple_SET_ITEM(tuple.ptr(), i++, a);
+  }
+  return steal(PyObject_Call(fn, tuple.ptr(), nullptr));
 }
 
-// _engine._Walk.run for a walk without `inputs` (every reachable node runs, leaves accumulate):
-// the same steps in the same order. `walk` is the Python _Walk: its dicts are used directly,
-// and its methods for what this does not do itself (an Output edge, a leaf outside
-// accumulate_leaf's case, the final flush); `run_hooks` is _engine._run_tensor_hooks and
-// `check_saved` _engine._check_saved (which raises torch's errors).
-class Walker {
+// _engine._Walk for a backward without `inputs` (every reachable node runs, leaves accumulate)
+// and without anomaly detection: its plan (_engine._reachable, _count_leaf_edges), send,
+// no_gradient, leaf_ready, run and flush, the same steps in the same order, with the pending
+// gradients held in C++ (a compiled node's gradients never become Python objects unless a hook or
+// a Python function needs them).
+class Engine {
  public:
-  Walker(py::object walk, const py::handle& node_type, const py::handle& heappush,
-         const py::handle& heappop, const py::handle& run_hooks, const py::handle& check_saved)
-      : walk_(std::move(walk)),
-        node_type_(node_type.ptr()),
-        heappush_(py::reinterpret_borrow<py::object>(heappush)),
-        heappop_(py::reinterpret_borrow<py::object>(heappop)),
-        run_hooks_(py::reinterpret_borrow<py::object>(run_hooks)),
-        check_saved_(py::reinterpret_borrow<py::object>(check_saved)) {
-    static PyObject* names[] = {
-        PyUnicode_InternFromString("node_grads"), PyUnicode_InternFromString("heap"),
-        PyUnicode_InternFromString("leaf_grads"), PyUnicode_InternFromString("leaf_deps")};
-    node_grads_ = steal(PyObject_GetAttr(walk_.ptr(), names[0]));
-    heap_ = steal(PyObject_GetAttr(walk_.ptr(), names[1]));
-    leaf_grads_ = steal(PyObject_GetAttr(walk_.ptr(), names[2]));
-    leaf_deps_ = steal(PyObject_GetAttr(walk_.ptr(), names[3]));
+  Engine(const Callbacks& cb, bool retain_graph) : cb_(cb), retain_graph_(retain_graph) {}
+
+  // Every node reachable from the roots once; for each leaf edge of theirs, and each root that
+  // is a leaf, one more gradient that leaf waits for.
+  void plan(const std::vector<PyObject*>& root_edges) {
+    static PyObject* inputs_name = PyUnicode_InternFromString("inputs");
+    static PyObject* node_name = PyUnicode_InternFromString("node");
+    std::vector<py::object> stack;
+    std::unordered_set<PyObject*> seen;  // the graph keeps every node alive meanwhile
+    auto visit = [&](PyObject* e) {
+      if (e == Py_None) return;
+      py::object node;
+      if (Py_TYPE(e) == cb_.node) {
+        node = py::reinterpret_borrow<py::object>(e);
+      } else if (Py_TYPE(e) == cb_.output) {
+        node = get_attr(e, node_name);
+      } else {
+        Leaf& leaf = leaves_[e];
+        if (!leaf.leaf) leaf.leaf = py::reinterpret_borrow<py::object>(e);
+        ++leaf.remaining;
+        return;
+      }
+      if (seen.insert(node.ptr()).second) stack.push_back(std::move(node));
+    };
+    for (PyObject* e : root_edges) visit(e);
+    while (!stack.empty()) {
+      py::object node = std::move(stack.back());
+      stack.pop_back();
+      py::object inputs = get_attr(node.ptr(), inputs_name);
+      if (!PyTuple_Check(inputs.ptr())) throw std::invalid_argument("shimnn: Node.inputs");
+      for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(inputs.ptr()); ++i) {
+        visit(PyTuple_GET_ITEM(inputs.ptr(), i));
+      }
+    }
   }
 
-  void run(bool retain_graph) {
+  // _Walk.send: the first gradient of a node is stored, later ones added (old + new); a leaf's
+  // are summed until its last one has arrived.
+  void send(PyObject* e, Grad g) {
+    static PyObject* seq_name = PyUnicode_InternFromString("seq");
+    static PyObject* node_name = PyUnicode_InternFromString("node");
+    static PyObject* nr_name = PyUnicode_InternFromString("nr");
+    static PyObject* outputs_name = PyUnicode_InternFromString("outputs");
+    if (Py_TYPE(e) == cb_.node) {
+      auto it = pending_.find(e);
+      if (it == pending_.end()) {
+        push(py::reinterpret_borrow<py::object>(e), std::move(g));
+      } else {
+        it->second.grad = add_grads(std::move(it->second.grad), std::move(g));
+      }
+    } else if (Py_TYPE(e) == cb_.output) {
+      py::object node = get_attr(e, node_name);
+      Py_ssize_t nr = PyLong_AsSsize_t(get_attr(e, nr_name).ptr());
+      if (nr == -1 && PyErr_Occurred()) throw py::error_already_set();
+      auto it = pending_.find(node.ptr());
+      if (it == pending_.end()) {
+        Py_ssize_t outputs = PyLong_AsSsize_t(get_attr(node.ptr(), outputs_name).ptr());
+        if (outputs == -1 && PyErr_Occurred()) throw py::error_already_set();
+        py::list grads(outputs);  // [None] * node.outputs
+        for (Py_ssize_t i = 0; i < outputs; ++i) {
+          Py_INCREF(Py_None);
+          PyList_SET_ITEM(grads.ptr(), i, Py_None);
+        }
+        it = push(node, Grad(py::object(std::move(grads))));
+      }
+      PyObject* grads = it->second.grad.obj.ptr();
+      if (nr < 0 || nr >= PyList_GET_SIZE(grads)) {
+        PyErr_SetString(PyExc_IndexError, "list index out of range");
+        throw py::error_already_set();
+      }
+      PyObject* prev = PyList_GET_ITEM(grads, nr);  // borrowed
+      py::object value = g.take_py();
+      if (prev != Py_None) value = steal(PyNumber_Add(prev, value.ptr()));
+      PyList_SetItem(grads, nr, value.release().ptr());  // steals it
+    } else {
+      leaf_done(e, std::move(g));
+    }
+  }
+
+  // _Walk.run, then _Walk.flush.
+  void run() {
     static PyObject* hooks_name = PyUnicode_InternFromString("hooks");
     static PyObject* retained_name = PyUnicode_InternFromString("retained");
     static PyObject* backward_name = PyUnicode_InternFromString("backward");
@@ -398,204 +539,256 @@ class Walker {
     static PyObject* versions_name = PyUnicode_InternFromString("versions");
     static PyObject* takes_retain_name = PyUnicode_InternFromString("takes_retain");
     static PyObject* inputs_name = PyUnicode_InternFromString("inputs");
-    py::object retain = py::bool_(retain_graph);
-    while (PyList_GET_SIZE(heap_.ptr()) > 0) {
-      py::object item = heappop_(heap_);
-      py::object node = py::reinterpret_borrow<py::object>(PyTuple_GET_ITEM(item.ptr(), 1));
-      item = py::object();
-      PyObject* pending = PyDict_GetItemWithError(node_grads_.ptr(), node.ptr());  // borrowed
-      if (pending == nullptr) {
-        if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, node.ptr());
-        throw py::error_already_set();
-      }
-      py::object g = py::reinterpret_borrow<py::object>(pending);
-      if (PyDict_DelItem(node_grads_.ptr(), node.ptr()) < 0) throw py::error_already_set();
+    static PyTypeObject* chain_type =
+        reinterpret_cast<PyTypeObject*>(py::type::of<Chain>().ptr());
+    static PyTypeObject* mse_type =
+        reinterpret_cast<PyTypeObject*>(py::type::of<MseLoss>().ptr());
+    while (!heap_.empty()) {
+      PyObject* key = heap_.top().second;
+      heap_.pop();
+      auto it = pending_.find(key);
+      py::object node = std::move(it->second.node);
+      Grad grad = std::move(it->second.grad);
+      pending_.erase(it);
       if (truthy_attr(node.ptr(), hooks_name) || truthy_attr(node.ptr(), retained_name)) {
-        g = run_hooks_(node, std::move(g));
+        grad = Grad(call(cb_.run_hooks, {node.ptr(), grad.take_py().ptr()}));
       }
       py::object backward = get_attr(node.ptr(), backward_name);
       py::object saved = get_attr(node.ptr(), saved_name);
-      if (backward.is_none() || saved.is_none() || !PyTuple_Check(saved.ptr()) ||
-          first_changed(py::reinterpret_borrow<py::tuple>(saved),
-                        get_attr(node.ptr(), versions_name)) >= 0) {
-        check_saved_(node);  // raises
+      if (backward.is_none() || saved.is_none() ||
+          first_changed(saved.ptr(), get_attr(node.ptr(), versions_name).ptr()) >= 0) {
+        call(cb_.check_saved, {node.ptr()});  // raises torch's error
         backward = get_attr(node.ptr(), backward_name);
       }
-      if (!retain_graph && PyTuple_GET_SIZE(saved.ptr()) > 0) {  // Node.release
+      if (!retain_graph_ && is_true(saved.ptr())) {  // Node.release
         if (PyObject_SetAttr(node.ptr(), backward_name, Py_None) < 0 ||
             PyObject_SetAttr(node.ptr(), saved_name, Py_None) < 0) {
           throw py::error_already_set();
         }
       }
       saved = py::object();
-      py::object input_grads;
-      if (THPVariable_Check(g.ptr()) && py::isinstance<Chain>(backward)) {
-        // this module's own nodes: called directly, not through Python
-        Tensor grad_tensor = THPVariable_Unpack(g.ptr());
-        g = py::object();
-        input_grads = backward.cast<Chain&>().backward(std::move(grad_tensor), retain_graph);
-      } else if (THPVariable_Check(g.ptr()) && py::isinstance<MseLoss>(backward)) {
-        input_grads = backward.cast<MseLoss&>().backward(THPVariable_Unpack(g.ptr()));
-        g = py::object();
+      // The node's gradient is handed over, not kept here (a fused chain frees it once its
+      // last layer has used it); a list this walk owns of what the backward returned.
+      std::vector<Grad> grads;
+      PyTypeObject* kind = Py_TYPE(backward.ptr());
+      if ((kind == chain_type || kind == mse_type) && grad.is_tensor()) {
+        // this module's own nodes: called directly, their gradients kept as C++ tensors
+        std::vector<Tensor> out =
+            kind == chain_type
+                ? backward.cast<Chain&>().backward_tensors(grad.take_tensor(), retain_graph_)
+                : backward.cast<MseLoss&>().backward_tensors(grad.take_tensor());
+        grads.reserve(out.size());
+        for (auto& t : out) grads.emplace_back(std::move(t));
       } else {
-        input_grads = truthy_attr(node.ptr(), takes_retain_name) ? backward(g, retain)
-                                                                 : backward(g);
+        py::object g = grad.take_py();
+        py::object result =
+            truthy_attr(node.ptr(), takes_retain_name)
+                ? call(backward.ptr(), {g.ptr(), retain_graph_ ? Py_True : Py_False})
+                : call(backward.ptr(), {g.ptr()});
         g = py::object();  // as the Python walk's `del grad`: the node's outputs are ours
+        py::object list = steal(PySequence_List(result.ptr()));
+        result = py::object();
+        Py_ssize_t n = PyList_GET_SIZE(list.ptr());
+        grads.reserve(n);
+        for (Py_ssize_t i = 0; i < n; ++i) {
+          PyObject* item = PyList_GET_ITEM(list.ptr(), i);
+          if (item == Py_None) {
+            grads.emplace_back();
+            continue;
+          }
+          Py_INCREF(Py_None);
+          PyList_SET_ITEM(list.ptr(), i, Py_None);  // the list's reference is now ours
+          grads.emplace_back(py::reinterpret_steal<py::object>(item));
+        }
       }
       backward = py::object();
-      // A list this walk owns (its gradients are taken out of it one by one, see send).
-      py::object grads = steal(PySequence_List(input_grads.ptr()));
-      input_grads = py::object();
       py::object edges = get_attr(node.ptr(), inputs_name);
-      Py_ssize_t n = std::min(PyTuple_GET_SIZE(edges.ptr()), PyList_GET_SIZE(grads.ptr()));
+      if (!PyTuple_Check(edges.ptr())) throw std::invalid_argument("shimnn: Node.inputs");
+      Py_ssize_t n = std::min(PyTuple_GET_SIZE(edges.ptr()),
+                              static_cast<Py_ssize_t>(grads.size()));
       for (Py_ssize_t i = 0; i < n; ++i) {
         PyObject* e = PyTuple_GET_ITEM(edges.ptr(), i);
         if (e == Py_None) continue;
-        PyObject* gi = PyList_GET_ITEM(grads.ptr(), i);
-        Py_INCREF(Py_None);
-        PyList_SET_ITEM(grads.ptr(), i, Py_None);  // the list's reference is now ours
-        py::object owned = py::reinterpret_steal<py::object>(gi);
-        if (gi == Py_None) {
+        if (!grads[i]) {
           // torch's undefined gradient: a leaf waits for one fewer
-          if (THPVariable_Check(e)) leaf_done(e, py::object());
+          if (Py_TYPE(e) != cb_.node && Py_TYPE(e) != cb_.output) leaf_done(e, Grad());
           continue;
         }
-        send(e, std::move(owned));
+        send(e, std::move(grads[i]));
       }
     }
-    call_walk("flush");
+    flush();
   }
 
  private:
-  template <typename... Args>
-  void call_walk(const char* method, Args&&... args) {
-    walk_.attr(method)(std::forward<Args>(args)...);
-  }
+  struct Pending {
+    py::object node;
+    Grad grad;
+  };
+  struct Leaf {
+    py::object leaf;
+    long remaining = 0;
+    Grad grad;
+    bool arrived = false;  // a gradient came (its place in the flush order is taken)
+  };
 
-  // _Walk.send with a gradient this walk owns.
-  void send(PyObject* e, py::object g) {
+  std::unordered_map<PyObject*, Pending>::iterator push(py::object node, Grad g) {
     static PyObject* seq_name = PyUnicode_InternFromString("seq");
-    if (Py_TYPE(e) == reinterpret_cast<PyTypeObject*>(node_type_)) {
-      PyObject* prev = PyDict_GetItemWithError(node_grads_.ptr(), e);  // borrowed
-      if (prev == nullptr) {
-        if (PyErr_Occurred()) throw py::error_already_set();
-        if (PyDict_SetItem(node_grads_.ptr(), e, g.ptr()) < 0) throw py::error_already_set();
-        py::object seq = steal(PyObject_GetAttr(e, seq_name));
-        py::object neg = steal(PyNumber_Negative(seq.ptr()));
-        heappush_(heap_, py::make_tuple(neg, py::handle(e)));
-      } else {
-        py::object sum = steal(PyNumber_Add(prev, g.ptr()));
-        if (PyDict_SetItem(node_grads_.ptr(), e, sum.ptr()) < 0) throw py::error_already_set();
-      }
-    } else if (THPVariable_Check(e)) {
-      leaf_done(e, std::move(g));
-    } else {  // an Output edge: the Python method
-      py::list box(1);
-      PyList_SET_ITEM(box.ptr(), 0, g.release().ptr());  // the box takes our reference
-      call_walk("send", py::reinterpret_borrow<py::object>(e), box, 0);
-    }
+    long long seq = PyLong_AsLongLong(get_attr(node.ptr(), seq_name).ptr());
+    if (seq == -1 && PyErr_Occurred()) throw py::error_already_set();
+    PyObject* key = node.ptr();
+    auto it = pending_.emplace(key, Pending{std::move(node), std::move(g)}).first;
+    heap_.emplace(seq, key);  // the newest node runs first, as torch's engine runs them
+    return it;
   }
 
-  // A gradient for a leaf (an undefined one when `g` is null): summed with the others; once the
-  // last one has arrived, accumulated.
-  void leaf_done(PyObject* leaf, py::object g) {
-    py::object key = steal(PyLong_FromVoidPtr(leaf));
-    PyObject* remaining = PyDict_GetItemWithError(leaf_deps_.ptr(), key.ptr());  // borrowed
-    if (remaining == nullptr) {
-      if (PyErr_Occurred()) throw py::error_already_set();
-      return;  // a leaf nobody asked for
-    }
-    long count = PyLong_AsLong(remaining);
-    PyObject* entry = PyDict_GetItemWithError(leaf_grads_.ptr(), key.ptr());  // borrowed
-    if (entry == nullptr && PyErr_Occurred()) throw py::error_already_set();
+  // _Walk.send for a leaf, and _Walk.no_gradient (an undefined `g`): summed with the others;
+  // once the last one has arrived, accumulated.
+  void leaf_done(PyObject* e, Grad g) {
+    auto it = leaves_.find(e);
+    if (it == leaves_.end()) return;  // a leaf nobody asked for
+    Leaf& leaf = it->second;
     if (g) {
-      if (entry == nullptr) {
-        py::list pair(2);
-        Py_INCREF(leaf);
-        PyList_SET_ITEM(pair.ptr(), 0, leaf);
-        PyList_SET_ITEM(pair.ptr(), 1, g.release().ptr());  // the list takes our reference
-        if (PyDict_SetItem(leaf_grads_.ptr(), key.ptr(), pair.ptr()) < 0) {
-          throw py::error_already_set();
+      if (!leaf.grad) {
+        leaf.grad = std::move(g);
+        if (!leaf.arrived) {
+          leaf.arrived = true;
+          arrivals_.push_back(e);
         }
-        entry = pair.ptr();  // the dict keeps it alive
       } else {
-        py::object sum = steal(PyNumber_Add(PyList_GET_ITEM(entry, 1), g.ptr()));
-        g = py::object();
-        PyList_SetItem(entry, 1, sum.release().ptr());  // steals the new sum
+        leaf.grad = add_grads(std::move(leaf.grad), std::move(g));
       }
     }
-    if (count > 1) {
-      py::object left = steal(PyLong_FromLong(count - 1));
-      if (PyDict_SetItem(leaf_deps_.ptr(), key.ptr(), left.ptr()) < 0) {
-        throw py::error_already_set();
-      }
-      return;
-    }
-    if (PyDict_DelItem(leaf_deps_.ptr(), key.ptr()) < 0) throw py::error_already_set();
-    if (entry == nullptr) return;  // nothing arrived
-    py::object pair = py::reinterpret_borrow<py::object>(entry);
-    if (PyDict_DelItem(leaf_grads_.ptr(), key.ptr()) < 0) throw py::error_already_set();
-    py::object grad = py::reinterpret_borrow<py::object>(PyList_GET_ITEM(pair.ptr(), 1));
-    Py_INCREF(Py_None);
-    PyList_SetItem(pair.ptr(), 1, Py_None);  // now only `grad` holds it
-    pair = py::object();
-    if (accumulate_leaf(leaf, grad)) return;
-    py::list box(1);
-    PyList_SET_ITEM(box.ptr(), 0, grad.release().ptr());  // the box takes our reference
-    call_walk("leaf_ready", py::reinterpret_borrow<py::object>(leaf), box);
+    if (--leaf.remaining > 0) return;
+    py::object tensor = std::move(leaf.leaf);
+    Grad grad = std::move(leaf.grad);
+    leaves_.erase(it);
+    if (grad) leaf_ready(tensor, std::move(grad));
   }
 
-  py::object walk_;
-  PyObject* node_type_;
-  py::object heappush_, heappop_, run_hooks_, check_saved_;
-  py::object node_grads_, heap_, leaf_grads_, leaf_deps_;
+  // _Walk.leaf_ready (AccumulateGrad): the common case here, the others in Python.
+  void leaf_ready(const py::object& leaf, Grad g) {
+    if (accumulate_leaf(leaf.ptr(), g)) return;
+    py::list box(1);
+    PyList_SET_ITEM(box.ptr(), 0, g.take_py().release().ptr());  // the box holds it alone
+    call(cb_.leaf_ready, {leaf.ptr(), box.ptr()});
+  }
+
+  // _Walk.flush: leaves still waiting (a node on their path got no gradient) get what did
+  // arrive, in the order their first gradient came.
+  void flush() {
+    for (PyObject* e : arrivals_) {
+      auto it = leaves_.find(e);
+      if (it == leaves_.end() || !it->second.grad) continue;
+      py::object tensor = std::move(it->second.leaf);
+      Grad grad = std::move(it->second.grad);
+      leaves_.erase(it);
+      leaf_ready(tensor, std::move(grad));
+    }
+  }
+
+  const Callbacks& cb_;
+  bool retain_graph_;
+  std::unordered_map<PyObject*, Pending> pending_;  // node -> its gradient (a list: several)
+  std::priority_queue<std::pair<long long, PyObject*>> heap_;  // (sequence number, node)
+  std::unordered_map<PyObject*, Leaf> leaves_;
+  std::vector<PyObject*> arrivals_;
 };
 
-// _engine._start's plan for a walk without `inputs` (_engine._reachable and the count of leaf
-// edges): every node reachable from `root_edges`, once each; for each leaf edge of theirs, and
-// each root that is a leaf, one more gradient that leaf waits for in `deps` (id -> count).
-void leaf_dependencies(const py::list& root_edges, const py::handle& node_type,
-                       const py::handle& output_type, py::dict deps) {
-  static PyObject* inputs_name = PyUnicode_InternFromString("inputs");
-  static PyObject* node_name = PyUnicode_InternFromString("node");
-  auto* node_t = reinterpret_cast<PyTypeObject*>(node_type.ptr());
-  auto* output_t = reinterpret_cast<PyTypeObject*>(output_type.ptr());
-  std::vector<py::object> stack;
-  std::unordered_set<PyObject*> seen;  // the graph keeps every node alive meanwhile
-  auto visit = [&](PyObject* e) {
-    if (e == Py_None) return;
-    py::object node;
-    if (Py_TYPE(e) == node_t) {
-      node = py::reinterpret_borrow<py::object>(e);
-    } else if (Py_TYPE(e) == output_t) {
-      node = steal(PyObject_GetAttr(e, node_name));
-    } else {
-      py::object key = steal(PyLong_FromVoidPtr(e));
-      PyObject* count = PyDict_GetItemWithError(deps.ptr(), key.ptr());  // borrowed
-      if (count == nullptr && PyErr_Occurred()) throw py::error_already_set();
-      py::object next = steal(PyLong_FromLong(count ? PyLong_AsLong(count) + 1 : 1));
-      if (PyDict_SetItem(deps.ptr(), key.ptr(), next.ptr()) < 0) throw py::error_already_set();
-      return;
-    }
-    if (seen.insert(node.ptr()).second) stack.push_back(std::move(node));
-  };
-  for (py::handle e : root_edges) visit(e.ptr());
-  while (!stack.empty()) {
-    py::object node = std::move(stack.back());
-    stack.pop_back();
-    py::object inputs = steal(PyObject_GetAttr(node.ptr(), inputs_name));
-    if (!PyTuple_Check(inputs.ptr())) throw std::invalid_argument("Node.inputs");
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(inputs.ptr()); ++i) {
-      visit(PyTuple_GET_ITEM(inputs.ptr(), i));
+// Sets grad mode off and torch function dispatch for subclasses off (_graph.no_dispatch), as
+// _engine._run does around a walk; restored after.
+struct WalkGuards {
+  at::AutoGradMode no_grad{false};
+  at::impl::TorchFunctionDisabledState previous = at::impl::PythonTorchFunctionTLS::get_disabled_state();
+  WalkGuards() {
+    if (previous == at::impl::TorchFunctionDisabledState::ENABLED) {
+      at::impl::PythonTorchFunctionTLS::set_disabled_state(
+          at::impl::TorchFunctionDisabledState::SUBCLASSES_DISABLED);
     }
   }
+  ~WalkGuards() { at::impl::PythonTorchFunctionTLS::set_disabled_state(previous); }
+};
+
+// _engine._run's walk for a backward without `inputs` and without anomaly detection, roots'
+// gradients given (the list is emptied: the walk holds them alone).
+void backward(const py::list& root_edges, const py::list& root_grads, bool retain_graph,
+              const py::tuple& callbacks) {
+  Callbacks cb(callbacks);
+  WalkGuards guards;
+  Engine engine(cb, retain_graph);
+  std::vector<PyObject*> edges;
+  for (py::handle e : root_edges) edges.push_back(e.ptr());
+  engine.plan(edges);
+  Py_ssize_t n = std::min(PyList_GET_SIZE(root_edges.ptr()), PyList_GET_SIZE(root_grads.ptr()));
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* g = PyList_GET_ITEM(root_grads.ptr(), i);
+    Py_INCREF(Py_None);
+    PyList_SET_ITEM(root_grads.ptr(), i, Py_None);  // the list's reference is now ours
+    engine.send(edges[i], Grad(py::reinterpret_steal<py::object>(g)));
+  }
+  engine.run();
 }
 
-void walk(py::object walk, bool retain_graph, const py::handle& node_type,
-          const py::handle& heappush, const py::handle& heappop, const py::handle& run_hooks,
-          const py::handle& check_saved) {
-  Walker(std::move(walk), node_type, heappush, heappop, run_hooks, check_saved)
-      .run(retain_graph);
+// _engine._seed / _recycle for a 0-d CPU root: a ones from the pool, or a new one.
+py::object take_seed(const Callbacks& cb, const Tensor& root) {
+  PyObject* dtype = reinterpret_cast<PyObject*>(torch::getTHPDtype(root.scalar_type()));
+  PyObject* pool = PyDict_GetItemWithError(cb.seeds, dtype);  // borrowed
+  if (pool == nullptr && PyErr_Occurred()) throw py::error_already_set();
+  if (pool != nullptr && PyList_Check(pool) && PyList_GET_SIZE(pool) > 0) {
+    Py_ssize_t last = PyList_GET_SIZE(pool) - 1;
+    py::object seed = py::reinterpret_borrow<py::object>(PyList_GET_ITEM(pool, last));
+    if (PyList_SetSlice(pool, last, last + 1, nullptr) < 0) throw py::error_already_set();
+    return seed;
+  }
+  return steal(THPVariable_Wrap(at::ones({}, root.options())));
+}
+
+void recycle_seed(const Callbacks& cb, py::object seed, int64_t version) {
+  const Tensor& t = THPVariable_Unpack(seed.ptr());
+  // nothing references it (its object, its tensor, its memory) and nothing modified it
+  if (Py_REFCNT(seed.ptr()) != 1 || t.use_count() != 1 || t.storage().use_count() != 1 ||
+      static_cast<int64_t>(t._version()) != version) {
+    return;
+  }
+  PyObject* dtype = reinterpret_cast<PyObject*>(torch::getTHPDtype(t.scalar_type()));
+  PyObject* pool = PyDict_GetItemWithError(cb.seeds, dtype);  // borrowed
+  if (pool == nullptr) {
+    if (PyErr_Occurred()) throw py::error_already_set();
+    py::list fresh;
+    if (PyDict_SetItem(cb.seeds, dtype, fresh.ptr()) < 0) throw py::error_already_set();
+    pool = fresh.ptr();  // the dict holds it
+  }
+  if (PyList_Append(pool, seed.ptr()) < 0) throw py::error_already_set();
+}
+
+// TrackedTensor.backward() of a loss: _engine.tensor_backward -> backward -> _run for a root
+// that is a 0-d floating CPU TrackedTensor with a node of one output (not a view, no gradient
+// given, no `inputs`; the caller checks that anomaly detection is off): its seed, the walk, the
+// seed recycled. Returns false, having done nothing, outside that case.
+bool backward_root(const py::handle& root, bool retain_graph, const py::tuple& callbacks) {
+  static PyObject* node_name = PyUnicode_InternFromString("_node");
+  static PyObject* view_name = PyUnicode_InternFromString("_view_version");
+  static PyObject* outputs_name = PyUnicode_InternFromString("outputs");
+  Callbacks cb(callbacks);
+  if (Py_TYPE(root.ptr()) != cb.tracked) return false;
+  const Tensor& t = THPVariable_Unpack(root.ptr());
+  if (t.dim() != 0 || !t.is_cpu() || !at::isFloatingType(t.scalar_type())) return false;
+  py::object node = get_attr(root.ptr(), node_name);
+  if (Py_TYPE(node.ptr()) != cb.node || !get_attr(node.ptr(), outputs_name).is_none() ||
+      !get_attr(root.ptr(), view_name).is_none()) {
+    return false;
+  }
+  py::object seed = take_seed(cb, t);
+  int64_t version = THPVariable_Unpack(seed.ptr())._version();
+  {
+    WalkGuards guards;
+    Engine engine(cb, retain_graph);
+    engine.plan({node.ptr()});
+    engine.send(node.ptr(), Grad(seed));
+    engine.run();
+  }
+  recycle_seed(cb, std::move(seed), version);
+  return true;
 }
 
 // The optimizers' compiled case for one parameter: float32/float64 on CPU with a dense
@@ -777,8 +970,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   py::class_<MseLoss, std::shared_ptr<MseLoss>>(m, "MseLoss")
       .def("__call__", &MseLoss::backward, py::arg("grad"));
   m.def("chain_forward", &chain_forward);
-  m.def("walk", &walk);
-  m.def("leaf_dependencies", &leaf_dependencies);
+  m.def("backward", &backward);
+  m.def("backward_root", &backward_root);
   m.def("mse_loss_forward", &mse_loss_forward);
   m.def("sgd_step", &sgd_step);
   m.def("adam_step", &adam_step);
