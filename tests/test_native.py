@@ -231,6 +231,184 @@ def test_mse_loss_matches_python_path_and_torch(reduction: str, dtype: torch.dty
 
 
 # ---------------------------------------------------------------------------------------------
+# Module calls: a fused Sequential's and MSELoss's whole call compiled (module_call)
+# ---------------------------------------------------------------------------------------------
+
+INPUTS = ["plain", "view", "column-major", "parameter", "tracked", "no_grad"]
+
+
+def _module_call_run(nn: Any, kind: str, reduction: str, target_grad: bool,
+                     dtype: torch.dtype) -> list[Any]:
+    model = _build(nn, CHAINS["seed"], dtype)
+    g = torch.Generator().manual_seed(4)
+    data = torch.randn(12, 2, generator=g, dtype=dtype)
+    y0 = torch.randn(6, 1, generator=g, dtype=dtype)
+    x: Any = data[3:9] if kind == "view" else data[:6].clone()
+    if kind == "column-major":
+        x = x.t().contiguous().t()
+    if kind == "parameter":
+        x = x.requires_grad_(True) if nn is torch.nn else shimnn.Parameter(x)
+    if kind == "tracked":  # the output of another module needing a gradient
+        pre = nn.Linear(2, 2, dtype=dtype)
+        x = pre(x)
+    y = (y0.clone().requires_grad_(True) if nn is torch.nn else shimnn.Parameter(y0)
+         ) if target_grad else y0
+    criterion = nn.MSELoss(reduction=reduction)
+    if kind == "no_grad":
+        with torch.no_grad():
+            out = model(x)
+            loss = criterion(out, y)
+        return [out, loss]
+    out = model(x)
+    loss = criterion(out, y)
+    upstream = torch.randn(loss.shape, generator=g, dtype=dtype)
+    loss.backward(upstream)
+    grads = [p.grad for p in model.parameters()]
+    if kind == "parameter":
+        grads.append(x.grad)
+    if kind == "tracked":
+        grads += [pre.weight.grad, pre.bias.grad]
+    if target_grad:
+        grads.append(y.grad)
+    return [out.detach(), loss.detach(), *grads]
+
+
+@needs_native
+@pytest.mark.parametrize("kind", INPUTS)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("target_grad", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_module_call_matches_python_path_and_torch(kind: str, reduction: str,
+                                                   target_grad: bool, dtype: torch.dtype,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    ref = _module_call_run(torch.nn, kind, reduction, target_grad, dtype)
+    with native_enabled(False):
+        python = _module_call_run(shimnn, kind, reduction, target_grad, dtype)
+    warm = _build(shimnn, CHAINS["seed"], dtype)
+    warm(torch.randn(3, 2, dtype=dtype))  # its plan cached: later calls of a model are compiled
+    with monkeypatch.context() as patch, autograd_forbidden():
+        # taken: no forward runs in Python (the first call of each model plans in Python)
+        calls: list[str] = []
+        forward = shimnn.Sequential.forward
+        patch.setattr(shimnn.Sequential, "forward", lambda self, i: calls.append("seq") or
+                      forward(self, i))
+        patch.setattr(shimnn.MSELoss, "forward", lambda *a: pytest.fail("MSELoss.forward ran"))
+        compiled = _module_call_run(shimnn, kind, reduction, target_grad, dtype)
+    assert calls == ["seq"]  # the model's first call only
+    for i, (c, p, r) in enumerate(zip(compiled, python, ref)):
+        assert_same(c, r, f"tensor {i} vs torch")
+        assert_same(c, p, f"tensor {i} vs the Python path")
+        assert type(c) is shimnn.TrackedTensor or type(c) is not torch.Tensor or i >= 2
+
+
+@needs_native
+def test_module_call_records_what_the_python_path_records() -> None:
+    x, y = torch.randn(5, 2), torch.randn(5, 1)
+    runs = []
+    for compiled in (True, False):
+        with native_enabled(compiled):
+            model, criterion = _build(shimnn, CHAINS["seed"], torch.float32), shimnn.MSELoss()
+            model(x)  # plans
+            out = model(x)
+            loss = criterion(out, y)
+        runs.append((out, loss))
+    (c_out, c_loss), (p_out, p_loss) = runs
+    for c, p in ((c_out, p_out), (c_loss, p_loss)):
+        assert type(c) is type(p) is shimnn.TrackedTensor
+        assert c._node.name == p._node.name and c._node.takes_retain == p._node.takes_retain
+        assert c._node.versions == p._node.versions and c.requires_grad and not c.is_leaf
+        assert c.grad_fn is None and c._base is None and c._version == p._version
+        assert [type(e) for e in c._node.inputs] == [type(e) for e in p._node.inputs]
+    assert c_loss._node.inputs[0] is c_out._node
+    assert isinstance(c_out._node.backward, native.Chain)
+    assert isinstance(c_loss._node.backward, native.MseLoss)
+
+
+@needs_native
+@pytest.mark.parametrize("case", ["forward-hook", "pre-hook", "global-hook", "compiled",
+                                  "children-changed", "subclass", "broadcast", "bad-shape",
+                                  "bad-reduction"])
+def test_module_call_leaves_to_python_what_torch_does_there(case: str) -> None:
+    """Hooks, torch.compile's call, changed children, subclasses, broadcasting targets (a
+    warning) and errors take the Python path, with torch's behaviour."""
+    torch.manual_seed(0)
+    model = _build(shimnn, CHAINS["seed"], torch.float32)
+    ref = _build(torch.nn, CHAINS["seed"], torch.float32)
+    criterion, ref_criterion = shimnn.MSELoss(), torch.nn.MSELoss()
+    x, y = torch.randn(4, 2), torch.randn(4, 1)
+    model(x)  # plans
+    seen: list[str] = []
+    handles: list[Any] = []
+    if case == "forward-hook":
+        for m in (model, ref):
+            handles.append(m.register_forward_hook(lambda m, a, o: seen.append("hook") or o * 2))
+    elif case == "pre-hook":
+        for m in (criterion, ref_criterion):
+            handles.append(m.register_forward_pre_hook(lambda m, a: seen.append("pre")))
+    elif case == "global-hook":
+        handles.append(torch.nn.modules.module.register_module_forward_hook(
+            lambda m, a, o: seen.append(type(m).__name__)))
+    elif case == "compiled":
+        model._compiled_call_impl = lambda i: seen.append("compiled") or model._call_impl(i)
+    elif case == "children-changed":
+        torch.manual_seed(5)
+        model[2] = shimnn.Linear(25, 25)
+        torch.manual_seed(5)
+        ref[2] = torch.nn.Linear(25, 25)
+    elif case == "subclass":
+        class Doubling(shimnn.Sequential):
+            def forward(self, input: Any) -> Any:
+                seen.append("subclass")
+                return super().forward(input) * 2
+
+        model = Doubling(*model)
+        model(x)
+
+        class RefDoubling(torch.nn.Sequential):
+            def forward(self, input: Any) -> Any:
+                return super().forward(input) * 2
+
+        ref = RefDoubling(*ref)
+    try:
+        if case == "broadcast":
+            with pytest.warns(UserWarning, match="target size") as shim_warnings:
+                loss = criterion(model(x), y[:1])
+            with pytest.warns(UserWarning, match="target size") as ref_warnings:
+                ref_loss = ref_criterion(ref(x), y[:1])
+            # each points at its MSELoss.forward, as torch's stack level does
+            assert shim_warnings[0].filename.endswith("shimnn/modules/loss.py")
+            assert ref_warnings[0].filename.endswith("torch/nn/modules/loss.py")
+        elif case == "bad-shape":
+            with pytest.raises(RuntimeError, match=r"Linear\(in_features=2.*shape \(4, 3\)"):
+                model(torch.randn(4, 3))
+            return
+        elif case == "bad-reduction":
+            criterion.reduction = "bogus"
+            ref_criterion.reduction = "bogus"
+            with pytest.raises(ValueError) as expected:
+                ref_criterion(ref(x), y)
+            with pytest.raises(ValueError) as got:
+                criterion(model(x), y)
+            assert str(got.value).endswith(str(expected.value))  # shimnn names the module first
+            return
+        else:
+            loss = criterion(model(x), y)
+            ref_loss = ref_criterion(ref(x), y)
+    finally:
+        for h in handles:
+            h.remove()
+    loss.backward()
+    ref_loss.backward()
+    assert_same(loss, ref_loss, case)
+    for p, r in zip(model.parameters(), ref.parameters()):
+        assert_same(p.grad, r.grad, case)
+    expected = {"forward-hook": ["hook", "hook"], "pre-hook": ["pre", "pre"],
+                "global-hook": ([type(m).__name__ for m in ref] + ["Sequential", "MSELoss"]) * 2,
+                "compiled": ["compiled"], "subclass": ["subclass", "subclass"]}
+    assert seen == expected.get(case, [])
+
+
+# ---------------------------------------------------------------------------------------------
 # The engine's helpers
 # ---------------------------------------------------------------------------------------------
 
@@ -391,8 +569,9 @@ def _sgd_run(cls: Any, dtype: torch.dtype, options: dict[str, Any]) -> list[torc
             p.grad = None if (step + i) % 4 == 3 else torch.randn(
                 p.shape, generator=g, dtype=dtype)
         opt.step()
-    bufs = [opt.state[p].get("momentum_buffer") for p in params]
-    return [p.detach() for p in params] + [b for b in bufs if b is not None]
+    bufs = [b for b in (opt.state[p].get("momentum_buffer") for p in params) if b is not None]
+    versions = torch.tensor([t._version for t in params + bufs])  # torch's in-place counts
+    return [p.detach() for p in params] + bufs + [versions]
 
 
 @needs_native
@@ -563,7 +742,8 @@ def _adam_run(optim: Any, dtype: torch.dtype, options: dict[str, Any]) -> list[t
                 p.shape, generator=g, dtype=dtype)
         opt.step()
     state = [t for p in params for t in opt.state[p].values()]
-    return [p.detach() for p in params] + state
+    versions = torch.tensor([t._version for t in params + state])  # torch's in-place counts
+    return [p.detach() for p in params] + state + [versions]
 
 
 @needs_native

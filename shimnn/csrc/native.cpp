@@ -5,6 +5,7 @@
 #include <torch/extension.h>
 #include <ATen/PythonTorchFunctionTLS.h>
 #include <torch/csrc/DynamicTypes.h>
+#include <torch/csrc/jit/frontend/tracer.h>
 
 #include <cmath>
 #include <queue>
@@ -791,6 +792,243 @@ bool backward_root(const py::handle& root, bool retain_graph, const py::tuple& c
   return true;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Module calls: torch's Module.__call__ (no hook: straight to forward) of a fused Sequential
+// and of MSELoss, with what their forward does, in one call
+// ---------------------------------------------------------------------------------------------
+
+// What the compiled module calls take from Python, as modules.module.NATIVE_CALLS passes it.
+struct CallContext {
+  PyTypeObject *tracked, *node, *sequential, *mse_loss;
+  PyObject *module_globals, *refuse_recording_modes, *refuse_transforms, *edge;
+  explicit CallContext(const py::tuple& c) {
+    if (c.size() != 8) throw std::invalid_argument("shimnn: call context");
+    tracked = reinterpret_cast<PyTypeObject*>(c[0].ptr());
+    node = reinterpret_cast<PyTypeObject*>(c[1].ptr());
+    sequential = reinterpret_cast<PyTypeObject*>(c[2].ptr());
+    mse_loss = reinterpret_cast<PyTypeObject*>(c[3].ptr());
+    module_globals = c[4].ptr();  // vars(torch.nn.modules.module): the global hooks
+    refuse_recording_modes = c[5].ptr();  // _graph.refuse_recording_modes
+    refuse_transforms = c[6].ptr();  // _graph.refuse_transforms
+    edge = c[7].ptr();  // _graph.edge
+  }
+};
+
+// Sets torch function dispatch for subclasses off (_graph.no_dispatch) while it lives.
+struct NoDispatch {
+  at::impl::TorchFunctionDisabledState previous =
+      at::impl::PythonTorchFunctionTLS::get_disabled_state();
+  NoDispatch() {
+    if (previous == at::impl::TorchFunctionDisabledState::ENABLED) {
+      at::impl::PythonTorchFunctionTLS::set_disabled_state(
+          at::impl::TorchFunctionDisabledState::SUBCLASSES_DISABLED);
+    }
+  }
+  ~NoDispatch() { at::impl::PythonTorchFunctionTLS::set_disabled_state(previous); }
+  NoDispatch(const NoDispatch&) = delete;
+  NoDispatch& operator=(const NoDispatch&) = delete;
+};
+
+// torch's Module.__call__ takes its fast path (_wrapped_call_impl, then _call_impl without
+// hooks: forward) and so does shimnn's Module._call_impl: not compiled (torch.compile), no hook
+// on the module, no global module hook, no tracing.
+bool plain_call(const CallContext& cx, PyObject* module) {
+  static PyObject* keys[] = {
+      PyUnicode_InternFromString("_forward_hooks"),
+      PyUnicode_InternFromString("_forward_pre_hooks"),
+      PyUnicode_InternFromString("_backward_hooks"),
+      PyUnicode_InternFromString("_backward_pre_hooks")};
+  static PyObject* global_keys[] = {
+      PyUnicode_InternFromString("_global_forward_hooks"),
+      PyUnicode_InternFromString("_global_forward_pre_hooks"),
+      PyUnicode_InternFromString("_global_backward_hooks"),
+      PyUnicode_InternFromString("_global_backward_pre_hooks")};
+  static PyObject* compiled_key = PyUnicode_InternFromString("_compiled_call_impl");
+  if (torch::jit::tracer::isTracing()) return false;
+  PyObject** dict_ptr = _PyObject_GetDictPtr(module);
+  PyObject* dict = dict_ptr ? *dict_ptr : nullptr;
+  if (dict == nullptr) return false;
+  PyObject* compiled = PyDict_GetItem(dict, compiled_key);  // borrowed
+  if (compiled != nullptr && compiled != Py_None) return false;
+  for (PyObject* key : keys) {
+    if (dict_entry_truthy(dict, key)) return false;
+  }
+  for (PyObject* key : global_keys) {
+    if (dict_entry_truthy(cx.module_globals, key)) return false;
+  }
+  return true;
+}
+
+// _graph.record / wrap's TrackedTensor for a kernel result: Tensor._make_subclass's non-view
+// alias sharing storage and version counter (its metadata changeable), as a TrackedTensor.
+py::object make_tracked(const CallContext& cx, const Tensor& result) {
+  Tensor alias = result.detach();
+  alias.unsafeGetTensorImpl()->set_allow_tensor_metadata_change(true);
+  return steal(THPVariable_Wrap(alias, cx.tracked));
+}
+
+// _graph.record: the TrackedTensor of `result` whose node is Node(name, backward, inputs,
+// saved, versions); `takes_retain` as the caller sets it.
+py::object record_node(const CallContext& cx, const Tensor& result, PyObject* name,
+                       const py::object& backward, const py::object& inputs,
+                       const py::object& saved, const py::object& versions, bool takes_retain) {
+  static PyObject* node_key = PyUnicode_InternFromString("_node");
+  static PyObject* takes_retain_key = PyUnicode_InternFromString("takes_retain");
+  py::object out = make_tracked(cx, result);
+  py::object node = call(reinterpret_cast<PyObject*>(cx.node),
+                         {name, backward.ptr(), inputs.ptr(), saved.ptr(), versions.ptr()});
+  if (takes_retain && PyObject_SetAttr(node.ptr(), takes_retain_key, Py_True) < 0) {
+    throw py::error_already_set();
+  }
+  if (PyObject_SetAttr(out.ptr(), node_key, node.ptr()) < 0) throw py::error_already_set();
+  return out;
+}
+
+// _graph.edge under no_dispatch: the common cases here (a plain tensor that needs no gradient
+// and is no view, a TrackedTensor of a one-output node that is no view), the rest in Python.
+py::object edge_of_input(const CallContext& cx, PyObject* t) {
+  static PyObject* node_key = PyUnicode_InternFromString("_node");
+  static PyObject* view_key = PyUnicode_InternFromString("_view_version");
+  static PyObject* outputs_key = PyUnicode_InternFromString("outputs");
+  if (Py_TYPE(t) == reinterpret_cast<PyTypeObject*>(THPVariableClass)) {
+    const Tensor& tensor = THPVariable_Unpack(t);
+    if (!tensor.requires_grad() && !tensor.is_view()) return py::none();
+  } else if (Py_TYPE(t) == cx.tracked) {
+    py::object node = get_attr(t, node_key);
+    if (Py_TYPE(node.ptr()) == cx.node && get_attr(t, view_key).is_none() &&
+        get_attr(node.ptr(), outputs_key).is_none()) {
+      return node;
+    }
+  }
+  NoDispatch no_dispatch;
+  return call(cx.edge, {t});
+}
+
+// Sequential.__call__(input) for a Sequential whose plan _chain._chain_plan has cached (all its
+// children matrix fast-path layers): Module.__call__ -> _call_impl -> Sequential.forward ->
+// _chain.run -> _native_chain -> record. Returns NotImplemented where that case does not hold,
+// having done nothing (the Python path then runs, and raises what is to be raised).
+py::object chain_call(const CallContext& cx, const py::handle& seq, const py::handle& input) {
+  static PyObject* plan_key = PyUnicode_InternFromString("_shim_chain_types");
+  static PyObject* modules_key = PyUnicode_InternFromString("_modules");
+  py::object not_here = py::reinterpret_borrow<py::object>(Py_NotImplemented);
+  if (Py_TYPE(seq.ptr()) != cx.sequential || !THPVariable_Check(input.ptr()) ||
+      !plain_call(cx, seq.ptr())) {
+    return not_here;
+  }
+  const Tensor& x = THPVariable_Unpack(input.ptr());
+  if (x.dim() != 2 || !x.is_cpu()) return not_here;
+  // _chain_plan's cache: (children, all shimnn layers, their kinds), for these same children
+  PyObject* dict = *_PyObject_GetDictPtr(seq.ptr());
+  PyObject* plan = PyDict_GetItem(dict, plan_key);  // borrowed
+  PyObject* modules = PyDict_GetItem(dict, modules_key);  // borrowed
+  if (plan == nullptr || modules == nullptr || !PyTuple_Check(plan) ||
+      PyTuple_GET_SIZE(plan) != 3 || !PyDict_Check(modules)) {
+    return not_here;
+  }
+  PyObject* layers = PyTuple_GET_ITEM(plan, 0);
+  PyObject* kinds_obj = PyTuple_GET_ITEM(plan, 2);
+  if (!PyTuple_Check(layers) || !PyTuple_Check(kinds_obj) ||
+      PyTuple_GET_SIZE(layers) != PyDict_GET_SIZE(modules)) {
+    return not_here;
+  }
+  Py_ssize_t pos = 0, i = 0;
+  PyObject *key, *value;
+  while (PyDict_Next(modules, &pos, &key, &value)) {
+    if (PyTuple_GET_ITEM(layers, i++) != value) return not_here;  // changed children
+  }
+  std::vector<int64_t> kinds;
+  for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(kinds_obj); ++k) {
+    kinds.push_back(PyLong_AsLongLong(PyTuple_GET_ITEM(kinds_obj, k)));
+  }
+  bool grad_mode = at::GradMode::is_enabled();
+  call(grad_mode ? cx.refuse_recording_modes : cx.refuse_transforms, {});  // may raise
+  py::object e_input = grad_mode ? edge_of_input(cx, input.ptr()) : py::none();
+  py::object result;
+  try {
+    result = chain_forward(py::reinterpret_borrow<py::tuple>(layers), kinds, x, e_input,
+                           grad_mode);
+  } catch (py::error_already_set&) {
+    return not_here;  // the Python path raises it, naming the layer
+  } catch (const std::exception&) {
+    return not_here;
+  }
+  if (!PyTuple_Check(result.ptr())) return not_here;  // False (unfusable) or None
+  const Tensor& out = THPVariable_Unpack(PyTuple_GET_ITEM(result.ptr(), 0));
+  py::object backward = py::reinterpret_borrow<py::object>(PyTuple_GET_ITEM(result.ptr(), 1));
+  if (backward.is_none()) return make_tracked(cx, out);
+  return record_node(cx, out, PyTuple_GET_ITEM(result.ptr(), 5), backward,
+                     py::reinterpret_borrow<py::object>(PyTuple_GET_ITEM(result.ptr(), 2)),
+                     py::reinterpret_borrow<py::object>(PyTuple_GET_ITEM(result.ptr(), 3)),
+                     py::reinterpret_borrow<py::object>(PyTuple_GET_ITEM(result.ptr(), 4)),
+                     true);
+}
+
+// MSELoss.__call__(input, target): Module.__call__ -> _call_impl -> MSELoss.forward ->
+// ops.loss.mse_loss (its compiled case: same shapes, one floating dtype, CPU) -> record, or under
+// no_grad (or with nothing needing a gradient) the plain loss wrapped. Returns NotImplemented
+// where that case does not hold, having done nothing.
+py::object mse_call(const CallContext& cx, const py::handle& module, const py::handle& input,
+                    const py::handle& target) {
+  static PyObject* reduction_key = PyUnicode_InternFromString("reduction");
+  static PyObject* name = PyUnicode_InternFromString("MseLossBackward0");
+  py::object not_here = py::reinterpret_borrow<py::object>(Py_NotImplemented);
+  if (Py_TYPE(module.ptr()) != cx.mse_loss || !THPVariable_Check(input.ptr()) ||
+      !THPVariable_Check(target.ptr()) || !plain_call(cx, module.ptr())) {
+    return not_here;
+  }
+  PyObject* dict = *_PyObject_GetDictPtr(module.ptr());
+  PyObject* reduction_obj = PyDict_GetItem(dict, reduction_key);  // borrowed
+  if (reduction_obj == nullptr || !PyUnicode_Check(reduction_obj)) return not_here;
+  int64_t reduction;
+  if (PyUnicode_CompareWithASCIIString(reduction_obj, "mean") == 0) {
+    reduction = 1;
+  } else if (PyUnicode_CompareWithASCIIString(reduction_obj, "sum") == 0) {
+    reduction = 2;
+  } else if (PyUnicode_CompareWithASCIIString(reduction_obj, "none") == 0) {
+    reduction = 0;
+  } else {
+    return not_here;  // the Python path raises torch's error
+  }
+  const Tensor& x = THPVariable_Unpack(input.ptr());
+  const Tensor& y = THPVariable_Unpack(target.ptr());
+  if (!x.sizes().equals(y.sizes()) || x.scalar_type() != y.scalar_type() ||
+      !at::isFloatingType(x.scalar_type()) || !x.is_cpu() || !y.is_cpu()) {
+    return not_here;  // a warning to give, a cast, another device: the Python path
+  }
+  py::object e_input = py::none(), e_target = py::none();
+  bool grad_mode = at::GradMode::is_enabled();
+  if (grad_mode) {
+    e_input = edge_of_input(cx, input.ptr());
+    e_target = edge_of_input(cx, target.ptr());
+  }
+  if (e_input.is_none() && e_target.is_none()) {
+    call(cx.refuse_transforms, {});  // wrap()
+    return make_tracked(cx, at::mse_loss(x, y, reduction));
+  }
+  call(cx.refuse_recording_modes, {});  // record()
+  py::object result = mse_loss_forward(x, y, reduction, !e_input.is_none(), !e_target.is_none());
+  if (result.is_none()) return not_here;
+  py::tuple inputs = py::make_tuple(e_input, e_target);
+  return record_node(cx, THPVariable_Unpack(PyTuple_GET_ITEM(result.ptr(), 0)), name,
+                     py::reinterpret_borrow<py::object>(PyTuple_GET_ITEM(result.ptr(), 1)),
+                     inputs,
+                     py::reinterpret_borrow<py::object>(PyTuple_GET_ITEM(result.ptr(), 2)),
+                     py::reinterpret_borrow<py::object>(PyTuple_GET_ITEM(result.ptr(), 3)),
+                     false);
+}
+
+// modules.module.Module.__call__ of a module whose class has a compiled call (exact types:
+// a subclass may override forward): NotImplemented where the Python path must run.
+py::object module_call(const py::handle& module, const py::tuple& args,
+                       const py::tuple& context) {
+  CallContext cx(context);
+  PyTypeObject* type = Py_TYPE(module.ptr());
+  if (type == cx.sequential && args.size() == 1) return chain_call(cx, module, args[0]);
+  if (type == cx.mse_loss && args.size() == 2) return mse_call(cx, module, args[0], args[1]);
+  return py::reinterpret_borrow<py::object>(Py_NotImplemented);
+}
+
 // The optimizers' compiled case for one parameter: float32/float64 on CPU with a dense
 // gradient of its dtype.
 bool float_cpu_dense(const Tensor& p, const Tensor& g) {
@@ -972,6 +1210,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("chain_forward", &chain_forward);
   m.def("backward", &backward);
   m.def("backward_root", &backward_root);
+  m.def("module_call", &module_call);
   m.def("mse_loss_forward", &mse_loss_forward);
   m.def("sgd_step", &sgd_step);
   m.def("adam_step", &adam_step);
