@@ -1034,8 +1034,14 @@ py::object module_call(const py::handle& module, const py::tuple& args,
 bool float_cpu_dense(const Tensor& p, const Tensor& g) {
   auto dtype = p.scalar_type();
   return p.is_cpu() && g.is_cpu() && g.layout() == at::kStrided &&
-         (dtype == at::kFloat || dtype == at::kDouble) && g.scalar_type() == dtype;
+         (dtype == at::kFloat || dtype == at::kDouble) && g.scalar_type() == dtype &&
+         !p.is_inference() && !g.is_inference();
 }
+
+// The optimizers' kernels run below the autograd dispatch keys (whose work grad mode off makes
+// a no-op), so an in-place kernel's version bump, which torch's in-place dispatch makes once per
+// call and tensor, is made here: bumped(t) after each in-place call on t.
+void bumped(const Tensor& t) { t.unsafeGetTensorImpl()->bump_version(); }
 
 // optim.sgd.SGD._step_group + optim.sgd.sgd for a group on CPU with torch's default
 // single-tensor path (foreach None/False), dense float32/float64 gradients: the same kernels
@@ -1084,6 +1090,7 @@ bool sgd_step(const py::list& group_params, const py::object& state, double lr, 
   }
   {
     at::AutoGradMode no_grad(false);
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
     std::vector<Tensor> g = grads;
     if (maximize) g = at::_foreach_neg(g);
     if (weight_decay != 0) g = at::_foreach_add(g, params, weight_decay);
@@ -1101,18 +1108,25 @@ bool sgd_step(const py::list& group_params, const py::object& state, double lr, 
         }
         at::_foreach_mul_(bufs, scalar);
         at::_foreach_add_(bufs, g, 1 - dampening);
+        for (const auto& b : bufs) {
+          bumped(b);
+          bumped(b);
+        }
       } else {
         for (size_t i = 0; i < bufs.size(); ++i) {
           if (!bufs[i].defined()) {
             bufs[i] = g[i].detach().clone();
           } else {
             bufs[i].mul_(momentum).add_(g[i], 1 - dampening);
+            bumped(bufs[i]);
+            bumped(bufs[i]);
           }
         }
       }
       g = nesterov ? at::_foreach_add(g, bufs, momentum) : bufs;
     }
     at::_foreach_add_(params, g, -lr);
+    for (const auto& p : params) bumped(p);
   }
   for (size_t i = 0; i < states.size(); ++i) {
     if (PyDict_SetItem(states[i].ptr(), buffer_key.ptr(), py::cast(bufs[i]).ptr()) < 0) {
@@ -1155,35 +1169,59 @@ bool adam_step(const py::list& group_params, const py::object& state, double lr,
       if (t == nullptr || !THPVariable_Check(t)) return false;
       *field = THPVariable_Unpack(t);
     }
-    if (!e.step.is_cpu() || e.step.numel() != 1) return false;
+    auto step_type = e.step.scalar_type();
+    if (!e.step.is_cpu() || e.step.numel() != 1 || e.step.is_inference() ||
+        (step_type != at::kFloat && step_type != at::kDouble)) {
+      return false;
+    }
+    for (const Tensor* t : {&e.exp_avg, &e.exp_avg_sq, &e.max_exp_avg_sq}) {
+      if (t->defined() && t->is_inference()) return false;
+    }
     entries.push_back(std::move(e));
   }
   at::AutoGradMode no_grad(false);
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
   for (auto& e : entries) {
     Tensor grad = maximize ? at::neg(e.grad) : e.grad;
-    e.step.add_(1);
+    // step_t += 1 on the 0-d float step: the add kernel computes a + alpha * b with alpha and b
+    // one, a single rounding of a + 1, which is what this is; .item() reads the value back.
+    double step;
+    if (e.step.scalar_type() == at::kFloat) {
+      float* value = e.step.data_ptr<float>();
+      *value = *value + 1.0f;
+      step = *value;
+    } else {
+      double* value = e.step.data_ptr<double>();
+      *value = *value + 1.0;
+      step = *value;
+    }
+    bumped(e.step);
     if (weight_decay != 0) {
       if (decoupled_weight_decay) {
         e.param.mul_(1 - lr * weight_decay);
+        bumped(e.param);
       } else {
         grad = grad.add(e.param, weight_decay);
       }
     }
     e.exp_avg.lerp_(grad, 1 - beta1);
+    bumped(e.exp_avg);
     e.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2);
-    double step = e.step.item<double>();
+    bumped(e.exp_avg_sq);
+    bumped(e.exp_avg_sq);
     double bias_correction1 = 1 - std::pow(beta1, step);
     double bias_correction2 = 1 - std::pow(beta2, step);
     double step_size = lr / bias_correction1;
     double bias_correction2_sqrt = std::pow(bias_correction2, 0.5);
-    Tensor denom;
     if (amsgrad) {
       at::maximum_out(e.max_exp_avg_sq, e.max_exp_avg_sq, e.exp_avg_sq);
-      denom = (e.max_exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps);
-    } else {
-      denom = (e.exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps);
+      bumped(e.max_exp_avg_sq);
     }
+    // (v.sqrt() / c).add_(eps), the division in place in sqrt's fresh result: the same kernel
+    Tensor denom = at::sqrt(amsgrad ? e.max_exp_avg_sq : e.exp_avg_sq);
+    denom.div_(bias_correction2_sqrt).add_(eps);
     e.param.addcdiv_(e.exp_avg, denom, -step_size);
+    bumped(e.param);
   }
   return true;
 }
