@@ -801,8 +801,9 @@ bool backward_root(const py::handle& root, bool retain_graph, const py::tuple& c
 struct CallContext {
   PyTypeObject *tracked, *node, *sequential, *mse_loss;
   PyObject *module_globals, *refuse_recording_modes, *refuse_transforms, *edge;
+  PyObject *forward_ad_globals, *functorch_active, *any_autocast;
   explicit CallContext(const py::tuple& c) {
-    if (c.size() != 8) throw std::invalid_argument("shimnn: call context");
+    if (c.size() != 11) throw std::invalid_argument("shimnn: call context");
     tracked = reinterpret_cast<PyTypeObject*>(c[0].ptr());
     node = reinterpret_cast<PyTypeObject*>(c[1].ptr());
     sequential = reinterpret_cast<PyTypeObject*>(c[2].ptr());
@@ -811,8 +812,22 @@ struct CallContext {
     refuse_recording_modes = c[5].ptr();  // _graph.refuse_recording_modes
     refuse_transforms = c[6].ptr();  // _graph.refuse_transforms
     edge = c[7].ptr();  // _graph.edge
+    forward_ad_globals = c[8].ptr();  // vars(torch.autograd.forward_ad): _current_level
+    functorch_active = c[9].ptr();  // torch._C._are_functorch_transforms_active
+    any_autocast = c[10].ptr();  // torch._C._is_any_autocast_enabled
   }
 };
+
+// _graph.refuse_recording_modes (`recording`) or refuse_transforms: their tests, and where one
+// of their modes is on, the Python function itself, which raises its error.
+void refuse_modes(const CallContext& cx, bool recording) {
+  static PyObject* level_key = PyUnicode_InternFromString("_current_level");
+  PyObject* level = PyDict_GetItem(cx.forward_ad_globals, level_key);  // borrowed
+  bool on = level == nullptr || !PyLong_Check(level) || PyLong_AsLong(level) >= 0 ||
+            is_true(call(cx.functorch_active, {}).ptr()) ||
+            (recording && is_true(call(cx.any_autocast, {}).ptr()));
+  if (on) call(recording ? cx.refuse_recording_modes : cx.refuse_transforms, {});
+}
 
 // Sets torch function dispatch for subclasses off (_graph.no_dispatch) while it lives.
 struct NoDispatch {
@@ -892,7 +907,12 @@ py::object edge_of_input(const CallContext& cx, PyObject* t) {
   static PyObject* outputs_key = PyUnicode_InternFromString("outputs");
   if (Py_TYPE(t) == reinterpret_cast<PyTypeObject*>(THPVariableClass)) {
     const Tensor& tensor = THPVariable_Unpack(t);
-    if (!tensor.requires_grad() && !tensor.is_view()) return py::none();
+    if (!tensor.requires_grad()) {
+      if (!tensor.is_view()) return py::none();
+      // a view joins its base's graph only if the base is a TrackedTensor (edge: view_of)
+      py::object base = steal(THPVariable_Wrap(tensor._base()));
+      if (Py_TYPE(base.ptr()) != cx.tracked) return py::none();
+    }
   } else if (Py_TYPE(t) == cx.tracked) {
     py::object node = get_attr(t, node_key);
     if (Py_TYPE(node.ptr()) == cx.node && get_attr(t, view_key).is_none() &&
@@ -942,7 +962,7 @@ py::object chain_call(const CallContext& cx, const py::handle& seq, const py::ha
     kinds.push_back(PyLong_AsLongLong(PyTuple_GET_ITEM(kinds_obj, k)));
   }
   bool grad_mode = at::GradMode::is_enabled();
-  call(grad_mode ? cx.refuse_recording_modes : cx.refuse_transforms, {});  // may raise
+  refuse_modes(cx, grad_mode);  // may raise
   py::object e_input = grad_mode ? edge_of_input(cx, input.ptr()) : py::none();
   py::object result;
   try {
@@ -1003,10 +1023,10 @@ py::object mse_call(const CallContext& cx, const py::handle& module, const py::h
     e_target = edge_of_input(cx, target.ptr());
   }
   if (e_input.is_none() && e_target.is_none()) {
-    call(cx.refuse_transforms, {});  // wrap()
+    refuse_modes(cx, false);  // wrap()
     return make_tracked(cx, at::mse_loss(x, y, reduction));
   }
-  call(cx.refuse_recording_modes, {});  // record()
+  refuse_modes(cx, true);  // record()
   py::object result = mse_loss_forward(x, y, reduction, !e_input.is_none(), !e_target.is_none());
   if (result.is_none()) return not_here;
   py::tuple inputs = py::make_tuple(e_input, e_target);
@@ -1129,6 +1149,12 @@ bool sgd_step(const py::list& group_params, const py::object& state, double lr, 
     for (const auto& p : params) bumped(p);
   }
   for (size_t i = 0; i < states.size(); ++i) {
+    // state["momentum_buffer"] = buf (a buffer updated in place is already there)
+    PyObject* held = PyDict_GetItem(states[i].ptr(), buffer_key.ptr());  // borrowed
+    if (held != nullptr && THPVariable_Check(held) &&
+        THPVariable_Unpack(held).unsafeGetTensorImpl() == bufs[i].unsafeGetTensorImpl()) {
+      continue;
+    }
     if (PyDict_SetItem(states[i].ptr(), buffer_key.ptr(), py::cast(bufs[i]).ptr()) < 0) {
       throw py::error_already_set();
     }

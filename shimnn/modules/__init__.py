@@ -48,4 +48,5 @@ from .. import _graph  # noqa: E402
 
 module.CALL_CONTEXT = (_graph.TrackedTensor, _graph.Node, container.Sequential, loss.MSELoss,
                        vars(_torch.nn.modules.module), _graph.refuse_recording_modes,
-                       _graph.refuse_transforms, _graph.edge)
+                       _graph.refuse_transforms, _graph.edge, vars(_graph._forward_ad),
+                       _graph._functorch_active, _graph._any_autocast)
