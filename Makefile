@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench clean readme
+.PHONY: demo test lint bench clean readme compat
 
 $(STAMP): requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,10 +27,16 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis  # (.venv-torch*: rm by hand)
 
 readme: $(STAMP)
 	$(BIN)/python docs/update_readme.py
+
+# The whole suite (both paths) against another torch, in .venv-torch$(TORCH) (a CUDA wheel from
+# PyPI: several GB): `make compat TORCH=2.14.1`, then `make readme` for the README's table.
+compat: $(STAMP)
+	@test -n "$(TORCH)" || { echo "usage: make compat TORCH=2.14.1 [ARGS='--paths python']"; exit 2; }
+	$(BIN)/python docs/compat.py $(TORCH) $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.ratios $(ARGS)

@@ -25,6 +25,8 @@ __all__ = [
     "ConvNet",
     "SEQUENCE_NETWORKS",
     "SequenceNetwork",
+    "TOKEN_NETWORKS",
+    "TokenNetwork",
     "FRAMEWORKS",
     "NETWORKS",
     "OPTIMIZERS",
@@ -38,6 +40,7 @@ __all__ = [
     "build_cnn",
     "cnn_workload",
     "sequence_workload",
+    "token_workload",
     "sklearn_epoch",
     "workload",
 ]
@@ -388,3 +391,90 @@ def sequence_workload(framework: str, network: SequenceNetwork, optimizer: str =
                 torch.randn(network.batch, network.steps, 1, generator=g))
                for _ in range(BATCHES)]
     return Workload(model, opt, nn.MSELoss(), *batches[0], batches)
+
+
+# ---------------------------------------------------------------------------------------------
+# token models: an Embedding + GRU language model, a Transformer encoder
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenNetwork:
+    """A model over token ids: ``Embedding(vocab, embed)``, then ``kind`` (``GRU``: one
+    batch-first GRU of ``hidden`` units; ``TransformerEncoder``: ``layers`` batch-first encoder
+    layers of width ``embed`` with ``heads`` heads, feed-forward ``hidden``, torch's default
+    dropout 0.1), a Linear read-out to the vocabulary, cross-entropy against random next
+    tokens, ``batch`` sequences of ``steps`` tokens."""
+
+    kind: str
+    vocab: int
+    embed: int
+    hidden: int
+    steps: int
+    batch: int
+    layers: int = 1
+    heads: int = 4
+
+    @property
+    def name(self) -> str:
+        if self.kind == "GRU":
+            body = f"Embedding {self.vocab}x{self.embed} + GRU {self.hidden} LM"
+        else:
+            body = (f"TransformerEncoder {self.layers}x(d{self.embed} h{self.heads} "
+                    f"ff{self.hidden})")
+        return f"{body} seq{self.steps} b{self.batch}"
+
+    @property
+    def slug(self) -> str:
+        return self.name.replace(" ", "-")
+
+
+TOKEN_NETWORKS: tuple[TokenNetwork, ...] = (
+    TokenNetwork("GRU", 64, 32, 64, 20, 16),
+    TokenNetwork("TransformerEncoder", 64, 64, 128, 20, 16, layers=2),
+)
+"""The issue's rows: an Embedding + GRU language model and a 2-layer Transformer encoder with
+d_model 64 (training mode: dropout on, so torch's SDPA takes its math path)."""
+
+
+def build_token_model(nn: ModuleType, network: TokenNetwork, seed: int = 0) -> Any:
+    """``network`` under ``nn`` (``torch.nn`` or ``shimnn``) from ``torch.manual_seed(seed)``."""
+    torch.manual_seed(seed)
+
+    class TokenModel(nn.Module):  # type: ignore[name-defined,misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.embedding = nn.Embedding(network.vocab, network.embed)
+            if network.kind == "GRU":
+                self.body = nn.GRU(network.embed, network.hidden, batch_first=True)
+                width = network.hidden
+            else:
+                layer = nn.TransformerEncoderLayer(network.embed, network.heads, network.hidden,
+                                                   batch_first=True)
+                self.body = nn.TransformerEncoder(layer, network.layers,
+                                                  enable_nested_tensor=False)
+                width = network.embed
+            self.head = nn.Linear(width, network.vocab)
+
+        def forward(self, x: Tensor) -> Tensor:
+            h = self.body(self.embedding(x))
+            if isinstance(h, tuple):
+                h = h[0]
+            return self.head(h).flatten(0, 1)  # type: ignore[no-any-return]
+
+    return TokenModel()
+
+
+def token_workload(framework: str, network: TokenNetwork, optimizer: str = "sgd",
+                   seed: int = 0) -> Workload:
+    """``network`` under ``framework``, cycling through ``BATCHES`` batches of random tokens
+    (a generator seeded with ``seed``) and random next tokens (flattened, for the loss)."""
+    nn, optim = FRAMEWORKS[framework]
+    model = build_token_model(nn, network, seed)
+    opt = make_optimizer(optim, optimizer, model.parameters())
+    g = torch.Generator().manual_seed(seed)
+    shape = (network.batch, network.steps)
+    batches = [(torch.randint(0, network.vocab, shape, generator=g),
+                torch.randint(0, network.vocab, shape, generator=g).flatten())
+               for _ in range(BATCHES)]
+    return Workload(model, opt, nn.CrossEntropyLoss(), *batches[0], batches)

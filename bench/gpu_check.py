@@ -16,6 +16,7 @@ import torch
 import shimnn
 import shimnn.optim
 from shimnn.disc import disc_data, train
+from shimnn.testing import bitwise_identical
 
 OPTIONS = {"sgd": {}, "momentum": {"momentum": 0.9}, "nesterov": {"momentum": 0.9,
                                                                    "nesterov": True}}
@@ -41,11 +42,11 @@ def parity(device: str, lines: list[str]) -> bool:
                     shim = train(shimnn, shimnn.optim, data, **kwargs)
                 finally:
                     torch.set_default_device("cpu")
-                same = ref.losses == shim.losses and all(
-                    torch.equal(a, b) for a, b in zip(ref.model.parameters(),
-                                                      shim.model.parameters()))
-                grads = all(torch.equal(a.grad, b.grad) for a, b in zip(
-                    ref.model.parameters(), shim.model.parameters()))
+                same = bitwise_identical(
+                    [ref.losses, list(ref.model.parameters())],
+                    [shim.losses, list(shim.model.parameters())])
+                grads = bitwise_identical([p.grad for p in ref.model.parameters()],
+                                          [p.grad for p in shim.model.parameters()])
                 ok &= same and grads
                 lines.append(f"parity {device} {dtype} {optimizer} {name}: losses and params "
                              f"{'identical' if same else 'DIFFERENT'}, grads "
@@ -65,8 +66,8 @@ def parity(device: str, lines: list[str]) -> bool:
         up = torch.randn(out_r.shape, generator=g).to(device)
         out_r.backward(up)
         out_s.backward(up)
-        same = torch.equal(out_r, out_s) and torch.equal(xr.grad, xs.grad) and all(
-            torch.equal(a.grad, b.grad) for a, b in zip(ref.parameters(), shim.parameters()))
+        same = bitwise_identical([out_r, xr.grad, *(p.grad for p in ref.parameters())],
+                                 [out_s, xs.grad, *(p.grad for p in shim.parameters())])
         ok &= same
         verdict = "identical" if same else "DIFFERENT"
         lines.append(f"parity {device} {type(shim).__name__}: {verdict}")

@@ -1,11 +1,12 @@
 """Speed of shimnn against torch (and scikit-learn) as interleaved ratios, in one process.
 
-    .venv/bin/python -m bench.ratios [--quick] [--networks {all,mlp,cnn,rnn}] [--json PATH]
+    .venv/bin/python -m bench.ratios [--quick] [--networks {all,mlp,cnn,rnn,lm}] [--json PATH]
 
 For every configuration of ``bench._workloads`` (4 multi-layer perceptrons: training step with
 plain SGD, with momentum 0.9 and with Adam, forward in grad mode and under ``torch.no_grad()``;
-3 convolutional networks: training step with SGD momentum; an LSTM: SGD and Adam steps,
-forward) torch and shimnn run in
+3 convolutional networks: training step with SGD momentum; an LSTM, an Embedding + GRU
+language model and a 2-layer Transformer encoder: SGD and Adam steps, forward) torch and shimnn
+run in
 alternating short blocks (``bench._timing.interleaved``); the table gives each one's median time
 per call and the median and interquartile range of the per-block ratios torch/shimnn (above 1:
 shimnn is faster). Then one epoch of the seed task (1000 disc points, 20 mini-batches of 50)
@@ -39,10 +40,12 @@ from bench._workloads import (
     NETWORKS,
     OPTIMIZERS,
     SEQUENCE_NETWORKS,
+    TOKEN_NETWORKS,
     cnn_workload,
     epoch_workload,
     sequence_workload,
     sklearn_epoch,
+    token_workload,
     workload,
 )
 
@@ -127,6 +130,23 @@ def measure_sequences(settings: Settings) -> list[Result]:
     return results
 
 
+def measure_token_models(settings: Settings) -> list[Result]:
+    """The token models (GRU language model, Transformer encoder): SGD and Adam steps,
+    forward in grad mode and under no_grad."""
+    results = []
+    for net in TOKEN_NETWORKS:
+        for optimizer in ("sgd", "adam"):
+            ws = {fw: token_workload(fw, net, optimizer) for fw in FRAMEWORKS}
+            results.append(_measure(net.name, f"step {optimizer}",
+                                    {fw: w.step for fw, w in ws.items()}, settings))
+        ws = {fw: token_workload(fw, net) for fw in FRAMEWORKS}
+        results.append(_measure(net.name, "forward",
+                                {fw: w.forward for fw, w in ws.items()}, settings))
+        results.append(_measure(net.name, "forward no_grad",
+                                {fw: w.forward_no_grad for fw, w in ws.items()}, settings))
+    return results
+
+
 def measure_epochs(settings: Settings) -> list[Result]:
     """One epoch of the seed task under scikit-learn, torch and shimnn, per optimizer."""
     results = []
@@ -190,9 +210,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                              f"{FULL.blocks} of {FULL.block_s * 1e3:.0f} ms")
     parser.add_argument("--json", metavar="PATH", help="also save the results (with every "
                         "per-block time) as JSON")
-    parser.add_argument("--networks", choices=["all", "mlp", "cnn", "rnn"], default="all",
+    parser.add_argument("--networks", choices=["all", "mlp", "cnn", "rnn", "lm"],
+                        default="all",
                         help="the multi-layer perceptrons (and the epoch comparison), the "
-                        "convolutional networks, the sequence models (LSTM), or all (default)")
+                        "convolutional networks, the sequence models (LSTM), the token models "
+                        "(Embedding + GRU language model, Transformer encoder), or all "
+                        "(default)")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="wall: elapsed time (default); cpu: this thread's CPU time, which "
                         "an overloaded machine's other processes do not inflate")
@@ -208,8 +231,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("measuring (progress on stderr)...", file=sys.stderr)
     mlp, cnn = args.networks in ("all", "mlp"), args.networks in ("all", "cnn")
     rnn = args.networks in ("all", "rnn")
+    lm = args.networks in ("all", "lm")
     steps = ((measure_steps(settings) if mlp else []) + (measure_cnn_steps(settings) if cnn else [])
-             + (measure_sequences(settings) if rnn else []))
+             + (measure_sequences(settings) if rnn else [])
+             + (measure_token_models(settings) if lm else []))
     epochs = measure_epochs(settings) if mlp else []
 
     print(environment_line(env))

@@ -25,6 +25,7 @@ import torch
 from bench._timing import environment, environment_line, ratio_spread, spread
 from bench._workloads import FRAMEWORKS
 from shimnn.disc import Run, disc_data, train
+from shimnn.testing import bitwise_identical
 
 MILESTONES = (10, 50, 200)
 REPORT_ACCURACY = {"framework": (85.3, 95.6, 96.9), "PyTorch": (73.1, 96.4, 97.8)}
@@ -33,18 +34,12 @@ REPORT_EPOCH_S = {"framework": 0.159, "PyTorch": 0.077}
 """The seed report's seconds per epoch."""
 
 
-def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Bit-identical (``-0.0`` differs from ``0.0``, NaNs with the same payload are equal)."""
-    return a.shape == b.shape and a.dtype == b.dtype and torch.equal(
-        a.detach().contiguous().view(torch.uint8), b.detach().contiguous().view(torch.uint8))
-
-
 def identical(a: Run, b: Run) -> bool:
-    """Same per-step losses, per-epoch errors and final parameters, bit for bit."""
-    pa, pb = a.model.state_dict(), b.model.state_dict()
-    return (a.losses == b.losses and a.train_error == b.train_error
-            and a.test_error == b.test_error and list(pa) == list(pb)
-            and all(_same_bits(pa[k], pb[k]) for k in pa))
+    """Same per-step losses, per-epoch errors and final parameters, bit for bit (identical
+    NaNs are identical; ``-0.0`` is not ``0.0``)."""
+    return bitwise_identical(
+        [a.losses, a.train_error, a.test_error, dict(a.model.state_dict())],
+        [b.losses, b.train_error, b.test_error, dict(b.model.state_dict())])
 
 
 @dataclass

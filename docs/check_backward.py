@@ -1,7 +1,7 @@
 """Check your own backward: a hand-written matrix product with a deliberate transpose bug.
 
-This file is shown in the README and run by the test suite, which checks that it prints the
-report the README shows.
+This file is shown in docs/custom_backward.md and run by the test suite, which checks that it
+prints the report shown there.
 """
 
 import torch

@@ -1,6 +1,6 @@
 """Your own layer with a hand-written backward: the function and its derivative.
 
-This file is shown in the README and run by the test suite.
+This file is shown in docs/custom_backward.md and run by the test suite.
 """
 
 import torch

@@ -239,8 +239,8 @@ def _run_mlp(layers: tuple[Any, ...], input: Tensor, e_input: Edge) -> Tensor:
                     records.append((LINEAR, rows, weight, upstream, need_weight,
                                     e_bias is not None, upstream and _is_column_major(rows),
                                     need_weight and _weight_is_row_major(weight)))
-                    param_edges.append(e_bias)
                     param_edges.append(e_weight)
+                    param_edges.append(e_bias)
                     if need_weight:
                         saved.append(rows)
                         versions.append(rows._version)
@@ -274,7 +274,9 @@ def _run_mlp(layers: tuple[Any, ...], input: Tensor, e_input: Edge) -> Tensor:
         _check_real("Sequential", h)
     out = Tensor._make_subclass(TrackedTensor, h)
     param_edges.append(e_input)
-    param_edges.reverse()  # input first, then the newest layer's weight and bias first
+    # Input first, then the newest layer first, its bias before its weight: the order torch's
+    # engine hands the parameters their gradients in (ops.linear.linear).
+    param_edges.reverse()
 
     def backward(grad: Tensor, retain_graph: bool) -> list[Tensor | None]:
         grads: list[Tensor | None] = []
@@ -287,8 +289,8 @@ def _run_mlp(layers: tuple[Any, ...], input: Tensor, e_input: Edge) -> Tensor:
             kind = r[0]
             if kind == LINEAR:
                 g, grad_weight, grad_bias = linear_rows_backward(g, *r[1:])  # type: ignore[arg-type]
-                grads.append(grad_weight)
                 grads.append(grad_bias)
+                grads.append(grad_weight)
             elif kind == RELU:
                 g = _threshold_backward(g, r[1], 0)
             else:

@@ -38,7 +38,6 @@ from ._graph import (
     is_grad_enabled,
     no_dispatch,
     record,
-    run_kernel,
     set_grad_enabled,
     set_node,
     sum_to,
@@ -95,21 +94,25 @@ _METADATA_ONLY = {"requires_grad_", "detach_", "retain_grad", "share_memory_", "
 
 
 @functools.cache
-def _aten_writes_self(name: str) -> bool:
-    """Whether an ATen op of this name has an overload that writes its first argument."""
+def _aten_schemas(name: str) -> tuple[Any, ...]:
+    """The schemas of every overload of the ATen op of this name (none if there is no op)."""
     packet = getattr(torch.ops.aten, name, None)
     if packet is None:
-        return False
+        return ()
     try:
         overloads = packet.overloads()
     except Exception:  # noqa: BLE001 - not an operator packet
-        return False
-    for overload in overloads:
-        arguments = getattr(packet, overload)._schema.arguments
-        if arguments and not arguments[0].kwarg_only:
-            alias = arguments[0].alias_info
-            if alias is not None and alias.is_write:
-                return True
+        return ()
+    return tuple(getattr(packet, overload)._schema for overload in overloads)
+
+
+def _aten_writes_self(name: str) -> bool:
+    """Whether an ATen op of this name has an overload that writes its first argument."""
+    for schema in _aten_schemas(name):
+        first = schema.arguments[0] if schema.arguments else None
+        if first is not None and not first.kwarg_only and first.alias_info is not None \
+                and first.alias_info.is_write:
+            return True
     return False
 
 
@@ -219,16 +222,43 @@ def fallback(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
                     type(t) is TrackedTensor for t in tensors):
                 return result  # a property, or an op on parameters/plain tensors (torch's way)
             return _stay_tracked(result, tensors)
-        result = run_kernel(lambda: func(*args, **kwargs))
+        result = _below_autograd(func, args, kwargs, tensors, edges)
         if any(result is t for t in tensors):
             return result  # returned an input unchanged (x.float() on float x, .contiguous())
         return _poison(result, name, edges)
 
 
+def _below_autograd(func: Any, args: Any, kwargs: Any, tensors: list[Tensor],
+                    edges: Any) -> Any:
+    """The kernel sees what torch's does: grad mode on and inputs that require grad (aliases
+    of the tracked ones), dispatched below autograd, so that torch records nothing."""
+    alias: dict[int, Tensor] = {}
+    for t, e in zip(tensors, edges):
+        if e is not None and type(t) is TrackedTensor:
+            a = t.detach()
+            _set_requires_grad(a, True)
+            alias[id(t)] = a
+    back = {id(a): t for t, a in ((t, alias[id(t)]) for t in tensors if id(t) in alias)}
+
+    def swap(x: Any, table: dict[int, Any]) -> Any:
+        if isinstance(x, Tensor):
+            return table.get(id(x), x)
+        if isinstance(x, (list, tuple)) and not isinstance(x, torch.Size):
+            return type(x)(swap(v, table) for v in x)
+        return x
+
+    a2 = tuple(swap(a, alias) for a in args)
+    k2 = {k: swap(v, alias) for k, v in kwargs.items()}
+    with torch._C._AutoDispatchBelowAutograd():
+        return swap(func(*a2, **k2), back)
+
+
 def _out_call(func: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``op(..., out=t)``: torch's error when a gradient is involved, else the plain call."""
     tensors = _tensors_in(args) + _tensors_in(kwargs.values())
-    if any(e is not None for e in _edges(func, tensors)):
+    outs = _tensors_in([kwargs["out"]])
+    differentiable_out = any(o.dtype.is_floating_point or o.dtype.is_complex for o in outs)
+    if differentiable_out and any(e is not None for e in _edges(func, tensors)):
         raise RuntimeError(
             f"{name}(): functions with out=... arguments don't support automatic "
             "differentiation, but one of the arguments requires grad.")
@@ -281,7 +311,23 @@ def _inplace(func: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     write_node = _write(func, args, kwargs)
     if write_node is not None:
         return mutate(target, lambda: func(*args, **kwargs), write_node)
+    own = HANDLED.get(func)
+    if own is not None:
+        # shimnn's own in-place op (reached here for a view): its own formula, run on a copy of
+        # the old value, which is then written into the target.
+        def own_node(old: Tensor) -> Node:
+            own(old, *args[1:], **kwargs)
+            own_node.value = old  # type: ignore[attr-defined]
+            return old._node  # type: ignore[attr-defined,no-any-return]
+
+        def own_write() -> Any:
+            target.copy_(own_node.value)  # type: ignore[attr-defined]
+            return target
+
+        return mutate(target, own_write, own_node, needs_old_value=True)
     twin = _out_of_place(func, name)
+    if twin is not None and _aten_returns_alias(name[:-1]):
+        return _inplace_view_op(func, name, args, kwargs, target, HANDLED[twin])
     if twin is None:
         # The value is torch's own in-place result; a gradient through it raises, naming it.
         def make_node(old: Tensor) -> Node:
@@ -304,15 +350,42 @@ def _inplace(func: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
         return node
 
     def write() -> Any:
-        value = twin_node.value  # type: ignore[attr-defined]
-        if value.shape != target.shape:
+        if twin_node.value.shape != target.shape:  # type: ignore[attr-defined]
             raise NotImplementedError(
                 f"shimnn: in-place {name} that changes the shape of a tensor that needs a "
                 "gradient is not supported; use the out-of-place form.")
-        target.copy_(value)  # torch's in-place kernel computes the same value out of place
-        return target
+        return func(*args, **kwargs)  # the value: torch's own in-place kernel
 
     return mutate(target, write, twin_node, needs_old_value=True)
+
+
+def _inplace_view_op(func: Any, name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                     target: Tensor, op: Callable[..., Any]) -> Any:
+    """An in-place op that changes only a tensor's shape or strides (``transpose_``,
+    ``unsqueeze_``...): torch's own kernel changes the metadata, the node is the one of
+    shimnn's view op on the old value (its backward needs only shapes)."""
+    if _view_base(target) is not None:
+        raise NotImplementedError(
+            f"shimnn: in-place {name} of a view of a tensor that needs a gradient is not "
+            f"supported; use {name[:-1]}(...), which returns a new view")
+
+    def view_node(old: Tensor) -> Node:
+        result = op(old, *args[1:], **kwargs)
+        node = result._node if type(result) is TrackedTensor else None
+        if node is None:
+            raise NotImplementedError(f"shimnn: in-place {name} is not supported here")
+        return node
+
+    return mutate(target, lambda: func(*args, **kwargs), view_node)
+
+
+def _aten_returns_alias(name: str) -> bool:
+    """Whether the ATen op of this name returns a view of its input (``transpose``...)."""
+    for schema in _aten_schemas(name):
+        ret = schema.returns[0] if schema.returns else None
+        if ret is not None and ret.alias_info is not None and not ret.alias_info.is_write:
+            return True
+    return False
 
 
 def mutate(target: Tensor, write: Callable[[], Any], make_node: Callable[[Tensor], Node],
@@ -339,7 +412,8 @@ def mutate(target: Tensor, write: Callable[[], Any], make_node: Callable[[Tensor
             f"{type(root).__name__} is not supported")
     region = target if index is None else target.__getitem__(index)
     size, stride, offset = _geometry(region, root)
-    old = _old_value(region, needs_old_value)
+    old = _old_value(_strided_copy(root, size, stride, offset) if needs_old_value else region,
+                     False)
     # The region's gradient goes back into the base's (CopySlices does that, not this edge):
     # a stand-in node, so that the write's node treats the old value as needing a gradient.
     old._node, old._output_nr = _REGION, 0  # type: ignore[attr-defined]
@@ -355,19 +429,32 @@ _REGION = Node("ViewRegion", _unsupported("a view region"), ())
 
 
 def _build(make_node: Callable[[Tensor], Node], old: Tensor) -> Node:
+    """``make_node(old)`` in grad mode (it records the write's node), the mode restored."""
+    previous = is_grad_enabled()
     set_grad_enabled(True)
     try:
         return make_node(old)
     finally:
-        set_grad_enabled(False)
+        set_grad_enabled(previous)
 
 
 def _run_write(write: Callable[[], Any]) -> Any:
+    """The write itself with grad mode off (torch records nothing), the mode restored."""
+    previous = is_grad_enabled()
     set_grad_enabled(False)
     try:
         return write()
     finally:
-        set_grad_enabled(True)
+        set_grad_enabled(previous)
+
+
+def _strided_copy(root: Tensor, size: tuple[int, ...], stride: tuple[int, ...], offset: int
+                  ) -> Tensor:
+    """A copy of a region of ``root`` with the region's own strides (a copy of the whole base,
+    viewed the same way): an element-wise kernel takes the same path on it, to the bit."""
+    copy = root.new_empty_strided(root.shape, root.stride())
+    copy.copy_(root)
+    return copy.as_strided(size, stride, offset)
 
 
 def _old_value(t: Tensor, copy: bool) -> Tensor:

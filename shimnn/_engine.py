@@ -15,7 +15,11 @@ do, over shimnn's graph of :class:`~shimnn._graph.Node`\\ s:
    gives ``AccumulateGrad`` the highest priority), through torch's ``AccumulateGrad`` rules: hooks,
    nothing if the leaf no longer requires grad, store the gradient if nothing else references it
    and it has the leaf's layout (else a copy that has), later backwards add in place, then the
-   post-accumulate hooks.
+   post-accumulate hooks, then the hooks on the leaf's ``AccumulateGrad`` itself
+   (:func:`register_accumulate_grad_hook`: what torch's DDP reducer hooks into), which also run
+   for a leaf that was reached with no defined gradient, as torch's engine runs its node.
+4. **Final callbacks.** :func:`queue_callback` during a walk adds a function that runs once the
+   walk is over (torch's ``Variable._execution_engine.queue_callback``).
 
 The seed gradient of a scalar root is created per backward, as torch's engine does: a gradient is
 never shared between two owners unless torch would share it too.
@@ -25,11 +29,15 @@ from __future__ import annotations
 
 import heapq
 import sys
-from collections.abc import Iterable, Sequence
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, cast
 
 import torch
 from torch import Tensor
+from torch.utils.hooks import RemovableHandle
 
 from . import _native
 from ._graph import (
@@ -45,8 +53,10 @@ from ._graph import (
     no_dispatch,
     set_grad_enabled,
 )
+from ._traceback import trims_traceback
 
-__all__ = ["backward", "grad", "tensor_backward"]
+__all__ = ["backward", "grad", "queue_callback", "register_accumulate_grad_hook",
+           "tensor_backward"]
 
 
 def _check_saved(node: Node) -> None:
@@ -149,9 +159,55 @@ def _cast_to_leaf(leaf: Tensor, box: list[Tensor]) -> None:
 
 
 def _leaf_ready(leaf: Tensor, box: list[Tensor]) -> None:
-    """Every gradient of ``leaf`` has arrived (in ``box``, held there alone): AccumulateGrad."""
+    """Every gradient of ``leaf`` has arrived (in ``box``, held there alone): AccumulateGrad,
+    then the hooks on it."""
     _cast_to_leaf(leaf, box)
     _accumulate_leaf(leaf, box)
+    if _ACCUMULATE_GRAD_HOOKS:
+        _run_accumulate_grad_hooks(leaf)
+
+
+# Hooks on a leaf's AccumulateGrad node (torch: ``grad_accumulator(leaf)->add_post_hook``), by
+# id(leaf): a weak reference to the leaf and its hooks. Empty unless something registered one
+# (torch's DDP, through shimnn's reducer); the compiled walk reads it too.
+_ACCUMULATE_GRAD_HOOKS: dict[int, tuple[weakref.ref[Tensor], OrderedDict[int, Any]]] = {}
+
+
+def register_accumulate_grad_hook(leaf: Tensor, hook: Callable[[Tensor], None]
+                                  ) -> RemovableHandle:
+    """Run ``hook(leaf)`` each time a backward runs the leaf's ``AccumulateGrad``: when every
+    gradient the walk plans for the leaf has arrived, even if none was defined (torch's engine
+    runs the node then too), after the gradient was accumulated and the leaf's
+    post-accumulate hooks ran. Not run by ``torch.autograd.grad`` (which accumulates nothing).
+    Returns a handle whose ``remove()`` unregisters it."""
+    key = id(leaf)
+    entry = _ACCUMULATE_GRAD_HOOKS.get(key)
+    if entry is None:
+        entry = _ACCUMULATE_GRAD_HOOKS[key] = (weakref.ref(leaf), OrderedDict())
+        weakref.finalize(leaf, _ACCUMULATE_GRAD_HOOKS.pop, key, None)
+    handle = RemovableHandle(entry[1])
+    entry[1][handle.id] = hook
+    return handle
+
+
+def _run_accumulate_grad_hooks(leaf: Tensor) -> None:
+    entry = _ACCUMULATE_GRAD_HOOKS.get(id(leaf))
+    if entry is not None:
+        for hook in tuple(entry[1].values()):
+            hook(leaf)
+
+
+_callbacks = threading.local()  # .stack: the final callbacks of each walk running here
+
+
+def queue_callback(callback: Callable[[], None]) -> None:
+    """Run ``callback()`` when the backward walk running now has finished (torch's
+    ``Variable._execution_engine.queue_callback``); callbacks run in the order queued, and one
+    may queue more. Raises outside a backward, as torch does."""
+    stack = getattr(_callbacks, "stack", None)
+    if not stack:
+        raise RuntimeError("Final callbacks can only be installed during backward pass.")
+    stack[-1].append(callback)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,6 +384,13 @@ class _Walk:
         if entry is not None:
             del entry[0]
             self.leaf_ready(leaf, entry)
+        elif self.captures is None:
+            self.accumulate_grad_hooks(leaf)  # torch runs AccumulateGrad, with no gradient
+
+    def accumulate_grad_hooks(self, leaf: Tensor) -> None:
+        """The leaf's AccumulateGrad hooks, for a leaf whose gradients all were undefined."""
+        if _ACCUMULATE_GRAD_HOOKS:
+            _run_accumulate_grad_hooks(leaf)
 
     def flush(self) -> None:
         """Leaves still waiting when the walk ends (a node on their path received no gradient,
@@ -339,6 +402,15 @@ class _Walk:
             leaf = entry[0]
             del entry[0]
             self.leaf_ready(leaf, entry)
+        if _ACCUMULATE_GRAD_HOOKS and self.captures is None:
+            # Leaves that no gradient reached: torch's engine still runs their AccumulateGrad
+            # (every node it reaches runs, with undefined gradients).
+            for key in list(self.leaf_deps):
+                hooked = _ACCUMULATE_GRAD_HOOKS.get(key)
+                leaf = hooked[0]() if hooked is not None else None
+                if leaf is not None:
+                    del self.leaf_deps[key]
+                    _run_accumulate_grad_hooks(leaf)
 
     def leaf_ready(self, leaf: Tensor, box: list[Tensor]) -> None:
         """Every gradient of ``leaf`` has arrived (in ``box``): AccumulateGrad, or a capture for
@@ -567,6 +639,11 @@ def _run(roots: Sequence[Tensor], grads: Sequence[Tensor | None], retain_graph: 
     C++ (no ``inputs``, so nothing captured)."""
     prev_grad_mode = is_grad_enabled()
     set_grad_enabled(False)
+    stack = getattr(_callbacks, "stack", None)
+    if stack is None:
+        stack = _callbacks.stack = []
+    callbacks: list[Callable[[], None]] = []
+    stack.append(callbacks)
     try:
         with no_dispatch():
             native = _native.get()
@@ -574,13 +651,19 @@ def _run(roots: Sequence[Tensor], grads: Sequence[Tensor | None], retain_graph: 
                 # _start and _Walk.run in C++ (the same plan, order and accumulation)
                 root_edges, root_grads, seeds = _roots(roots, grads)
                 native.backward(root_edges, root_grads, retain_graph, NATIVE_ENGINE)
-                _recycle(seeds)
-                return None
-            walk = _start(roots, grads, retain_graph, targets, accumulate)
-            walk.run()
-            _recycle(walk.seeds)
+                walk = None
+            else:
+                walk = _start(roots, grads, retain_graph, targets, accumulate)
+                walk.run()
+                seeds = walk.seeds
+            i = 0
+            while i < len(callbacks):  # a callback may queue another
+                callbacks[i]()
+                i += 1
+            _recycle(seeds)
             return walk
     finally:
+        stack.pop()
         set_grad_enabled(prev_grad_mode)
 
 
@@ -617,11 +700,23 @@ def grad(
                 if materialize_grads:
                     g = torch.zeros_like(t)
                 elif not allow_unused:
-                    raise RuntimeError(
-                        f"The differentiated Tensor at index {i} appears to not have been used "
-                        "in the graph. Set allow_unused=True if this is the desired behavior.")
+                    raise RuntimeError(_unused_message(i))
             result.append(g)
     return tuple(result)
+
+
+# torch's engine words this error in C++, which shimnn cannot call without running it; the text
+# changed in torch 2.13 (the index of the input was added).
+_NAMES_UNUSED_INDEX = torch.torch_version.TorchVersion(torch.__version__) >= (2, 13)  # type: ignore[operator]
+
+
+def _unused_message(i: int) -> str:
+    """torch.autograd.grad's error for input ``i`` that the outputs do not depend on, in the
+    installed torch's words."""
+    which = (f"The differentiated Tensor at index {i}" if _NAMES_UNUSED_INDEX
+             else "One of the differentiated Tensors")
+    return (f"{which} appears to not have been used in the graph. Set allow_unused=True if "
+            "this is the desired behavior.")
 
 
 def _as_tuple(value: Any) -> tuple[Any, ...]:
@@ -640,6 +735,7 @@ def _no_higher_order(create_graph: bool, is_grads_batched: bool = False) -> None
 
 
 @implements(torch.autograd.grad)
+@trims_traceback
 def autograd_grad(
     outputs: Any, inputs: Any, grad_outputs: Any = None, retain_graph: bool | None = None,
     create_graph: bool = False, only_inputs: bool = True, allow_unused: bool | None = None,
@@ -665,6 +761,7 @@ def autograd_grad(
 
 
 @implements(torch.autograd.backward)
+@trims_traceback
 def autograd_backward(
     tensors: Any, grad_tensors: Any = None, retain_graph: bool | None = None,
     create_graph: bool = False, grad_variables: Any = None, inputs: Any = None,
@@ -683,6 +780,7 @@ def autograd_backward(
              None if inputs is None else _as_tuple(inputs))
 
 
+@trims_traceback
 def tensor_backward(
     self: Tensor,
     gradient: Tensor | None = None,
@@ -709,6 +807,6 @@ def tensor_backward(
 
 
 NATIVE_ENGINE = (Node, Output, TrackedTensor, _run_tensor_hooks, _check_saved, _leaf_ready,
-                 _SEEDS)
+                 _SEEDS, _ACCUMULATE_GRAD_HOOKS, _run_accumulate_grad_hooks, _callbacks)
 """What the compiled walk (``backward`` and ``backward_root`` in ``shimnn/csrc/native.cpp``)
 takes from Python: the graph's types and the functions for what it does not do itself."""

@@ -22,6 +22,8 @@ from typing import Any, Union
 import torch
 from torch import Tensor
 
+from ._traceback import trims_traceback
+
 __all__ = ["Node", "Output", "Recorded", "TrackedTensor", "apply", "edge", "record",
            "record_outputs", "set_node", "wrap"]
 
@@ -194,7 +196,7 @@ def edge(t: Tensor | None) -> Edge:
     if _requires_grad(t):
         grad_fn = _grad_fn(t)
         if grad_fn is not None:
-            return _torch_recorded(grad_fn.name())
+            return _torch_recorded(grad_fn)
         return t
     if base is not None and type(base) is TrackedTensor and base._node is not None:
         # A view taken before its base joined the graph (a value that needs a gradient was
@@ -204,19 +206,86 @@ def edge(t: Tensor | None) -> Edge:
     return None
 
 
-def _torch_recorded(name: str) -> Node:
+def _torch_recorded(grad_fn: Any) -> Node:
     """The edge of a tensor torch's autograd recorded (a torch module with parameters of its
     own, or an op between plain tensors that require grad): shimnn's graph cannot reach torch's,
-    so a gradient through it raises, naming torch's node, instead of being silently lost."""
+    so a gradient through it raises, naming what the user wrote, instead of being lost."""
 
     def backward(grad: Tensor) -> Sequence[Tensor | None]:
-        raise NotImplementedError(
-            f"shimnn: a gradient must flow into a tensor computed by torch's autograd ({name}): "
-            "a torch operation or module shimnn does not implement, applied to tensors that "
-            "require grad. shimnn's backward cannot enter torch's graph. Use shimnn's version "
-            "of it, or make its leaves shimnn Parameters so shimnn records their operations.")
+        raise NotImplementedError(_torch_recorded_message(grad_fn))
 
-    return Node(name, backward, ())
+    return Node(grad_fn.name(), backward, ())
+
+
+def _torch_leaves(grad_fn: Any, limit: int = 200) -> list[Tensor]:
+    """The leaf tensors (parameters) torch's graph from ``grad_fn`` accumulates into."""
+    leaves: list[Tensor] = []
+    seen: set[int] = set()
+    stack = [grad_fn]
+    while stack and len(seen) < limit:
+        fn = stack.pop()
+        if fn is None or id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        variable = getattr(fn, "variable", None)
+        if isinstance(variable, Tensor):
+            leaves.append(variable)
+        stack.extend(next_fn for next_fn, _ in getattr(fn, "next_functions", ()))
+    return leaves
+
+
+def _owning_module(param: Tensor) -> torch.nn.Module | None:
+    """The module whose ``_parameters`` hold ``param`` (found through the garbage collector's
+    referrers: only on this error path)."""
+    import gc
+
+    for params in gc.get_referrers(param):
+        if not isinstance(params, dict):
+            continue
+        for attrs in gc.get_referrers(params):
+            if isinstance(attrs, dict) and attrs.get("_parameters") is params:
+                for owner in gc.get_referrers(attrs):
+                    if isinstance(owner, torch.nn.Module) and owner.__dict__ is attrs:
+                        return owner
+    return None
+
+
+def _torch_recorded_message(grad_fn: Any) -> str:
+    """Name the torch module (or function) whose result the gradient must enter, and what
+    shimnn offers instead, when it has it."""
+    import re
+
+    import shimnn
+    import shimnn.functional
+
+    node = grad_fn.name()
+    leaves = _torch_leaves(grad_fn)
+    module = next((m for m in map(_owning_module, leaves) if m is not None), None)
+    if module is not None:
+        cls = type(module).__name__
+        what = f"torch's {cls} layer `{module!r}` (its output's node: {node})"
+        shim = getattr(shimnn, cls, None)
+        if shim is not None and isinstance(shim, type) and shim.__module__.startswith("shimnn"):
+            advice = (f"shimnn has it: build that layer as shimnn.{cls}, or run the script with "
+                      f"`shimnn run` / inside shimnn.patch_torch(), where torch.nn.{cls} is "
+                      "shimnn's")
+        else:
+            advice = (f"shimnn does not implement {cls} yet (`shimnn support` lists what it "
+                      "does): freeze its parameters (requires_grad_(False)) if it needs no "
+                      "training, or use a layer shimnn has")
+    else:
+        function = re.sub(r"Backward\d*$", "", node)
+        lower = function[:1].lower() + function[1:]
+        shapes = ", ".join(str(tuple(t.shape)) for t in leaves[:3])
+        what = (f"torch's {lower} (node {node}), computed by torch's autograd on tensors that "
+                f"require grad outside shimnn" + (f" (leaves of shape {shapes})" if shapes else ""))
+        if hasattr(shimnn.functional, lower) or hasattr(torch.Tensor, lower):
+            advice = ("make those tensors shimnn.Parameter(...) (or compute them with shimnn "
+                      "modules), so that shimnn records the operation")
+        else:
+            advice = "shimnn has no hand-written backward for it (`shimnn support`)"
+    return (f"shimnn: this backward has to go through {what}; shimnn's backward cannot enter "
+            f"torch's graph. {advice}.")
 
 
 def check_inplace_target(t: Tensor, name: str) -> None:
@@ -481,6 +550,7 @@ class TrackedTensor(Tensor):
 
         return _Handle()
 
+    @trims_traceback
     def backward(  # type: ignore[override]
         self,
         gradient: Tensor | None = None,

@@ -65,12 +65,22 @@ def is_patched() -> bool:
 @contextlib.contextmanager
 def patch_torch() -> Iterator[None]:
     """Within the block, torch's names that shimnn implements are shimnn's; restored after."""
+    from ._graph import HANDLED, MAY_MUTATE
+
     saved = []
     entered = False
     try:
         for module, name, value in _replacements():
-            saved.append((module, name, getattr(module, name)))
+            original = getattr(module, name)
+            saved.append((module, name, original))
             setattr(module, name, value)
+            op = HANDLED.get(original)
+            if op is not None:
+                # torch's own functions dispatch on their module's global name
+                # (handle_torch_function(relu, ...)), which is shimnn's while patched.
+                HANDLED.setdefault(value, op)
+                if original in MAY_MUTATE:
+                    MAY_MUTATE.add(value)
         # Nested in another block, nothing is left to replace: the outer block's names count.
         _served.append([f"{m.__name__}.{name}" for m, name, _ in saved])
         entered = True

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from .ops import activation as _activation
+from .ops import attention as _attention
 from .ops import conv as _conv
 from .ops import embedding as _embedding
 from .ops import index as _index
@@ -29,6 +30,7 @@ from .ops import pad as _pad
 from .ops import pool as _pool
 from .ops import vision as _vision
 from .ops.activation import *  # noqa: F403
+from .ops.attention import *  # noqa: F403
 from .ops.conv import *  # noqa: F403
 from .ops.embedding import *  # noqa: F403
 from .ops.index import *  # noqa: F403
@@ -39,7 +41,7 @@ from .ops.pad import *  # noqa: F403
 from .ops.pool import *  # noqa: F403
 from .ops.vision import *  # noqa: F403
 
-__all__ = sorted([*_linear.__all__, *_activation.__all__, *_loss.__all__,
+__all__ = sorted([*_linear.__all__, *_activation.__all__, *_attention.__all__, *_loss.__all__,
                   *_embedding.__all__, *_index.__all__, *_conv.__all__, *_pool.__all__,
                   *_norm.__all__, *_pad.__all__, *_vision.__all__])
 

@@ -12,7 +12,7 @@ from types import ModuleType
 
 import torch
 
-__all__ = ["support_table"]
+__all__ = ["support_rows", "support_summary", "support_table", "tensor_operations"]
 
 
 # torch.nn.functional helpers that are not operations.
@@ -67,8 +67,9 @@ def _tensor_ops() -> list[str]:
     return sorted(n for n in names if n and not n.startswith("_"))
 
 
-def support_table() -> str:
-    """Markdown: for each torch namespace, the names shimnn implements and those it lacks."""
+def support_rows() -> list[tuple[str, list[str], list[str]]]:
+    """For each torch namespace: its title, the names shimnn implements, the names it lacks
+    (from the installed torch's public names)."""
     import shimnn
     import shimnn.functional
     import shimnn.optim
@@ -80,15 +81,41 @@ def support_table() -> str:
             ("`torch.optim`", torch.optim, shimnn.optim, "optimizer")):
         names = _public(torch_module, kind)
         owned = _shim_owned(shim_module, names)
-        have = ", ".join(f"`{n}`" for n in names if n in owned)
-        lack = ", ".join(f"`{n}`" for n in names if n not in owned)
-        rows.append(f"| {title} ({len(owned)} of {len(names)}) | {have} | {lack} |")
-    ops = ", ".join(f"`{n}`" for n in _tensor_ops())
+        rows.append((title, [n for n in names if n in owned], [n for n in names if n not in owned]))
+    return rows
+
+
+def tensor_operations() -> list[str]:
+    """The operations on shimnn's tensors that have a hand-written backward (``torch.X``,
+    ``Tensor.X``, operators)."""
+    return _tensor_ops()
+
+
+def _names(names: Iterable[str]) -> str:
+    return ", ".join(f"`{n}`" for n in names)
+
+
+def support_table() -> str:
+    """Markdown: for each torch namespace, the names shimnn implements and those it lacks."""
+    rows = [f"| {title} ({len(have)} of {len(have) + len(lack)}) | {_names(have)} | "
+            f"{_names(lack)} |" for title, have, lack in support_rows()]
     return "\n".join([
         "| torch namespace | implemented by shimnn (hand-written backward) | not yet: torch's "
         "own, and a gradient through them raises naming them |",
         "|---|---|---|",
         *rows,
         "",
-        f"Operations on tracked tensors (`torch.X`, `Tensor.X`, operators): {ops}.",
+        f"Operations on tracked tensors (`torch.X`, `Tensor.X`, operators): "
+        f"{_names(tensor_operations())}.",
     ])
+
+
+def support_summary() -> str:
+    """Markdown for the README: counts per namespace, the module and optimizer names."""
+    lines = ["| torch namespace | implemented by shimnn (hand-written backward) |", "|---|---|"]
+    for title, have, lack in support_rows():
+        listed = f": {_names(have)}" if "functional" not in title else ""
+        lines.append(f"| {title} | {len(have)} of {len(have) + len(lack)}{listed} |")
+    lines.append(f"| operations on tracked tensors (`torch.X`, `Tensor.X`, operators) | "
+                 f"{len(tensor_operations())} |")
+    return "\n".join(lines)

@@ -26,14 +26,27 @@ from shimnn.testing import torch_grad_fn as c_grad_fn
 __all__ = ["AutogradCalled", "assert_no_autograd_graph", "assert_same", "autograd_forbidden",
            "c_grad_fn"]
 
-VERIFIED_TORCH = "2.13.0"
+PINNED_TORCH = "2.13.0"  # requirements-dev.txt; other versions: `make compat TORCH=...`
+
+
+def _header() -> str:
+    note = "" if torch.__version__.split("+")[0] == PINNED_TORCH else (
+        f" (not the pinned {PINNED_TORCH}: README's torch versions table says which releases "
+        "the suite passed on)")
+    return f"shimnn {shimnn.__version__}, torch {torch.__version__}{note}"
 
 
 def pytest_report_header(config: Any) -> str:
-    note = "" if torch.__version__.split("+")[0] == VERIFIED_TORCH else (
-        f" (bit-identity was proven on torch {VERIFIED_TORCH}: a failure here may mean this "
-        "torch changed a kernel)")
-    return f"shimnn {shimnn.__version__}, torch {torch.__version__}{note}"
+    return _header()
+
+
+def pytest_sessionstart(session: Any) -> None:
+    """``-q`` (pyproject's addopts) hides the report header: print the versions anyway."""
+    config = session.config
+    if config.get_verbosity() < 0:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(_header())
 
 
 @contextlib.contextmanager

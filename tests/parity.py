@@ -81,6 +81,21 @@ def check_raises_like(torch_call: Callable[[], Any], shim_call: Callable[[], Any
     return ref_exc, shim_exc
 
 
+def check_same_outcome(torch_call: Callable[[], Any], shim_call: Callable[[], Any]
+                       ) -> tuple[Any, Any]:
+    """Both calls raise the same exception type with torch's message (kept whole; a module may
+    prefix it with its name and inputs), or both return (returns both results). For checks
+    whose outcome differs between torch releases: the installed torch decides."""
+    try:
+        ref = torch_call()
+    except Exception as e:
+        ref_exc, shim_exc = check_raises_like(reraise(e), shim_call)
+        assert str(shim_exc).endswith(str(ref_exc)), f"{shim_exc!s} vs torch's {ref_exc!s}"
+        return ref_exc, shim_exc
+    with autograd_forbidden():
+        return ref, shim_call()
+
+
 def assert_error_like(ref: BaseException, shim: BaseException, module: str | None = None) -> None:
     """Same exception type, and torch's message kept whole; a module's forward prefixes it with
     the module and its inputs (``module`` names the class expected in that prefix)."""

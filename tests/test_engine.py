@@ -267,7 +267,7 @@ def test_torch_autograd_history_entering_a_shimnn_graph_is_refused() -> None:
     a = torch.randn(3, requires_grad=True)
     lin = shimnn.Linear(3, 1)
     out = lin(a * 2)
-    with pytest.raises(NotImplementedError, match="computed by torch's autograd .MulBackward0"):
+    with pytest.raises(NotImplementedError, match=r"torch's mul \(node MulBackward0\)"):
         out.sum().backward()
     assert a.grad is None
     p = shimnn.Parameter(torch.randn(3))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from parity import (
     assert_error_like,
     check_module,
     check_raises_like,
+    check_same_outcome,
     random_like,
     twin_modules,
 )
@@ -181,11 +183,22 @@ def test_weights_random_gradient_nonsymmetric() -> None:
 
 
 def test_mse_loss_mixed_dtypes() -> None:
+    """torch 2.13 promotes mixed dtypes in mse_loss_backward, 2.11 raises there: shimnn calls
+    the same kernel, so it does what the installed torch does (compared when both run)."""
     x32, y64 = torch.randn(4, 3), torch.randn(4, 3, dtype=torch.float64)
+
+    def backward(loss: Any, args: list[torch.Tensor]) -> list[Any]:
+        leaves = [a.clone().requires_grad_() for a in args]
+        loss(*leaves).backward()
+        return [leaf.grad for leaf in leaves]
+
     for args in ([x32, y64], [y64, x32], [x32, y64[0]]):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            check_module(torch.nn.MSELoss(), shimnn.MSELoss(), args, [True, True])
+            ref, _ = check_same_outcome(lambda: backward(torch.nn.MSELoss(), args),
+                                        lambda: backward(shimnn.MSELoss(), args))
+            if not isinstance(ref, BaseException):
+                check_module(torch.nn.MSELoss(), shimnn.MSELoss(), args, [True, True])
 
 
 def test_errors_name_the_module_and_its_inputs() -> None:

@@ -640,15 +640,28 @@ def test_disabled_means_python_paths() -> None:
 
 def test_build_failure_falls_back_with_a_reason(monkeypatch: pytest.MonkeyPatch,
                                                 tmp_path: Path) -> None:
+    """A build that fails: the first use starts it in the background and runs the Python
+    paths; once it has failed, the status says why (and how to retry); SHIMNN_NATIVE=1 makes
+    it an error."""
+    import time
+
     monkeypatch.setattr(_native, "_SOURCE", tmp_path / "broken.cpp")
     (tmp_path / "broken.cpp").write_text("this is not C++\n")
     monkeypatch.setattr(_native, "_module", None)
     monkeypatch.setattr(_native, "_tried", False)
     monkeypatch.setattr(_native, "_enabled", True)
+    monkeypatch.setattr(_native, "_building", None)
     monkeypatch.setenv("SHIMNN_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("SHIMNN_NATIVE", raising=False)
     assert _native.get() is None
-    assert _native.status().startswith("native fast paths: unavailable (")
+    assert "being built in the background" in _native.status()
+    deadline = time.monotonic() + 300
+    while "being built" in _native.status():
+        assert time.monotonic() < deadline, "the background build did not finish"
+        monkeypatch.setattr(_native, "_next_poll", 0.0)
+        time.sleep(0.5)
+    assert _native.status().startswith("native fast paths: unavailable (build failed: ")
+    assert "`shimnn native` retries" in _native.status()
     monkeypatch.setattr(_native, "_tried", False)
     monkeypatch.setenv("SHIMNN_NATIVE", "1")
     with pytest.raises(RuntimeError, match="SHIMNN_NATIVE=1, but the native fast paths are "

@@ -43,6 +43,14 @@ ALLOWED = {
     # saved-tensors hooks in use, torch's anomaly-mode flags.
     ("_graph.py", "torch.autograd.forward_ad"),
     ("_graph.py", "torch._C._autograd._top_saved_tensors_default_hooks"),
+    # DDP: torch's C++ reducer (kept for DDP's logger) gets its hooks taken off the parameters'
+    # torch AccumulateGrad nodes, so that none of its reduction can ever run.
+    ("_ddp.py", "cpp._remove_autograd_hooks"),
+    # torch's legacy CPU profiler (it lives in torch._C._autograd; it is not the engine): it
+    # lists the ATen ops torch's linear/matmul call on scratch tensors, to follow their path.
+    ("_paths.py", "torch._C._autograd._profiler_enabled"),
+    ("_paths.py", "torch._C._autograd._enable_profiler_legacy"),
+    ("_paths.py", "torch._C._autograd._disable_profiler_legacy"),
 }
 # shimnn.testing files that may name torch.autograd, and why (see the module docstring).
 HARNESS = {"testing/_guard.py": "replaces the engine entry points with ones that raise",

@@ -4,6 +4,7 @@ adversarial cases."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,9 @@ from conftest import assert_same, autograd_forbidden
 from parity import check_function, check_module, check_raises_like, random_like, twin_modules
 
 DTYPES = [torch.float32, torch.float64]
+# torch 2.13 added bias= to the batch and instance norms (2.11 and 2.12 lack it).
+NORM_BIAS_FALSE = [{"bias": False}] if "bias" in inspect.signature(
+    torch.nn.modules.batchnorm._NormBase.__init__).parameters else []
 
 
 def _x(shape: tuple[int, ...], dtype: torch.dtype, seed: int = 0, channels_last: bool = False
@@ -97,7 +101,7 @@ def test_batch_norm_modules_train_then_eval(cls: str, shape: tuple[int, ...],
     ref.eval()
     shim.eval()
     check_module(ref, shim, [_x(shape, dtype, 9)], seed=9)
-    for cfg in ({"affine": False}, {"track_running_stats": False}, {"bias": False}):
+    for cfg in ({"affine": False}, {"track_running_stats": False}, *NORM_BIAS_FALSE):
         ref2, shim2 = twin_modules(lambda nn: getattr(nn, cls)(3, **cfg).to(dtype))
         assert repr(shim2) == repr(ref2)
         assert list(shim2.state_dict()) == list(ref2.state_dict())
@@ -132,7 +136,9 @@ def test_instance_norm(channels_last: bool, dtype: torch.dtype) -> None:
                                        ("InstanceNorm2d", (2, 3, 4, 5)),
                                        ("InstanceNorm2d", (3, 4, 5))])
 @pytest.mark.parametrize("kwargs", [{}, {"affine": True}, {"track_running_stats": True},
-                                    {"affine": True, "track_running_stats": True, "bias": False}],
+                                    {"affine": True, "track_running_stats": True},
+                                    *({"affine": True, "track_running_stats": True, **c}
+                                      for c in NORM_BIAS_FALSE)],
                          ids=str)
 def test_instance_norm_modules(cls: str, shape: tuple[int, ...], kwargs: dict[str, Any],
                                dtype: torch.dtype) -> None:

@@ -164,6 +164,18 @@ def test_mixed_dtypes_and_param_groups(name: str) -> None:
         run_twins(ref, shim, ref_p, shim_p, steps=8)
 
 
+def _torch_adagrad_steps_a_group_added_later() -> bool:
+    opt = torch.optim.Adagrad([torch.zeros(1, requires_grad=True)])
+    later = torch.zeros(1, requires_grad=True)
+    opt.add_param_group({"params": [later]})
+    later.grad = torch.ones(1)
+    try:
+        opt.step()
+    except KeyError:
+        return False
+    return True
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_add_param_group_later(name: str) -> None:
     torch_cls, shim_cls = _pair(name)
@@ -179,6 +191,10 @@ def test_add_param_group_later(name: str) -> None:
     ref.add_param_group({"params": ref_p[2:], "lr": 0.3, **later})
     shim.add_param_group({"params": shim_p[2:], "lr": 0.3, **later})
     assert shim.param_groups[1].keys() == ref.param_groups[1].keys()
+    if name == "Adagrad" and not _torch_adagrad_steps_a_group_added_later():
+        # torch before 2.13 creates Adagrad's state only at construction: its step then fails
+        # on the new group (KeyError 'sum'). shimnn initialises it lazily, as 2.13 does.
+        pytest.skip(f"torch {torch.__version__}'s Adagrad cannot step a group added later")
     run_twins(ref, shim, ref_p, shim_p, steps=6)
 
 

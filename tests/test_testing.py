@@ -504,8 +504,8 @@ def test_readme_check_your_own_backward_example_prints_what_the_readme_shows() -
         runpy.run_path(str(script), run_name="__main__")
     printed = out.getvalue()
     assert printed.startswith("shimnn.testing.assert_matches_torch: MatMul.apply (shimnn)")
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Check your own backward")[1].split("\n## ")[0]
+    doc = (ROOT / "docs" / "custom_backward.md").read_text()
+    section = doc.split("## Check your own backward")[1].split("\n## ")[0]
     body = script.read_text().split('"""', 2)[2].strip()
-    assert body in section, "README.md is stale: paste docs/check_backward.py into it"
-    assert f"```text\n{printed}```" in section, "README.md shows another report: paste it"
+    assert body in section, "docs/custom_backward.md is stale: paste docs/check_backward.py"
+    assert f"```text\n{printed}```" in section, "docs/custom_backward.md shows another report"

@@ -839,7 +839,9 @@ def test_torch_autograd_grad_errors_like_torch() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_ddp_around_a_shimnn_model_raises() -> None:
+def test_ddp_around_a_shimnn_model_uses_shimnns_reducer() -> None:
+    """DDP's gradients come from shimnn's reducer for shimnn models (tests/test_ddp.py proves
+    them bitwise); torch's models keep torch's."""
     import socket
 
     import torch.distributed as dist
@@ -850,9 +852,10 @@ def test_ddp_around_a_shimnn_model_raises() -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0,
                             world_size=1)
     try:
-        with pytest.raises(NotImplementedError, match="shimnn.*DistributedDataParallel"):
-            torch.nn.parallel.DistributedDataParallel(shimnn.Linear(2, 2))
-        torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 2))  # torch's own: fine
+        shim = torch.nn.parallel.DistributedDataParallel(shimnn.Linear(2, 2))
+        assert type(shim.reducer).__module__ == "shimnn._reducer"
+        ref = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 2))
+        assert type(ref.reducer) is torch.distributed.Reducer
     finally:
         dist.destroy_process_group()
 
@@ -900,3 +903,89 @@ def test_a_view_taken_before_a_write_into_its_plain_base_follows_it() -> None:
 
     exact(plain_base)
     exact(tracked_base)
+
+
+# ---------------------------------------------------------------------------------------------
+# Found by the op_db sweep (tests/op_sweep.py)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_fallback_values_follow_torchs_grad_mode_kernel_choice() -> None:
+    def case(mod: Any) -> Any:
+        a = param(mod, 4, 3)
+        return torch.linalg.svdvals(a * 1.0), torch.linalg.eigvalsh((a.T @ a) * 1.0)
+
+    exact_or_refused(lambda mod: _values(case(mod)))
+
+
+def _values(result: Any) -> Any:
+    return [t.detach() for t in result]
+
+
+def test_amax_of_a_0d_tensor_over_its_dim() -> None:
+    def case(mod: Any) -> Any:
+        p = mod.Parameter(torch.tensor(1.5))
+        torch.amax(p * 1.0, dim=-1).backward(torch.tensor(2.0))
+        torch.amin(p * 1.0, dim=(0,), keepdim=True).backward(torch.tensor(3.0))
+        return p.grad
+
+    exact(case)
+
+
+@pytest.mark.parametrize("op", ["transpose_", "t_", "swapdims_", "unsqueeze_", "squeeze_"])
+def test_metadata_only_inplace_ops(op: str) -> None:
+    args = {"transpose_": (0, 1), "t_": (), "swapdims_": (0, 1), "unsqueeze_": (0,),
+            "squeeze_": ()}[op]
+
+    def case(mod: Any) -> Any:
+        p = param(mod, 2, 2)
+        h = p * 2.0
+        alias = h.detach()
+        getattr(h, op)(*args)
+        (h * torch.arange(float(h.numel())).view(h.shape)).sum().backward()
+        return h.detach(), h.stride(), alias, p.grad
+
+    exact(case)
+
+    def on_view(mod: Any) -> Any:
+        base = param(mod, 4) * 1.0
+        view = base.view(2, 2)
+        getattr(view, op)(*args)
+        (view * torch.arange(4.0).view(view.shape)).sum().backward()
+        return base.detach(), view.detach()
+
+    exact_or_refused(on_view)
+
+
+@pytest.mark.parametrize("op", ["elu_", "leaky_relu_", "relu_", "hardtanh_", "sigmoid_"])
+def test_shimnns_own_inplace_ops_on_views_keep_their_formula(op: str) -> None:
+    fn = {"elu_": lambda v: TF.elu(v, inplace=True),
+          "leaky_relu_": lambda v: TF.leaky_relu(v, 0.1, inplace=True),
+          "relu_": lambda v: v.relu_(), "hardtanh_": lambda v: TF.hardtanh(v, inplace=True),
+          "sigmoid_": lambda v: v.sigmoid_()}[op]
+
+    def case(mod: Any) -> Any:
+        p = param(mod, 10, 10)
+        h = p * 3.0
+        fn(h[2:8, 1:9])
+        (h * torch.randn(10, 10)).sum().backward()
+        return h.detach(), p.grad
+
+    exact(case)
+
+
+def test_an_error_inside_a_view_write_leaves_grad_mode_on() -> None:
+    v = (shimnn.Parameter(torch.randn(4)) * 1.0).view(2, 2)
+    with pytest.raises(RuntimeError):
+        v.clamp_()  # torch's own error: neither min nor max
+    assert torch.is_grad_enabled()
+
+
+def test_out_into_an_integer_tensor_needs_no_gradient() -> None:
+    def case(mod: Any) -> Any:
+        h = param(mod, 3, 4) * 1.0
+        index = torch.empty(3, dtype=torch.long)
+        torch.argmax(h, 1, out=index)
+        return index
+
+    exact(case)

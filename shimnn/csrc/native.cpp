@@ -47,7 +47,7 @@ class Chain {
   explicit Chain(std::vector<Record> records) : records_(std::move(records)) {}
 
   // grad of the chain's output -> [grad of the input, then for each recorded Linear, newest
-  // first: grad of its weight, grad of its bias] (undefined where not needed).
+  // first: grad of its bias, grad of its weight] (undefined where not needed).
   std::vector<Tensor> backward_tensors(Tensor grad, bool retain_graph) {
     Tensor g = std::move(grad);
     std::vector<Tensor> out(1);  // the input's gradient first, set last
@@ -69,8 +69,8 @@ class Chain {
             grad_weight = r.weight_row_major ? g.t().mm(r.a) : r.a.t().mm(g).t();
           }
           if (r.need_bias) grad_bias = g.sum(0);
-          out.push_back(std::move(grad_weight));
           out.push_back(std::move(grad_bias));
+          out.push_back(std::move(grad_weight));
           g = std::move(grad_input);
         } else if (r.kind == RELU) {
           g = at::threshold_backward(g, r.a, 0);  // ops.activation._threshold_backward
@@ -198,7 +198,7 @@ py::object chain_forward(const py::tuple& layers, const std::vector<int64_t>& ki
   if (!layers_fusable(layers, kinds)) return py::bool_(false);
   bool upstream = !e_input.is_none();
   std::vector<Record> records;
-  std::vector<py::object> param_edges;  // bias, weight per recorded Linear, oldest first
+  std::vector<py::object> param_edges;  // weight, bias per recorded Linear, oldest first
   std::vector<Tensor> saved;
   std::vector<int64_t> versions;
   const char* name = "";
@@ -232,8 +232,8 @@ py::object chain_forward(const py::tuple& layers, const std::vector<int64_t>& ki
         r.need_bias = need_bias;
         r.rows_column_major = upstream && is_column_major(rows);
         r.weight_row_major = need_weight && weight_is_row_major(weight);
-        param_edges.push_back(has_bias ? edge_of(bias, b_obj) : py::none());
         param_edges.push_back(edge_of(weight, w_obj));
+        param_edges.push_back(has_bias ? edge_of(bias, b_obj) : py::none());
         if (need_weight) {
           saved.push_back(rows);
           versions.push_back(rows._version());
@@ -280,7 +280,8 @@ py::object chain_forward(const py::tuple& layers, const std::vector<int64_t>& ki
     return py::make_tuple(std::move(h), py::none(), py::none(), py::none(), py::none(), name);
   }
   py::tuple edges(param_edges.size() + 1);
-  edges[0] = e_input;  // input first, then the newest layer's weight and bias first
+  // Input first, then the newest layer's bias and weight first (_chain._run_mlp).
+  edges[0] = e_input;
   for (size_t i = 0; i < param_edges.size(); ++i) {
     edges[i + 1] = param_edges[param_edges.size() - 1 - i];
   }
@@ -385,7 +386,11 @@ bool accumulate_leaf(PyObject* leaf_obj, Grad& g) {
   if (!THPVariable_Check(leaf_obj) || !g.is_tensor() || has_tensor_hooks(leaf_obj)) return false;
   const Tensor& leaf = THPVariable_Unpack(leaf_obj);
   const Tensor& grad = g.t.defined() ? g.t : THPVariable_Unpack(g.obj.ptr());
-  if (grad.scalar_type() != leaf.scalar_type() || !leaf.requires_grad()) return false;
+  if (grad.scalar_type() != leaf.scalar_type() || !leaf.requires_grad() ||
+      !grad.sizes().equals(leaf.sizes()) || grad.device() != leaf.device() ||
+      grad.layout() != leaf.layout()) {
+    return false;  // the Python function (torch's checks and errors)
+  }
   at::AutoGradMode no_grad(false);
   Tensor& old = leaf.mutable_grad();
   if (!old.defined()) {
@@ -422,9 +427,11 @@ int64_t first_changed(PyObject* saved, PyObject* versions) {
 // graph, and the Python functions for what the compiled walk does not do itself.
 struct Callbacks {
   PyTypeObject *node, *output, *tracked;
-  PyObject *run_hooks, *check_saved, *leaf_ready, *seeds;
+  PyObject *run_hooks, *check_saved, *leaf_ready, *seeds, *acc_hooks, *run_acc_hooks, *local;
   explicit Callbacks(const py::tuple& c) {
-    if (c.size() != 7) throw std::invalid_argument("shimnn: engine callbacks");
+    if (c.size() != 10 || !PyDict_Check(c[7].ptr())) {
+      throw std::invalid_argument("shimnn: engine callbacks");
+    }
     node = reinterpret_cast<PyTypeObject*>(c[0].ptr());
     output = reinterpret_cast<PyTypeObject*>(c[1].ptr());
     tracked = reinterpret_cast<PyTypeObject*>(c[2].ptr());
@@ -432,6 +439,9 @@ struct Callbacks {
     check_saved = c[4].ptr();  // _engine._check_saved(node): raises torch's error
     leaf_ready = c[5].ptr();  // _engine._leaf_ready(leaf, [grad]): AccumulateGrad in Python
     seeds = c[6].ptr();  // _engine._SEEDS
+    acc_hooks = c[7].ptr();  // _engine._ACCUMULATE_GRAD_HOOKS
+    run_acc_hooks = c[8].ptr();  // _engine._run_accumulate_grad_hooks(leaf)
+    local = c[9].ptr();  // _engine._callbacks: .stack, the final callbacks of each walk
   }
 };
 
@@ -454,38 +464,35 @@ class Engine {
  public:
   Engine(const Callbacks& cb, bool retain_graph) : cb_(cb), retain_graph_(retain_graph) {}
 
-  // Every node reachable from the roots once; for each leaf edge of theirs, and each root that
-  // is a leaf, one more gradient that leaf waits for.
+  // _engine._reachable and _count_leaf_edges, in their order: every node reachable from the
+  // roots once (depth first, a node taken when popped); for each leaf edge of theirs, and each
+  // root that is a leaf, one more gradient that leaf waits for.
   void plan(const std::vector<PyObject*>& root_edges) {
     static PyObject* inputs_name = PyUnicode_InternFromString("inputs");
-    static PyObject* node_name = PyUnicode_InternFromString("node");
-    std::vector<py::object> stack;
+    std::vector<py::object> stack, order;  // order: the inputs of each node, in _reachable's order
     std::unordered_set<PyObject*> seen;  // the graph keeps every node alive meanwhile
-    auto visit = [&](PyObject* e) {
-      if (e == Py_None) return;
-      py::object node;
-      if (Py_TYPE(e) == cb_.node) {
-        node = py::reinterpret_borrow<py::object>(e);
-      } else if (Py_TYPE(e) == cb_.output) {
-        node = get_attr(e, node_name);
-      } else {
-        Leaf& leaf = leaves_[e];
-        if (!leaf.leaf) leaf.leaf = py::reinterpret_borrow<py::object>(e);
-        ++leaf.remaining;
-        return;
-      }
-      if (seen.insert(node.ptr()).second) stack.push_back(std::move(node));
-    };
-    for (PyObject* e : root_edges) visit(e);
+    for (PyObject* e : root_edges) {
+      py::object node = node_of(e);
+      if (node) stack.push_back(std::move(node));
+    }
     while (!stack.empty()) {
       py::object node = std::move(stack.back());
       stack.pop_back();
+      if (!seen.insert(node.ptr()).second) continue;
       py::object inputs = get_attr(node.ptr(), inputs_name);
       if (!PyTuple_Check(inputs.ptr())) throw std::invalid_argument("shimnn: Node.inputs");
       for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(inputs.ptr()); ++i) {
-        visit(PyTuple_GET_ITEM(inputs.ptr(), i));
+        py::object child = node_of(PyTuple_GET_ITEM(inputs.ptr(), i));
+        if (child && seen.count(child.ptr()) == 0) stack.push_back(std::move(child));
+      }
+      order.push_back(std::move(inputs));
+    }
+    for (const py::object& inputs : order) {
+      for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(inputs.ptr()); ++i) {
+        count_leaf(PyTuple_GET_ITEM(inputs.ptr(), i));
       }
     }
+    for (PyObject* e : root_edges) count_leaf(e);
   }
 
   // _Walk.send: the first gradient of a node is stored, later ones added (old + new); a leaf's
@@ -643,6 +650,30 @@ class Engine {
     return it;
   }
 
+  // _engine._node_of: the node an edge leads to, or null (None, a leaf).
+  py::object node_of(PyObject* e) const {
+    static PyObject* node_name = PyUnicode_InternFromString("node");
+    if (Py_TYPE(e) == cb_.node) return py::reinterpret_borrow<py::object>(e);
+    if (Py_TYPE(e) == cb_.output) return get_attr(e, node_name);
+    return py::object();
+  }
+
+  // _count_leaf_edges for one edge: a leaf waits for one more gradient.
+  void count_leaf(PyObject* e) {
+    if (e == Py_None || Py_TYPE(e) == cb_.node || Py_TYPE(e) == cb_.output) return;
+    Leaf& leaf = leaves_[e];
+    if (!leaf.leaf) {
+      leaf.leaf = py::reinterpret_borrow<py::object>(e);
+      planned_.push_back(e);
+    }
+    ++leaf.remaining;
+  }
+
+  // _engine._run_accumulate_grad_hooks(leaf), where any hook on an AccumulateGrad exists.
+  void accumulate_grad_hooks(const py::object& leaf) {
+    if (PyDict_GET_SIZE(cb_.acc_hooks) > 0) call(cb_.run_acc_hooks, {leaf.ptr()});
+  }
+
   // _Walk.send for a leaf, and _Walk.no_gradient (an undefined `g`): summed with the others;
   // once the last one has arrived, accumulated.
   void leaf_done(PyObject* e, Grad g) {
@@ -664,12 +695,20 @@ class Engine {
     py::object tensor = std::move(leaf.leaf);
     Grad grad = std::move(leaf.grad);
     leaves_.erase(it);
-    if (grad) leaf_ready(tensor, std::move(grad));
+    if (grad) {
+      leaf_ready(tensor, std::move(grad));
+    } else {
+      accumulate_grad_hooks(tensor);  // torch runs AccumulateGrad, with no gradient
+    }
   }
 
-  // _Walk.leaf_ready (AccumulateGrad): the common case here, the others in Python.
+  // _engine._leaf_ready (AccumulateGrad, then the hooks on it): the common case here, the
+  // others in Python.
   void leaf_ready(const py::object& leaf, Grad g) {
-    if (accumulate_leaf(leaf.ptr(), g)) return;
+    if (accumulate_leaf(leaf.ptr(), g)) {
+      accumulate_grad_hooks(leaf);
+      return;
+    }
     py::list box(1);
     PyList_SET_ITEM(box.ptr(), 0, g.take_py().release().ptr());  // the box holds it alone
     call(cb_.leaf_ready, {leaf.ptr(), box.ptr()});
@@ -686,6 +725,15 @@ class Engine {
       leaves_.erase(it);
       leaf_ready(tensor, std::move(grad));
     }
+    if (PyDict_GET_SIZE(cb_.acc_hooks) == 0) return;
+    // Leaves that no gradient reached: torch's engine still runs their AccumulateGrad.
+    for (PyObject* e : planned_) {
+      auto it = leaves_.find(e);
+      if (it == leaves_.end()) continue;
+      py::object tensor = std::move(it->second.leaf);
+      leaves_.erase(it);
+      accumulate_grad_hooks(tensor);
+    }
   }
 
   const Callbacks& cb_;
@@ -694,6 +742,7 @@ class Engine {
   std::priority_queue<std::pair<long long, PyObject*>> heap_;  // (sequence number, node)
   std::unordered_map<PyObject*, Leaf> leaves_;
   std::vector<PyObject*> arrivals_;
+  std::vector<PyObject*> planned_;  // the leaves in the order the plan met them
 };
 
 // Sets grad mode off and torch function dispatch for subclasses off (_graph.no_dispatch), as
@@ -708,6 +757,49 @@ struct WalkGuards {
     }
   }
   ~WalkGuards() { at::impl::PythonTorchFunctionTLS::set_disabled_state(previous); }
+};
+
+// _engine._run's final callbacks (queue_callback) for a walk run from C++: a list of its own on
+// _callbacks.stack while it runs; run() calls them in the order queued (one may queue more).
+class FinalCallbacks {
+ public:
+  explicit FinalCallbacks(PyObject* local) {
+    static PyObject* stack_name = PyUnicode_InternFromString("stack");
+    PyObject* stack = PyObject_GetAttr(local, stack_name);
+    if (stack == nullptr) {
+      if (!PyErr_ExceptionMatches(PyExc_AttributeError)) throw py::error_already_set();
+      PyErr_Clear();
+      stack = PyList_New(0);
+      if (stack == nullptr || PyObject_SetAttr(local, stack_name, stack) < 0) {
+        Py_XDECREF(stack);
+        throw py::error_already_set();
+      }
+    }
+    stack_ = steal(stack);
+    if (!PyList_Check(stack_.ptr())) throw std::invalid_argument("shimnn: _callbacks.stack");
+    if (PyList_Append(stack_.ptr(), callbacks_.ptr()) < 0) throw py::error_already_set();
+  }
+  FinalCallbacks(const FinalCallbacks&) = delete;
+  FinalCallbacks& operator=(const FinalCallbacks&) = delete;
+
+  void run() {
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(callbacks_.ptr()); ++i) {
+      py::object callback = py::reinterpret_borrow<py::object>(PyList_GET_ITEM(callbacks_.ptr(), i));
+      steal(PyObject_CallNoArgs(callback.ptr()));
+    }
+  }
+
+  ~FinalCallbacks() {  // stack.pop(), whatever else is under way
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    Py_ssize_t n = PyList_GET_SIZE(stack_.ptr());
+    if (n > 0 && PyList_SetSlice(stack_.ptr(), n - 1, n, nullptr) < 0) PyErr_Clear();
+    PyErr_Restore(type, value, traceback);
+  }
+
+ private:
+  py::object stack_;
+  py::list callbacks_;
 };
 
 // _engine._run's walk for a backward without `inputs` and without anomaly detection, roots'
@@ -783,10 +875,12 @@ bool backward_root(const py::handle& root, bool retain_graph, const py::tuple& c
   int64_t version = THPVariable_Unpack(seed.ptr())._version();
   {
     WalkGuards guards;
+    FinalCallbacks callbacks(cb.local);
     Engine engine(cb, retain_graph);
     engine.plan({node.ptr()});
     engine.send(node.ptr(), Grad(seed));
     engine.run();
+    callbacks.run();
   }
   recycle_seed(cb, std::move(seed), version);
   return true;

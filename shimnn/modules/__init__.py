@@ -2,6 +2,7 @@
 
 from . import (
     activation,
+    attention,
     batchnorm,
     container,
     conv,
@@ -16,9 +17,11 @@ from . import (
     pooling,
     rnn,
     sparse,
+    transformer,
     upsampling,
 )
 from .activation import *  # noqa: F403
+from .attention import *  # noqa: F403
 from .batchnorm import *  # noqa: F403
 from .container import *  # noqa: F403
 from .conv import *  # noqa: F403
@@ -33,13 +36,15 @@ from .padding import *  # noqa: F403
 from .pooling import *  # noqa: F403
 from .rnn import *  # noqa: F403
 from .sparse import *  # noqa: F403
+from .transformer import *  # noqa: F403
 from .upsampling import *  # noqa: F403
 
 __all__ = [
     *module.__all__, *container.__all__, *linear.__all__, *activation.__all__,
-    *dropout.__all__, *flatten.__all__, *loss.__all__, *conv.__all__, *pooling.__all__,
+    *attention.__all__, *dropout.__all__, *flatten.__all__, *loss.__all__, *conv.__all__,
+    *pooling.__all__,
     *batchnorm.__all__, *instancenorm.__all__, *normalization.__all__, *padding.__all__,
-    *upsampling.__all__, *sparse.__all__, *rnn.__all__,
+    *upsampling.__all__, *sparse.__all__, *rnn.__all__, *transformer.__all__,
 ]
 
 import torch as _torch  # noqa: E402

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import torch
@@ -10,7 +9,7 @@ from torch import Tensor
 
 from .._chain import CHAIN_STEPS, RELU, TANH
 from ..ops import activation as A
-from .module import Module
+from .module import Module, torch_init
 
 __all__ = [
     "ELU",
@@ -282,28 +281,8 @@ class Hardtanh(Module, torch.nn.Hardtanh):
         min_value: float | None = None,
         max_value: float | None = None,
     ) -> None:
-        super().__init__()
-        if min_value is not None:
-            warnings.warn(
-                "keyword argument `min_value` is deprecated and renamed to `min_val`",
-                FutureWarning,
-                stacklevel=2,
-            )
-            min_val = min_value
-        if max_value is not None:
-            warnings.warn(
-                "keyword argument `max_value` is deprecated and renamed to `max_val`",
-                FutureWarning,
-                stacklevel=2,
-            )
-            max_val = max_value
-        self.min_val = min_val
-        self.max_val = max_val
-        self.inplace = inplace
-        if self.max_val <= self.min_val:
-            raise AssertionError(
-                f"max_val ({self.max_val}) must be greater than min_val ({self.min_val})"
-            )
+        # torch's own __init__: its deprecation warnings and its check of the bounds.
+        torch_init(torch.nn.Hardtanh, self, min_val, max_val, inplace, min_value, max_value)
 
     def forward(self, input: Tensor) -> Tensor:
         return A.hardtanh(input, self.min_val, self.max_val, self.inplace)

@@ -94,7 +94,7 @@ class _LinearChainStep:
         e_weight, e_bias = edge(weight), edge(bias)
         recorded: Recorded = F.linear_forward(input, weight, bias, need_input,
                                               e_weight is not None, e_bias is not None)
-        return (*recorded, (e_weight, e_bias))
+        return (*recorded, (e_bias, e_weight))  # linear_forward's gradient order
 
     @staticmethod
     def plain(m: Linear, input: Tensor) -> Tensor:
@@ -103,3 +103,12 @@ class _LinearChainStep:
 
 
 CHAIN_STEPS[Linear] = _LinearChainStep
+
+
+class NonDynamicallyQuantizableLinear(Linear,
+                                      torch.nn.modules.linear.NonDynamicallyQuantizableLinear):
+    """``MultiheadAttention.out_proj``'s class in torch (a ``Linear`` that quantization leaves
+    alone): the same layer, an instance of torch's class of that name."""
+
+
+CHAIN_STEPS[NonDynamicallyQuantizableLinear] = _LinearChainStep

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ..ops import loss as F
-from .module import Module, compiled_call
+from .module import Module, compiled_call, torch_init
 
 __all__ = [
     "BCELoss",
@@ -232,10 +232,7 @@ class HuberLoss(_Loss, torch.nn.HuberLoss):
     __constants__ = ["reduction", "delta"]
 
     def __init__(self, reduction: str = "mean", delta: float = 1.0) -> None:
-        if not isinstance(delta, (float, int)):
-            raise TypeError(f"delta must be a float or int, got: {type(delta)}")
-        super().__init__(reduction=reduction)
-        self.delta = delta
+        torch_init(torch.nn.HuberLoss, self, reduction=reduction, delta=delta)  # torch's checks
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.huber_loss(input, target, reduction=self.reduction, delta=self.delta)

@@ -8,6 +8,7 @@ shimnn's hand-written ops through ``__torch_function__`` instead of torch's auto
 
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 from typing import Any
 
@@ -17,6 +18,7 @@ from torch.nn.modules import module as _torch_module
 
 from .. import _native
 from .._graph import _torch_function, no_dispatch, tensor_backward
+from .._traceback import without_shimnn_frames
 
 __all__ = ["Module", "Parameter"]
 
@@ -92,7 +94,7 @@ class Module(torch.nn.Module):
             return self.forward(*args, **kwargs)
         except _CONTEXT_ERRORS as error:
             _add_context(error, self, args)
-            raise
+            raise without_shimnn_frames(error)  # noqa: B904  shimnn frames hidden: SHIMNN_FULL_TRACEBACK=1
 
     __call__ = torch.nn.Module.__call__  # (torch's __call__ dispatches to _call_impl)
 
@@ -128,6 +130,18 @@ CALL_CONTEXT: tuple[Any, ...] = ()
 """What the compiled module calls take from Python (the classes, torch's module globals with
 the global hooks, and the engine functions they defer to); set by :mod:`shimnn.modules` once
 its classes exist."""
+
+
+def torch_init(torch_class: type, self: torch.nn.Module, *args: Any, **kwargs: Any) -> None:
+    """Run ``torch_class.__init__`` on ``self``: the installed torch's own argument checks,
+    attributes and warnings (their texts change between releases). Warnings are re-emitted so
+    that they point at the line that built the shimnn module, as torch's point at the caller."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch_class.__init__(self, *args, **kwargs)  # type: ignore[misc]
+    for w in caught:
+        warnings.warn(w.message, w.category, stacklevel=3)
+
 
 _CONTEXT_ERRORS = (RuntimeError, ValueError, TypeError, IndexError)
 _get_tracing_state = torch._C._get_tracing_state

@@ -2,6 +2,8 @@
 
 - :mod:`.linear`: the affine map (and the matmul path rules it shares with ``matmul``);
 - :mod:`.activation`: element-wise activations, softmax, dropout;
+- :mod:`.attention`: ``scaled_dot_product_attention``, ``multi_head_attention_forward``;
+- :mod:`.transformer`: a ``TransformerEncoderLayer`` as one node;
 - :mod:`.loss`: loss functions;
 - :mod:`.embedding`: ``embedding`` (the lookup, ``max_norm``, ``padding_idx``);
 - :mod:`.tensor`: arithmetic, reductions, element-wise math on tracked tensors;
@@ -23,6 +25,7 @@ names are served by :mod:`shimnn.functional`.
 
 from . import (
     activation,
+    attention,
     conv,
     embedding,
     index,
@@ -36,8 +39,9 @@ from . import (
     rnn,
     shape,
     tensor,
+    transformer,
     vision,
 )
 
-__all__ = ["activation", "conv", "embedding", "index", "linear", "loss", "matmul", "norm", "pad",
-           "pool", "reduce", "rnn", "shape", "tensor", "vision"]
+__all__ = ["activation", "attention", "conv", "embedding", "index", "linear", "loss", "matmul",
+           "norm", "pad", "pool", "reduce", "rnn", "shape", "tensor", "transformer", "vision"]

@@ -21,6 +21,7 @@ Each op has up to three forward/backward pairs (grad mode off, plain tensors):
 
 from __future__ import annotations
 
+import operator
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -646,17 +647,21 @@ def _dispatched_log_softmax(input: Tensor, dim: int | None = None, _stacklevel: 
     return log_softmax(input, dim, _stacklevel + _DISPATCH_FRAMES + 1, dtype)
 
 
-def _require_dim(name: str, dim: Any) -> int:
-    if not isinstance(dim, int):
-        raise TypeError(
-            f"{name}(): argument 'dim' must be int, not {type(dim).__name__}")
-    return dim
+def _require_dim(name: str, input: Tensor, dim: Any) -> int:
+    """``dim`` as an int; anything else goes to torch's own ``name`` first, on a plain copy
+    with grad mode off, so a bad one raises what the installed torch raises (its type and
+    message vary between releases)."""
+    if isinstance(dim, int):
+        return dim
+    with no_dispatch(), torch.no_grad():
+        getattr(torch._C._VariableFunctions, name)(input.detach(), dim)
+    return operator.index(dim)
 
 
 @implements(torch.softmax, torch.Tensor.softmax, torch.special.softmax)
 def _softmax_method(input: Tensor, dim: int, dtype: torch.dtype | None = None) -> TrackedTensor:
     """``torch.softmax(input, dim, dtype=None)`` / ``Tensor.softmax``: ``dim`` required."""
-    return _unary_op(softmax_forward, _softmax_kernel, input, _require_dim("softmax", dim),
+    return _unary_op(softmax_forward, _softmax_kernel, input, _require_dim("softmax", input, dim),
                      dtype)
 
 
@@ -665,7 +670,7 @@ def _log_softmax_method(input: Tensor, dim: int, dtype: torch.dtype | None = Non
                         ) -> TrackedTensor:
     """``torch.log_softmax(input, dim, dtype=None)`` / ``Tensor.log_softmax``."""
     return _unary_op(log_softmax_forward, _log_softmax_kernel, input,
-                     _require_dim("log_softmax", dim), dtype)
+                     _require_dim("log_softmax", input, dim), dtype)
 
 
 # ---------------------------------------------------------------------------------------------

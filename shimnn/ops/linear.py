@@ -23,6 +23,7 @@ from .._graph import (
     wrap,
 )
 from ._common import _check_real
+from ._paths import linear_path
 
 __all__ = ["linear"]
 
@@ -47,17 +48,6 @@ def _flat_rows(input: Tensor) -> int:
     return math.prod(input.shape[:-1])
 
 
-def _folds(input: Tensor, weight_needs_grad: bool) -> bool:
-    """Whether torch's matmul runs an N-d ``input @ weight.t()`` as one mm on flattened rows.
-
-    It always does when the weight requires grad; otherwise only when flattening needs no copy.
-    """
-    if weight_needs_grad or input.numel() == 0:
-        return True
-    shape, stride = input.shape, input.stride()
-    return all(stride[i] == stride[i + 1] * shape[i + 1] for i in range(input.dim() - 2))
-
-
 def _matmul_rows(input: Tensor, rows: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """torch's matmul of ``input`` by ``weight.t()`` as one mm on ``rows``, then ``+= bias``."""
     out = rows.mm(weight.t())
@@ -80,10 +70,13 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tracked
     """
     with no_dispatch():
         if is_grad_enabled():
-            edges = (edge(input), edge(weight), edge(bias))
+            # The gradients' order (input, bias, weight): the order torch's engine hands the
+            # parameters theirs in (the bias's AccumulateGrad hangs off the addmm, the weight's
+            # off the transpose node that runs right after it), which hooks and DDP observe.
+            edges = (edge(input), edge(bias), edge(weight))
             if edges[0] is not None or edges[1] is not None or edges[2] is not None:
                 return apply(linear_forward, edges, input, weight, bias,
-                             edges[0] is not None, edges[1] is not None, edges[2] is not None)
+                             edges[0] is not None, edges[2] is not None, edges[1] is not None)
         return wrap(_linear(input, weight, bias))
 
 
@@ -92,17 +85,26 @@ def linear_forward(input: Tensor, weight: Tensor, bias: Tensor | None, need_inpu
     """The forward/backward pair of :func:`linear` (grad mode off, plain tensors).
 
     Follows the path torch's ``linear`` takes, because each path has its own kernels: addmm on
-    the input flattened to rows (a bias and a contiguous or 2-d input), one mm on the rows
-    (matmul folding the batch), or batched matmul; the last two add the bias afterwards.
+    the input flattened to rows (a bias and a 2-d or, in torch 2.13, contiguous input), one mm
+    on the rows (matmul folding the batch), or batched matmul; the last two add the bias
+    afterwards. Which one, for inputs other than matrices, is asked of the installed torch
+    (:func:`shimnn.ops._paths.linear_path`).
     """
     dim = input.dim()
     if dim == 0 or weight.dim() != 2:
         _linear(input, weight, bias)  # raises torch's own error for bad ranks
     out_features = weight.shape[0]
     input_shape = input.shape
-    addmm = bias is not None and (dim == 2 or input.is_contiguous())
-    if not (addmm or dim <= 2 or _folds(input, need_weight)):
+    # A matrix takes addmm with a bias, mm without; other ranks: the installed torch decides.
+    path = ("addmm" if bias is not None else "fold") if dim == 2 else linear_path(
+        input, weight, bias, need_weight)
+    if path == "bmm":
+        if need_weight:  # torch folds when the weight requires grad; a torch that does not
+            raise NotImplementedError(  # would need a weight gradient through bmm
+                f"shimnn: torch {torch.__version__}'s linear ran bmm for a weight that "
+                "requires grad; shimnn has no backward for that path")
         return _linear_bmm(input, weight, bias, need_input, need_bias)
+    addmm = path == "addmm"
     if dim == 2:
         rows = input
     elif dim == 1:
@@ -126,7 +128,7 @@ def linear_forward(input: Tensor, weight: Tensor, bias: Tensor | None, need_inpu
             grad_input = grad_input.reshape(input_shape)
         if need_bias and not addmm:
             grad_bias = sum_to(grad, (out_features,))
-        return grad_input, grad_weight, grad_bias
+        return grad_input, grad_bias, grad_weight
 
     if need_weight:
         saved: tuple[Tensor, ...] = (rows, weight) if need_input else (rows,)
@@ -172,7 +174,7 @@ def _linear_bmm(input: Tensor, weight: Tensor, bias: Tensor | None, need_input: 
             grad_input = g.bmm(w).reshape(input_shape)
         if need_bias:
             grad_bias = sum_to(grad, (out_features,))
-        return grad_input, None, grad_bias
+        return grad_input, grad_bias, None
 
     saved = (weight,) if need_input else ()
     return out, backward, saved, _linear_node_name(input.dim(), False, bias is not None)

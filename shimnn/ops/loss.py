@@ -73,6 +73,8 @@ _nll_loss_backward = torch.ops.aten.nll_loss_backward.default._op
 _nll_loss2d_backward = torch.ops.aten.nll_loss2d_backward.default._op
 _log_softmax_backward_data = torch.ops.aten._log_softmax_backward_data.default._op
 
+# torch's own function (taken before shimnn.patch_torch can replace it), for its checks.
+_torch_binary_cross_entropy = torch.nn.functional.binary_cross_entropy
 _get_enum = torch.nn._reduction.get_enum
 _legacy_get_enum = torch.nn._reduction.legacy_get_enum
 
@@ -680,7 +682,13 @@ def binary_cross_entropy(
                 f"({input.size()}) is deprecated. Please ensure they have the same size.")
         expanded_weight = None
         if weight is not None:
-            expanded_weight = weight.expand(torch.broadcast_shapes(target.size(), weight.size()))
+            try:
+                shape = torch.broadcast_shapes(target.size(), weight.size())
+            except RuntimeError:  # torch's message (from the helper the installed torch uses)
+                with torch.no_grad():
+                    _torch_binary_cross_entropy(input.detach(), target.detach(), weight.detach())
+                raise
+            expanded_weight = weight.expand(shape)
         if is_grad_enabled():
             if edge(weight) is not None:
                 raise _not_differentiable("binary_cross_entropy", "weight")

@@ -3,8 +3,9 @@
 ``torch.matmul`` is not one kernel: torch decomposes it by the operands' ranks and layouts into
 ``dot``, ``mv``, ``mm`` on rows folded from the batch, or ``expand`` + ``reshape`` + ``bmm`` +
 ``_unsafe_view``, and differentiates each piece with its own formula. :func:`matmul` follows the
-same decomposition (``_matmul_impl`` and ``should_fold`` in ATen's ``LinearAlgebra.cpp``), kernel
-by kernel on tensors of the same strides, as one recorded node: the view pieces only move
+same decomposition (``_matmul_impl`` in ATen's ``LinearAlgebra.cpp``; which branch, for operands
+of 3 or more dims, is asked of the installed torch: :mod:`shimnn.ops._paths`), kernel by kernel
+on tensors of the same strides, as one recorded node: the view pieces only move
 values, so their backward (reshapes, transposes) is folded into the node's backward, while the
 reductions an ``expand`` needs (``sum_to``) and the product kernels run exactly as torch's.
 """
@@ -31,6 +32,7 @@ from .._graph import (
     wrap,
 )
 from ._common import _check_real, _out_requires_grad, _record_inplace
+from ._paths import matmul_path
 from .linear import _is_column_major
 
 __all__: list[str] = []
@@ -49,25 +51,6 @@ def _mm_grads(g: Tensor, a: Tensor, b: Tensor, need_a: bool, need_b: bool,
     if need_b:
         grad_b = g.t().mm(a).t() if b_col else a.t().mm(g)
     return grad_a, grad_b
-
-
-def _should_fold(a: Tensor, b: Tensor, a_rg: bool, b_rg: bool) -> bool:
-    """ATen's ``should_fold``: whether a (>=3-d, <=2-d) product runs as one mm/mv on the batch
-    folded into rows. ``a_rg``/``b_rg``: whether torch would see the operand require grad."""
-    da, db = a.dim(), b.dim()
-    larger = da >= db
-    t1 = a if larger else b.mT
-    dim_t1, dim_t2 = t1.dim(), (db if larger else da)
-    if not (dim_t1 >= 3 and dim_t2 <= 2):
-        return False
-    if b_rg if larger else a_rg:
-        return True  # torch folds (and may copy) to keep the backward a single mm
-    if da == 2:
-        return False
-    if t1.numel() == 0:
-        return True
-    shape, stride = t1.shape, t1.stride()
-    return all(stride[i] == stride[i + 1] * shape[i + 1] for i in range(dim_t1 - 2))
 
 
 def _dot_forward(a: Tensor, b: Tensor, need_a: bool, need_b: bool) -> Recorded:
@@ -232,14 +215,12 @@ def _matmul_forward(a: Tensor, b: Tensor, need_a: bool, need_b: bool,
             return _mm_forward(a, b, need_a, need_b)
         if da == 0 or db == 0:
             raise RuntimeError
-        if da == 3 and db == 3 and a.shape[0] != b.shape[0]:
-            # A 3-d operand with a batch of one that requires grad is squeezed to a matrix
-            # (then folded), so that its gradient is one mm instead of a bmm and a sum.
-            if a.shape[0] == 1 and a_rg:
-                return _squeezed(a.squeeze(0), b, need_a, need_b, 0)
-            if b.shape[0] == 1 and b_rg:
-                return _squeezed(a, b.squeeze(0), need_a, need_b, 1)
-        if _should_fold(a, b, bool(a_rg), bool(b_rg)):
+        path = matmul_path(a, b, bool(a_rg), bool(b_rg))  # as the installed torch decides
+        if path == "squeeze0":  # a 3-d operand of batch 1 that requires grad, as a matrix
+            return _squeezed(a.squeeze(0), b, need_a, need_b, 0)
+        if path == "squeeze1":
+            return _squeezed(a, b.squeeze(0), need_a, need_b, 1)
+        if path == "fold":
             return _fold_forward(a, b, need_a, need_b)
         return _batched_forward(a, b, need_a, need_b)
     except RuntimeError:

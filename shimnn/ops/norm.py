@@ -40,6 +40,12 @@ from ._common import _check_real, _reduce_to, _suggest_memory_format
 __all__ = ["batch_norm", "group_norm", "instance_norm", "layer_norm", "rms_norm"]
 
 _aten = torch.ops.aten
+# torch's own function (taken before shimnn.patch_torch can replace it), for its checks.
+_functional_batch_norm = torch.nn.functional.batch_norm
+
+
+def _meta(t: Any) -> Any:
+    return None if t is None else torch.empty(t.shape, dtype=t.dtype, device="meta")
 _native_batch_norm = _aten.native_batch_norm.default._op
 _native_batch_norm_backward = _aten.native_batch_norm_backward.default._op
 _native_group_norm = _aten.native_group_norm.default._op
@@ -175,10 +181,10 @@ def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor |
         size = input.size()
     if training:
         _verify_batch_size(size)
-    if training and eps <= 0.0:
-        raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
-    if eps < 0.0:
-        raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
+    if eps <= 0.0:  # the installed torch decides (2.13 allows 0 in eval, 2.11/2.12 do not)
+        with no_dispatch(), torch.no_grad():
+            _functional_batch_norm(_meta(input), _meta(running_mean), _meta(running_var),
+                                   _meta(weight), _meta(bias), training, momentum, eps)
     return _batch_norm(input, weight, bias, running_mean, running_var, training, momentum, eps,
                        torch.backends.cudnn.enabled)
 

@@ -171,7 +171,7 @@ def _amax_forward(input: Tensor, dims: list[int], keepdim: bool, kernel: Callabl
     def backward(grad: Tensor) -> tuple[Tensor]:
         # scale_grad_by_count(restore_reduced_dims(grad), restore_reduced_dims(result) == self)
         g, r = grad, result
-        if not keepdim and dims:
+        if not keepdim and dims and ndim > 0:  # (a 0-d input has no dim to restore)
             g, r = _unsqueeze_multiple(g, dims), _unsqueeze_multiple(r, dims)
         mask = r == input
         return ((g / mask.sum(all_dims, True)) * mask,)

@@ -418,7 +418,7 @@ class _Direction:
             d_xw, emitted, d_h0, d_c0 = self._backward_packed_reversed(g_out, g_h, g_c)
         else:
             d_xw, emitted, d_h0, d_c0 = self._backward_packed(g_out, g_h, g_c)
-        d_input, d_w_ih, d_b_ih = self.xw_backward(d_xw)
+        d_input, d_b_ih, d_w_ih = self.xw_backward(d_xw)  # linear_forward order
         emitted.append(d_b_ih)
         emitted.append(d_w_ih)
         return emitted, d_input, d_h0, d_c0

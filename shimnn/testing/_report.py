@@ -9,6 +9,7 @@ against a number, two NaNs with different bits).
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +109,23 @@ def bits_equal(a: Tensor, b: Tensor) -> bool:
         if bits is None:
             return torch.equal(a, b)
         return torch.equal(a.detach().contiguous().view(bits), b.detach().contiguous().view(bits))
+
+
+def bitwise_identical(a: Any, b: Any) -> bool:
+    """Bit for bit the same: tensors by :func:`bits_equal`; Python floats by their IEEE bits
+    (so two NaNs with the same bits are identical and ``-0.0`` is not ``0.0``, unlike ``==``);
+    lists, tuples and dicts element by element; anything else by ``==``."""
+    if isinstance(a, Tensor) or isinstance(b, Tensor):
+        return isinstance(a, Tensor) and isinstance(b, Tensor) and bits_equal(a, b)
+    if isinstance(a, float) or isinstance(b, float):
+        return (isinstance(a, float) and isinstance(b, float)
+                and struct.pack("<d", a) == struct.pack("<d", b))
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(
+            bitwise_identical(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return list(a) == list(b) and all(bitwise_identical(a[k], b[k]) for k in a)
+    return bool(a == b)
 
 
 def compare_tensors(actual: Any, expected: Any, name: str = "tensor", *,
