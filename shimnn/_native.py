@@ -9,9 +9,9 @@ version (the cache key) with torch's C++ extension builder (a C++ compiler and n
 The first use never waits for the compiler: it starts the build in a separate background
 process (about 26 s of compiler CPU time; 64-85 s of wall time measured on a busy 2-core
 machine) and runs the Python paths meanwhile; the process switches to the compiled paths when
-they are ready, and later processes load them directly. A failed build is remembered for its cache key and reported once, naming
-the command that retries it (``shimnn native``, which builds in the foreground and prints the
-compiler's error).
+they are ready, and later processes load them directly. A failed build is remembered for its
+cache key and reported once, naming the command that retries it (``shimnn native``, which
+builds in the foreground and prints the compiler's error).
 
 ``SHIMNN_NATIVE=0`` disables the compiled paths; ``SHIMNN_NATIVE=1`` builds them in the
 foreground and makes a failed build an error (the test suite runs that way).
