@@ -759,4 +759,7 @@ _PLAIN_RESULT = frozenset([
     *(getattr(Tensor, name).__get__ for name in (
         "shape", "dtype", "device", "ndim", "layout", "is_cuda", "is_sparse", "is_meta",
         "itemsize", "nbytes")),
+    # .grad read and written (optimizers, clip_grad_norm_): no graph either way (a gradient
+    # read is not differentiable, as _NON_DIFFERENTIABLE says; the setter is not an operator)
+    vars(torch._C.TensorBase)["grad"].__get__, vars(torch._C.TensorBase)["grad"].__set__,
 ])

@@ -1157,6 +1157,41 @@ bool float_cpu_dense(const Tensor& p, const Tensor& g) {
 // call and tensor, is made here: bumped(t) after each in-place call on t.
 void bumped(const Tensor& t) { t.unsafeGetTensorImpl()->bump_version(); }
 
+// torch.nn.utils.clip_grad_norm_ (foreach None, error_if_nonfinite False) where every gradient
+// is a dense CPU float32/float64 torch.Tensor of one dtype: torch's kernels in its order (one
+// device and dtype group: _foreach_norm, stack, linalg.vector_norm; max_norm / (norm + 1e-6) as
+// Tensor.__rtruediv__ computes it, reciprocal then mul; clamp(max=1), _foreach_mul_), in grad
+// mode off. Returns the total norm, or None, having done nothing, outside that case.
+py::object clip_grad_norm(const py::list& params, double max_norm, double norm_type) {
+  std::vector<Tensor> grads;
+  for (py::handle obj : params) {
+    if (!THPVariable_Check(obj.ptr())) return py::none();
+    const Tensor& g = THPVariable_Unpack(obj.ptr()).grad();
+    if (!g.defined()) continue;
+    auto dtype = g.scalar_type();
+    if (!g.is_cpu() || g.layout() != at::kStrided || (dtype != at::kFloat && dtype != at::kDouble) ||
+        (!grads.empty() && dtype != grads[0].scalar_type())) {
+      return py::none();
+    }
+    py::object wrapped = py::cast(g);  // its Python object: torch's foreach path wants a plain one
+    if (Py_TYPE(wrapped.ptr()) != reinterpret_cast<PyTypeObject*>(THPVariableClass)) {
+      return py::none();
+    }
+    grads.push_back(g);
+  }
+  if (grads.empty()) return py::none();
+  Tensor total;
+  {
+    py::gil_scoped_release no_gil;
+    at::AutoGradMode no_grad(false);
+    std::vector<Tensor> norms = at::_foreach_norm(grads, norm_type);
+    total = at::linalg_vector_norm(at::stack(norms), norm_type);
+    Tensor coef = at::mul(at::reciprocal(at::add(total, 1e-6)), max_norm);
+    at::_foreach_mul_(grads, at::clamp(coef, c10::nullopt, 1.0));
+  }
+  return py::cast(std::move(total));
+}
+
 // optim.sgd.SGD._step_group + optim.sgd.sgd for a group on CPU with torch's default
 // single-tensor path (foreach None/False), dense float32/float64 gradients: the same kernels
 // in the same order (torch._foreach_* run torch's per-tensor kernels on CPU). Returns False,
@@ -1373,4 +1408,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("sgd_step", &sgd_step);
   m.def("adam_step", &adam_step);
   m.def("clear_grads", &clear_grads);
+  m.def("clip_grad_norm", &clip_grad_norm);
 }
