@@ -247,7 +247,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     mlp, cnn = args.networks in ("all", "mlp"), args.networks in ("all", "cnn")
     rnn = args.networks in ("all", "rnn")
     lm = args.networks in ("all", "lm")
-    steps = ((measure_steps(settings) + measure_rl(settings) if mlp else []) + (measure_cnn_steps(settings) if cnn else [])
+    steps = ((measure_steps(settings) + measure_rl(settings) if mlp else [])
+             + (measure_cnn_steps(settings) if cnn else [])
              + (measure_sequences(settings) if rnn else [])
              + (measure_token_models(settings) if lm else []))
     epochs = measure_epochs(settings) if mlp else []
