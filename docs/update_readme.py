@@ -127,6 +127,8 @@ def performance_block() -> str:
     env = mlp["environment"]
     steps: dict[str, dict[str, float]] = {}
     for s in mlp["steps"] + cnn["steps"]:
+        if s["configuration"].startswith("RL "):
+            continue  # a line of its own below the table
         steps.setdefault(s["configuration"], {})[s["mode"]] = _ratio(s)
     cols = [("step sgd", "step, SGD"), ("step momentum", "step, SGD momentum"),
             ("step adam", "step, Adam"), ("forward", "forward (grad mode)")]
@@ -135,14 +137,26 @@ def performance_block() -> str:
     for config, modes in steps.items():
         cells = [f"{modes[m]:.2f}x" if m in modes else "" for m, _ in cols]
         lines.append(f"| {config.replace(' b', ', batch ')} | " + " | ".join(cells) + " |")
+    rl = {s["mode"]: _ratio(s) for s in mlp["steps"] if s["configuration"].startswith("RL ")}
+    epochs = {e["mode"].removeprefix("epoch "): float(e["ratio_to_shimnn"]["sklearn"]["median"])
+              for e in mlp["epochs"]}
+    extra = []
+    if rl:
+        extra.append("RL update (8-64-64-2 Tanh, Adam, `clip_grad_norm_`, batch 64): "
+                     f"{rl['step adam + clip_grad_norm_']:.2f}x; with `torch.optim.Adam`: "
+                     f"{rl['step torch.optim.Adam + clip_grad_norm_']:.2f}x.")
+    if epochs:
+        extra.append("Per epoch against scikit-learn's `MLPRegressor`: " + ", ".join(
+            f"{name} {ratio:.2f}x" for name, ratio in epochs.items()) + ".")
+    clock = "the thread's CPU time" if mlp.get("clock") == "cpu" else "elapsed time"
     return (f"torch's time / shimnn's for one training step (forward, loss, `zero_grad`, "
             f"backward, optimizer step) and one forward; above 1: shimnn is faster. Median "
             f"of 101 interleaved rounds in one process, {env['cpu']} ({env['cores']} cores), "
             f"Python {env['python']}, torch {env['torch']}, one thread, compiled paths "
-            f"{env['shimnn_native']}; CNN rows timed by the thread's CPU time. From "
-            f"`bench/results/ratios.json` and `ratios_cnn_cpu.json` (`make bench`, "
-            f"`python -m bench.ratios --networks cnn --clock cpu`).\n\n"
-            + "\n".join(lines) + "\n")
+            f"{env['shimnn_native']}, timed by {clock}. From "
+            f"`bench/results/ratios.json` and `ratios_cnn_cpu.json` (`python -m bench.ratios "
+            f"--networks mlp|cnn --clock cpu`).\n\n"
+            + "\n".join(lines) + "\n" + ("\n" + " ".join(extra) + "\n" if extra else ""))
 
 
 def render() -> dict[Path, str]:
