@@ -14,14 +14,13 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.autograd import profiler as _profiler
 from torch.optim.optimizer import (
     Optimizer,
     _get_foreach_kernels_supported_devices,
     _global_optimizer_post_hooks,
     _global_optimizer_pre_hooks,
 )
-
-from torch.autograd import profiler as _profiler
 from torch.profiler import record_function
 
 from .. import _native
