@@ -546,8 +546,8 @@ def test_train_small_model_like_torch(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["SGD", "Adam"])
 def test_step_is_a_profiler_scope_as_torchs(name: str) -> None:
-    """Under torch's profiler a step shows torch's ``Optimizer.step#<class>.step`` range, with
-    the step's kernels inside it; the hooks run inside it too."""
+    """Under torch's profiler a step and a zero_grad show torch's ranges
+    (``Optimizer.step#<class>.step``, ``Optimizer.zero_grad#<class>.zero_grad``)."""
     seen = {}
     for nn, optim in ((torch.nn, torch.optim), (shimnn, shimnn.optim)):
         torch.manual_seed(0)
@@ -558,8 +558,11 @@ def test_step_is_a_profiler_scope_as_torchs(name: str) -> None:
         opt.register_step_pre_hook(lambda *a: calls.append(True))
         with torch.profiler.profile() as prof:
             opt.step()
+            opt.zero_grad()
         names = [e.name for e in prof.events()]
-        seen[nn] = (f"Optimizer.step#{name}.step" in names, calls, p.detach().clone())
+        seen[nn] = (f"Optimizer.step#{name}.step" in names
+                    and f"Optimizer.zero_grad#{name}.zero_grad" in names, calls,
+                    p.detach().clone())
     assert seen[shimnn][0] and seen[torch.nn][0]
     assert seen[shimnn][1] == seen[torch.nn][1] == [True]
     assert torch.equal(seen[shimnn][2], seen[torch.nn][2])

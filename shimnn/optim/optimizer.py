@@ -192,7 +192,15 @@ class ShimOptimizer(Optimizer):
         raise NotImplementedError
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Reset the gradients: ``None`` (default) or zeros, as ``torch.optim`` does."""
+        """Reset the gradients: ``None`` (default) or zeros, as ``torch.optim`` does (in
+        torch's profiler scope ``Optimizer.zero_grad#<class>.zero_grad`` while a profiler
+        runs)."""
+        if _profiler._is_profiler_enabled:
+            with record_function(f"Optimizer.zero_grad#{type(self).__name__}.zero_grad"):
+                return self._zero_grad(set_to_none)
+        return self._zero_grad(set_to_none)
+
+    def _zero_grad(self, set_to_none: bool) -> None:
         native = _native.get()
         if set_to_none and native is not None and type(self.param_groups) is list:
             native.clear_grads(self.param_groups)  # the loop below, in C++
