@@ -123,10 +123,11 @@ def _ratio(step: dict[str, Any]) -> float:
 
 def performance_block() -> str:
     mlp = json.loads((BENCH_RESULTS / "ratios.json").read_text())
-    cnn = json.loads((BENCH_RESULTS / "ratios_cnn_cpu.json").read_text())
+    others = [json.loads((BENCH_RESULTS / f"ratios_{name}.json").read_text())
+              for name in ("cnn_cpu", "rnn", "lm")]
     env = mlp["environment"]
     steps: dict[str, dict[str, float]] = {}
-    for s in mlp["steps"] + cnn["steps"]:
+    for s in mlp["steps"] + [s for other in others for s in other["steps"]]:
         if s["configuration"].startswith("RL "):
             continue  # a line of its own below the table
         steps.setdefault(s["configuration"], {})[s["mode"]] = _ratio(s)
@@ -148,14 +149,13 @@ def performance_block() -> str:
     if epochs:
         extra.append("Per epoch against scikit-learn's `MLPRegressor`: " + ", ".join(
             f"{name} {ratio:.2f}x" for name, ratio in epochs.items()) + ".")
-    clock = "the thread's CPU time" if mlp.get("clock") == "cpu" else "elapsed time"
-    return (f"torch's time / shimnn's for one training step (forward, loss, `zero_grad`, "
-            f"backward, optimizer step) and one forward; above 1: shimnn is faster. Median "
-            f"of 101 interleaved rounds in one process, {env['cpu']} ({env['cores']} cores), "
-            f"Python {env['python']}, torch {env['torch']}, one thread, compiled paths "
-            f"{env['shimnn_native']}, timed by {clock}. From "
-            f"`bench/results/ratios.json` and `ratios_cnn_cpu.json` (`python -m bench.ratios "
-            f"--networks mlp|cnn --clock cpu`).\n\n"
+    clocks = ("all rows" if mlp.get("clock") == "cpu" else "all but the MLP rows")
+    return (f"torch's time / shimnn's per training step (forward, loss, `zero_grad`, backward, "
+            f"optimizer step) and per forward; above 1: shimnn is faster. Medians of 101 "
+            f"interleaved rounds, {env['cpu']}, torch {env['torch']}, one thread, compiled "
+            f"paths {env['shimnn_native']}; {clocks} on the thread's CPU clock. "
+            f"`python -m bench.ratios --networks mlp|cnn|rnn|lm --clock cpu` "
+            f"(`bench/results/ratios*.json`).\n\n"
             + "\n".join(lines) + "\n" + ("\n" + " ".join(extra) + "\n" if extra else ""))
 
 

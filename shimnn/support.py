@@ -7,6 +7,7 @@ output and a test fails when they differ.
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Iterable
 from types import ModuleType
 
@@ -110,11 +111,22 @@ def support_table() -> str:
     ])
 
 
+def _short_names(names: Iterable[str]) -> str:
+    """:func:`_names` with the 1-d/2-d/3-d variants of a class on one entry
+    (``Conv1d/2d``)."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        match = re.fullmatch(r"(.+?)([123]d)", name)
+        stem, dims = (match.group(1), match.group(2)) if match else (name, "")
+        groups.setdefault(stem, []).append(dims)
+    return ", ".join(f"`{stem}{'/'.join(dims)}`" for stem, dims in groups.items())
+
+
 def support_summary() -> str:
     """Markdown for the README: counts per namespace, the module and optimizer names."""
     lines = ["| torch namespace | implemented by shimnn (hand-written backward) |", "|---|---|"]
     for title, have, lack in support_rows():
-        listed = f": {_names(have)}" if "functional" not in title else ""
+        listed = f": {_short_names(have)}" if "functional" not in title else ""
         lines.append(f"| {title} | {len(have)} of {len(have) + len(lack)}{listed} |")
     lines.append(f"| operations on tracked tensors (`torch.X`, `Tensor.X`, operators) | "
                  f"{len(tensor_operations())} |")

@@ -1,6 +1,6 @@
 """``torch.nn.parallel.DistributedDataParallel`` around shimnn models, bit for bit torch's DDP.
 
-The multi-process tests start 2 and 3 gloo ranks on 127.0.0.1 (``tests/ddp_worker.py``; a
+The multi-process tests start 2, 3 and 4 gloo ranks on 127.0.0.1 (``tests/ddp_worker.py``; a
 file store for the rendezvous, so no port is chosen here, and gloo binds free ones itself) and
 compare, on every rank, every loss, every reduced gradient and the final parameters with torch's
 DDP around torch's modules, over the scenarios in ``ddp_worker.SCENARIOS``: the seed network and
@@ -8,7 +8,8 @@ DDP around torch's modules, over the scenarios in ``ddp_worker.SCENARIOS``: the 
 ``no_sync`` accumulation, unused parameters, ``static_graph``, ``gradient_as_bucket_view``,
 ``batched_grad_copy``, torch's comm hooks, ZeroRedundancyOptimizer, BatchNorm buffers. With 3
 ranks only the exact division and bucket layout give torch's bits. Every rank's processes are
-reaped, with a deadline. ``SHIMNN_DDP_FULL=1`` runs every scenario with 2, 3 and 4 ranks.
+reaped, with a deadline. By default every scenario runs with 2 ranks and a subset with 3 and 4;
+``SHIMNN_DDP_FULL=1`` runs every scenario with 2, 3 and 4 ranks.
 
 The in-process tests (one rank) check what shimnn refuses, the errors torch raises, and the
 engine pieces DDP needs: hooks on a parameter's AccumulateGrad, their order, final callbacks.
@@ -52,6 +53,7 @@ PLAN: dict[int, list[str]] = {2: ALL, 3: ALL + MUTANTS, 4: ALL} if FULL else {
     2: [name for name in ALL if not name.startswith("big") and name != "seed_batched_copy"],
     3: ["seed_sgd", "seed_bucket_view", "seed_batched_copy", "seed_fp16_hook",
         "rank_dependent", "big_small_buckets", *MUTANTS],
+    4: ["seed_sgd", "seed_adam", "rank_dependent"],
 }
 TIMEOUT = 900 if FULL else 300
 

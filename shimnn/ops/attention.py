@@ -329,6 +329,15 @@ def _lin(input: Tensor, weight: Tensor, bias: Tensor | None, need_input: bool,
     return _linear(input, weight, bias), None, ()
 
 
+def _check_static(name: str, static: Tensor, heads: int, head_dim: int) -> Tensor:
+    """torch's checks of ``static_k`` / ``static_v``: ``(bsz * num_heads, src_len, head_dim)``."""
+    if static.size(0) != heads:
+        raise AssertionError(f"expecting {name}.size(0) of {heads}, but got {static.size(0)}")
+    if static.size(2) != head_dim:
+        raise AssertionError(f"expecting {name}.size(2) of {head_dim}, but got {static.size(2)}")
+    return static
+
+
 def _unpack(proj: Tensor, n: int, e: int) -> Tensor:
     """``_in_projection_packed``'s ``proj.unflatten(-1, (n, e)).unsqueeze(0).transpose(0, -2)
     .squeeze(-2).contiguous()``: ``(*, n * e)`` -> ``(n, *, e)`` (a copy)."""
@@ -660,24 +669,12 @@ def mha_forward(query: Tensor, key: Tensor, value: Tensor, embed_dim_to_check: i
     if static_k is None:
         k = k.view(k.shape[0], bsz * num_heads, head_dim).transpose(0, 1)
     else:
-        if static_k.size(0) != bsz * num_heads:
-            raise AssertionError(f"expecting static_k.size(0) of {bsz * num_heads}, but got "
-                                 f"{static_k.size(0)}")
-        if static_k.size(2) != head_dim:
-            raise AssertionError(
-                f"expecting static_k.size(2) of {head_dim}, but got {static_k.size(2)}")
-        k = static_k
+        k = _check_static("static_k", static_k, bsz * num_heads, head_dim)
         need_k = needs["static_k"]
     if static_v is None:
         v = v.view(v.shape[0], bsz * num_heads, head_dim).transpose(0, 1)
     else:
-        if static_v.size(0) != bsz * num_heads:
-            raise AssertionError(f"expecting static_v.size(0) of {bsz * num_heads}, but got "
-                                 f"{static_v.size(0)}")
-        if static_v.size(2) != head_dim:
-            raise AssertionError(
-                f"expecting static_v.size(2) of {head_dim}, but got {static_v.size(2)}")
-        v = static_v
+        v = _check_static("static_v", static_v, bsz * num_heads, head_dim)
         need_v = needs["static_v"]
     k_heads_len, v_heads_len = k.shape[1], v.shape[1]
 

@@ -996,18 +996,21 @@ def _layer(kind: str, torch_fn: Callable[..., Any], args: tuple[Any, ...],
                 uniform = len(sizes_list)
             else:
                 use_mkldnn = False
+        tracking = grad_mode and (any(edge(t) is not None for t in (input, *states)) or any(
+            e is not None for w in weights for e in w[5:]))
+        if not tracking:
+            # Nothing to record: torch's own function (its C++ loop over the same kernels, its
+            # warnings), which gives torch's values by definition.
+            return tuple(wrap(r) for r in torch_fn(*args, **kwargs))
         if kind == LSTM and has_projections and _use_mkldnn(input, params, states) and (
                 batch_sizes is None):
             _warn_once("LSTM with projections is not supported with oneDNN. Using default "
                        "implementation.")
-        tracking = grad_mode and (any(edge(t) is not None for t in (input, *states)) or any(
-            e is not None for w in weights for e in w[5:]))
-        if tracking:
-            _check_real(kind.lower(), input)
-            if input.dtype not in (torch.float32, torch.float64):
-                raise NotImplementedError(
-                    f"shimnn: the backward of {kind.lower()} is written for float32 and float64; "
-                    f"got {input.dtype}")
+        _check_real(kind.lower(), input)
+        if input.dtype not in (torch.float32, torch.float64):
+            raise NotImplementedError(
+                f"shimnn: the backward of {kind.lower()} is written for float32 and float64; "
+                f"got {input.dtype}")
         sizes = batch_sizes.tolist() if batch_sizes is not None else None
         set_grad_enabled(False)
         try:
@@ -1024,8 +1027,6 @@ def _layer(kind: str, torch_fn: Callable[..., Any], args: tuple[Any, ...],
             _raise_like_torch(torch_fn, args, kwargs, error)
         finally:
             set_grad_enabled(grad_mode)
-        if not tracking:
-            return tuple(wrap(r) for r in results)
         assert backward is not None
         name = _node_name(kind, use_mkldnn, batch_sizes is not None, dirs, batch_first)
         names = [name] + ["StackBackward0"] * (len(results) - 1)  # torch stacks the states
@@ -1129,8 +1130,10 @@ def _cell(kind: str, torch_fn: Callable[..., Any], input: Tensor, hx: Any, w_ih:
                      *((edge(w_ih), edge(w_hh), edge(b_ih), edge(b_hh)) if grad_mode
                        else (None,) * 4), None)
         tracking = any(e is not None for e in (e_in, e_h, e_c, *w[5:]))
-        if tracking:
-            _check_real(f"{kind.lower()}_cell", input)
+        if not tracking:  # nothing to record: torch's own function (see _layer)
+            out = torch_fn(*args)
+            return (wrap(out[0]), wrap(out[1])) if kind == LSTM else wrap(out)
+        _check_real(f"{kind.lower()}_cell", input)
         step, step_backward = _step_fns(kind)
         set_grad_enabled(False)
         try:
@@ -1140,8 +1143,6 @@ def _cell(kind: str, torch_fn: Callable[..., Any], input: Tensor, hx: Any, w_ih:
             _raise_like_torch(torch_fn, args, {}, error)
         finally:
             set_grad_enabled(grad_mode)
-        if not tracking:
-            return (wrap(hy), wrap(cy)) if kind == LSTM else wrap(hy)
         in_column_major = _is_column_major(input)
         w_ih_row_major = _weight_is_row_major(w_ih)
         need_h, need_c = e_h is not None, e_c is not None
