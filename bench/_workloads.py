@@ -42,6 +42,9 @@ __all__ = [
     "sequence_workload",
     "token_workload",
     "sklearn_epoch",
+    "RL_TASK",
+    "RLNetwork",
+    "rl_workload",
     "workload",
 ]
 
@@ -57,8 +60,9 @@ OPTIMIZERS: dict[str, tuple[str, dict[str, float]]] = {
     "adam": ("Adam", {"lr": 1e-3}),
 }
 """Optimizer name -> (class in ``torch.optim``/``shimnn.optim``, keyword arguments)."""
-EPOCH_OPTIMIZERS = ("sgd", "momentum")
-"""The optimizers of the per-epoch comparison with scikit-learn (its ``solver='sgd'``)."""
+EPOCH_OPTIMIZERS = ("sgd", "momentum", "adam")
+"""The optimizers of the per-epoch comparison with scikit-learn (``solver='sgd'`` for the
+first two, ``solver='adam'`` for Adam)."""
 
 
 def make_optimizer(optim: ModuleType, name: str, params: Any) -> Any:
@@ -207,7 +211,8 @@ def sklearn_epoch(optimizer: str = "sgd", seed: int = 0,
     """One epoch of scikit-learn's ``MLPRegressor`` on the same 1000 disc points.
 
     Settings that match the torch loop: ``solver='sgd'``, hidden layers (25, 25, 25) with ReLU,
-    constant learning rate 0.1, the same batch size, ``momentum`` 0 or 0.9 without Nesterov,
+    constant learning rate 0.1, the same batch size, ``momentum`` 0 or 0.9 without Nesterov
+    (for ``"adam"``: ``solver='adam'``, learning rate 1e-3, torch's betas and eps),
     no L2 penalty (``alpha=0``; scikit-learn's default 1e-4 is weight decay, which plain SGD
     does not do), no shuffling (the torch loop takes batches in order), float32 data (kept as
     float32 by scikit-learn). Differences that remain: an identity output instead of Tanh, its
@@ -225,14 +230,80 @@ def sklearn_epoch(optimizer: str = "sgd", seed: int = 0,
 
     x, y = disc_data(seed)[:2]
     x_np, y_np = x.numpy(), y.numpy().ravel()
-    momentum = OPTIMIZERS[optimizer][1].get("momentum", 0.0)
-    model = MLPRegressor(
-        hidden_layer_sizes=(25, 25, 25), activation="relu", solver="sgd", alpha=0.0,
-        batch_size=batch_size, learning_rate="constant", learning_rate_init=0.1,
-        momentum=momentum, nesterovs_momentum=False, shuffle=False, random_state=seed,
-    )
+    cls, kwargs = OPTIMIZERS[optimizer]
+    common = dict(hidden_layer_sizes=(25, 25, 25), activation="relu", alpha=0.0,
+                  batch_size=batch_size, learning_rate_init=kwargs["lr"], shuffle=False,
+                  random_state=seed)
+    if cls == "Adam":  # torch's defaults: betas (0.9, 0.999), eps 1e-8
+        model = MLPRegressor(solver="adam", beta_1=0.9, beta_2=0.999, epsilon=1e-8, **common)
+    else:
+        model = MLPRegressor(solver="sgd", learning_rate="constant",
+                             momentum=kwargs.get("momentum", 0.0), nesterovs_momentum=False,
+                             **common)
     model.partial_fit(x_np, y_np)
     return lambda: model.partial_fit(x_np, y_np)
+
+
+@dataclass(frozen=True)
+class RLNetwork:
+    """A reinforcement-learning style update: an MLP with ``Tanh`` hidden layers (a policy or
+    value network), Adam, ``clip_grad_norm_`` before each step, MSE to random targets."""
+
+    sizes: tuple[int, ...] = (8, 64, 64, 2)
+    batch: int = 64
+    lr: float = 3e-4
+    max_norm: float = 0.5
+
+    @property
+    def name(self) -> str:
+        return f"RL {'-'.join(map(str, self.sizes))} Tanh b{self.batch}"
+
+    @property
+    def slug(self) -> str:
+        return self.name.replace(" ", "-")
+
+
+RL_TASK = RLNetwork()
+
+
+def rl_workload(framework: str, optimizer_from: str = "own", network: RLNetwork = RL_TASK,
+                seed: int = 0) -> Workload:
+    """The RL update under ``framework``: Adam (lr ``network.lr``) from the framework's own
+    optimizers (``optimizer_from="own"``) or from ``torch.optim`` (``"torch"``: a script that
+    swaps only ``torch.nn``), ``nn.utils.clip_grad_norm_(params, max_norm)`` after backward."""
+    nn, optim = FRAMEWORKS[framework]
+    if optimizer_from == "torch":
+        optim = torch.optim
+    torch.manual_seed(seed)
+    layers: list[Any] = []
+    for i, (a, b) in enumerate(zip(network.sizes, network.sizes[1:])):
+        if i:
+            layers.append(nn.Tanh())
+        layers.append(nn.Linear(a, b))
+    model = nn.Sequential(*layers)
+    params = list(model.parameters())
+    opt = optim.Adam(params, lr=network.lr)
+    clip = nn.utils.clip_grad_norm_
+    g = torch.Generator().manual_seed(seed)
+    batches = [(torch.randn(network.batch, network.sizes[0], generator=g),
+                torch.randn(network.batch, network.sizes[-1], generator=g))
+               for _ in range(BATCHES)]
+    max_norm = network.max_norm
+    w = Workload(model, opt, nn.MSELoss(), *batches[0], batches)
+    criterion = w.criterion
+
+    def step() -> Tensor:
+        x, y = batches[w.next_batch]
+        w.next_batch = (w.next_batch + 1) % len(batches)
+        loss = criterion(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        clip(params, max_norm)
+        opt.step()
+        return loss  # type: ignore[no-any-return]
+
+    w.step = step  # type: ignore[method-assign]
+    return w
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,8 +9,10 @@ language model and a 2-layer Transformer encoder: SGD and Adam steps, forward) t
 run in
 alternating short blocks (``bench._timing.interleaved``); the table gives each one's median time
 per call and the median and interquartile range of the per-block ratios torch/shimnn (above 1:
-shimnn is faster). Then one epoch of the seed task (1000 disc points, 20 mini-batches of 50)
-under scikit-learn's ``MLPRegressor``, torch and shimnn, interleaved the same way.
+shimnn is faster); an RL-style update (8-64-64-2 Tanh MLP, Adam lr 3e-4, ``clip_grad_norm_(0.5)``,
+batch 64) with shimnn's Adam and with ``torch.optim.Adam`` over shimnn's parameters. Then one
+epoch of the seed task (1000 disc points, 20 mini-batches of 50; SGD, momentum, Adam) under
+scikit-learn's ``MLPRegressor``, torch and shimnn, interleaved the same way.
 """
 
 from __future__ import annotations
@@ -39,10 +41,12 @@ from bench._workloads import (
     FRAMEWORKS,
     NETWORKS,
     OPTIMIZERS,
+    RL_TASK,
     SEQUENCE_NETWORKS,
     TOKEN_NETWORKS,
     cnn_workload,
     epoch_workload,
+    rl_workload,
     sequence_workload,
     sklearn_epoch,
     token_workload,
@@ -112,6 +116,17 @@ def measure_steps(settings: Settings) -> list[Result]:
         results.append(_measure(network.name, "forward no_grad",
                                 {fw: w.forward_no_grad for fw, w in ws.items()}, settings))
     return results
+
+
+def measure_rl(settings: Settings) -> list[Result]:
+    """The RL-style update (Tanh MLP, Adam, clip_grad_norm_), with the framework's own Adam and
+    with torch.optim.Adam over shimnn's parameters (a script that swaps only torch.nn)."""
+    own = {fw: rl_workload(fw) for fw in FRAMEWORKS}
+    swap = {"torch": rl_workload("torch"), "shimnn": rl_workload("shimnn", "torch")}
+    return [_measure(RL_TASK.name, "step adam + clip_grad_norm_",
+                     {fw: w.step for fw, w in own.items()}, settings),
+            _measure(RL_TASK.name, "step torch.optim.Adam + clip_grad_norm_",
+                     {fw: w.step for fw, w in swap.items()}, settings)]
 
 
 def measure_sequences(settings: Settings) -> list[Result]:
@@ -232,7 +247,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     mlp, cnn = args.networks in ("all", "mlp"), args.networks in ("all", "cnn")
     rnn = args.networks in ("all", "rnn")
     lm = args.networks in ("all", "lm")
-    steps = ((measure_steps(settings) if mlp else []) + (measure_cnn_steps(settings) if cnn else [])
+    steps = ((measure_steps(settings) + measure_rl(settings) if mlp else [])
+             + (measure_cnn_steps(settings) if cnn else [])
              + (measure_sequences(settings) if rnn else [])
              + (measure_token_models(settings) if lm else []))
     epochs = measure_epochs(settings) if mlp else []
@@ -246,8 +262,9 @@ def main(argv: Sequence[str] | None = None) -> None:
           "Above 1: shimnn is faster.\n")
     print(step_table(steps))
     if epochs:
-        print("\nPer epoch, seed task (1000 disc points, 20 mini-batches of 50, SGD lr 0.1; "
-              "scikit-learn `MLPRegressor.partial_fit`, one BLAS thread):\n")
+        print("\nPer epoch, seed task (1000 disc points, 20 mini-batches of 50; SGD lr 0.1, "
+              "Adam lr 1e-3; scikit-learn `MLPRegressor.partial_fit` with solver 'sgd' or "
+              "'adam', one BLAS thread):\n")
         print(epoch_table(epochs))
     if args.json:
         with open(args.json, "w") as f:

@@ -144,6 +144,8 @@ def performance_block() -> str:
     env = mlp["environment"]
     steps: dict[str, dict[str, float]] = {}
     for s in mlp["steps"] + [s for other in others for s in other["steps"]]:
+        if s["configuration"].startswith("RL "):
+            continue  # a line of its own below the table
         steps.setdefault(s["configuration"], {})[s["mode"]] = _ratio(s)
     cols = [("step sgd", "step, SGD"), ("step momentum", "step, SGD momentum"),
             ("step adam", "step, Adam"), ("forward", "forward (grad mode)")]
@@ -152,13 +154,25 @@ def performance_block() -> str:
     for config, modes in steps.items():
         cells = [f"{modes[m]:.2f}x" if m in modes else "" for m, _ in cols]
         lines.append(f"| {config.replace(' b', ', batch ')} | " + " | ".join(cells) + " |")
+    rl = {s["mode"]: _ratio(s) for s in mlp["steps"] if s["configuration"].startswith("RL ")}
+    epochs = {e["mode"].removeprefix("epoch "): float(e["ratio_to_shimnn"]["sklearn"]["median"])
+              for e in mlp["epochs"]}
+    extra = []
+    if rl:
+        extra.append("RL update (8-64-64-2 Tanh, Adam, `clip_grad_norm_`, batch 64): "
+                     f"{rl['step adam + clip_grad_norm_']:.2f}x; with `torch.optim.Adam`: "
+                     f"{rl['step torch.optim.Adam + clip_grad_norm_']:.2f}x.")
+    if epochs:
+        extra.append("Per epoch against scikit-learn's `MLPRegressor`: " + ", ".join(
+            f"{name} {ratio:.2f}x" for name, ratio in epochs.items()) + ".")
+    clocks = ("all rows" if mlp.get("clock") == "cpu" else "all but the MLP rows")
     return (f"torch's time / shimnn's per training step (forward, loss, `zero_grad`, backward, "
             f"optimizer step) and per forward; above 1: shimnn is faster. Medians of 101 "
             f"interleaved rounds, {env['cpu']}, torch {env['torch']}, one thread, compiled "
-            f"paths {env['shimnn_native']}; all but the MLP rows on the thread's CPU clock. "
-            f"`make bench`; `python -m bench.ratios --networks cnn|rnn|lm --clock cpu` "
+            f"paths {env['shimnn_native']}; {clocks} on the thread's CPU clock. "
+            f"`python -m bench.ratios --networks mlp|cnn|rnn|lm --clock cpu` "
             f"(`bench/results/ratios*.json`).\n\n"
-            + "\n".join(lines) + "\n")
+            + "\n".join(lines) + "\n" + ("\n" + " ".join(extra) + "\n" if extra else ""))
 
 
 def render() -> dict[Path, str]:

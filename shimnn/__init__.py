@@ -15,7 +15,7 @@ from typing import Any
 
 import torch.nn
 
-from . import _ddp, functional, init, modules, ops, optim  # noqa: F401
+from . import _ddp, functional, init, modules, ops, optim, utils  # noqa: F401
 from . import function as _function
 from ._graph import Node, TrackedTensor
 from ._patch import patch_torch

@@ -106,6 +106,7 @@ def _aten_schemas(name: str) -> tuple[Any, ...]:
     return tuple(getattr(packet, overload)._schema for overload in overloads)
 
 
+@functools.cache
 def _aten_writes_self(name: str) -> bool:
     """Whether an ATen op of this name has an overload that writes its first argument."""
     for schema in _aten_schemas(name):
@@ -212,6 +213,10 @@ def fallback(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if func is Tensor.__setitem__:
             return _setitem(*args)
         tensors = _tensors_in(args) + _tensors_in(kwargs.values())
+        if not is_grad_enabled() and not any(type(t) is TrackedTensor for t in tensors):
+            # What every branch below comes to with grad mode off and no tracked tensor (no
+            # edges, torch's own result): an optimizer's in-place update of a parameter.
+            return func(*args, **kwargs)
         if args and isinstance(args[0], Tensor) and _writes_first_argument(func, name, args,
                                                                            kwargs):
             return _inplace(func, name, args, kwargs, tensors)
@@ -759,4 +764,8 @@ _PLAIN_RESULT = frozenset([
     *(getattr(Tensor, name).__get__ for name in (
         "shape", "dtype", "device", "ndim", "layout", "is_cuda", "is_sparse", "is_meta",
         "itemsize", "nbytes")),
+    # .grad read and written (optimizers, clip_grad_norm_): no graph either way (a gradient
+    # read is not differentiable, as _NON_DIFFERENTIABLE says; the setter is not an operator)
+    vars(torch._C.TensorBase)["grad"].__get__, vars(torch._C.TensorBase)["grad"].__set__,
+    torch.is_complex, torch.is_floating_point, torch.numel,
 ])

@@ -152,6 +152,21 @@ def _accumulate_leaf(leaf: Tensor, box: list[Tensor]) -> None:
             hook(leaf)
 
 
+def _cast_to_leaf(leaf: Tensor, box: list[Tensor]) -> None:
+    """The summed gradient in ``box`` in the leaf's dtype, as torch's engine casts it."""
+    if box[0].dtype is not leaf.dtype:
+        box[0] = box[0].to(leaf.dtype)
+
+
+def _leaf_ready(leaf: Tensor, box: list[Tensor]) -> None:
+    """Every gradient of ``leaf`` has arrived (in ``box``, held there alone): AccumulateGrad,
+    then the hooks on it."""
+    _cast_to_leaf(leaf, box)
+    _accumulate_leaf(leaf, box)
+    if _ACCUMULATE_GRAD_HOOKS:
+        _run_accumulate_grad_hooks(leaf)
+
+
 # Hooks on a leaf's AccumulateGrad node (torch: ``grad_accumulator(leaf)->add_post_hook``), by
 # id(leaf): a weak reference to the leaf and its hooks. Empty unless something registered one
 # (torch's DDP, through shimnn's reducer); the compiled walk reads it too.
@@ -292,7 +307,7 @@ class _Walk:
     """One backward: pending gradients of nodes and leaves, in torch's order."""
 
     __slots__ = ("node_grads", "heap", "leaf_grads", "leaf_deps", "needed", "wanted",
-                 "accumulate", "captures", "retain_graph", "check_nan", "seeds", "acc_hooks")
+                 "accumulate", "captures", "retain_graph", "check_nan", "seeds")
 
     def __init__(self, retain_graph: bool, accumulate: bool) -> None:
         self.node_grads: dict[Node, Any] = {}  # a node's output gradient (a list: several)
@@ -305,9 +320,8 @@ class _Walk:
         self.captures: dict[Any, Tensor | None] | None = None
         self.retain_graph = retain_graph
         # torch.autograd.detect_anomaly(): every backward output is checked for NaN.
-        self.check_nan = torch.is_anomaly_enabled() and torch.is_anomaly_check_nan_enabled()
+        self.check_nan = _checks_nan()
         self.seeds: list[tuple[Tensor, int]] = []  # implicit root gradients, to recycle
-        self.acc_hooks = _ACCUMULATE_GRAD_HOOKS  # read by the compiled walk
 
     def send(self, e: Edge, grads: list[Any], i: int) -> None:
         """Hand ``grads[i]`` to its edge (taking it out of the list, so that only the engine
@@ -401,23 +415,20 @@ class _Walk:
     def leaf_ready(self, leaf: Tensor, box: list[Tensor]) -> None:
         """Every gradient of ``leaf`` has arrived (in ``box``): AccumulateGrad, or a capture for
         ``grad``."""
-        if box[0].dtype is not leaf.dtype:
-            box[0] = box[0].to(leaf.dtype)
         captures = self.captures
-        if captures is not None:
-            if id(leaf) in captures:
-                g = box.pop()
-                hooks = leaf._backward_hooks  # torch runs a leaf's hooks before capturing it
-                if hooks:
-                    for hook in tuple(hooks.values()):
-                        replaced = hook(g)
-                        if replaced is not None:
-                            g = replaced
-                captures[id(leaf)] = g
+        if captures is None:
+            _leaf_ready(leaf, box)
             return
-        _accumulate_leaf(leaf, box)
-        if _ACCUMULATE_GRAD_HOOKS:
-            _run_accumulate_grad_hooks(leaf)
+        if id(leaf) in captures:
+            _cast_to_leaf(leaf, box)
+            g = box.pop()
+            hooks = leaf._backward_hooks  # torch runs a leaf's hooks before capturing it
+            if hooks:
+                for hook in tuple(hooks.values()):
+                    replaced = hook(g)
+                    if replaced is not None:
+                        g = replaced
+            captures[id(leaf)] = g
 
     def run(self) -> None:
         heap, node_grads, pop = self.heap, self.node_grads, heapq.heappop
@@ -496,14 +507,25 @@ def _seed(root: Tensor) -> Tensor:
 
 
 def _recycle(seeds: list[tuple[Tensor, int]]) -> None:
-    """Keep the seeds that nothing references (no .grad, no hook's list, no view of them) and
-    nothing modified."""
+    """Keep the seeds that nothing references (no .grad, no hook's list, no view of them, no
+    tensor sharing their memory, such as a .grad that is a detached view of one) and nothing
+    modified."""
     while seeds:
         seed, version = seeds.pop()
         if sys.getrefcount(seed) <= 2 and seed._use_count() == 1 and (  # type: ignore[attr-defined]
-                seed._version == version):
+                seed._version == version) and _memory_unshared(seed):
             _SEEDS.setdefault(seed.dtype, []).append(seed)
         del seed
+
+
+_storage_use_count: Any = torch._C._storage_Use_Count
+
+
+def _memory_unshared(t: Tensor) -> bool:
+    """No other tensor (and no Python storage object held elsewhere) uses the memory of ``t``:
+    its storage is referenced by ``t`` and by the storage object made here only."""
+    storage = t.untyped_storage()
+    return sys.getrefcount(storage) <= 2 and _storage_use_count(storage._cdata) <= 2
 
 
 def _root_grad(i: int, root: Tensor, grad: Tensor | None) -> Tensor:
@@ -547,9 +569,10 @@ def _count_leaf_edges(nodes: list[Node], root_edges: list[Edge], wanted: set[int
                 deps[key] = deps.get(key, 0) + 1
 
 
-def _start(roots: Sequence[Tensor], grads: Sequence[Tensor | None], retain_graph: bool,
-           targets: Sequence[Tensor] | None, accumulate: bool) -> _Walk:
-    walk = _Walk(retain_graph, accumulate)
+def _roots(roots: Sequence[Tensor], grads: Sequence[Tensor | None]
+           ) -> tuple[list[Edge], list[Tensor], list[tuple[Tensor, int]]]:
+    """The roots' edges, their gradients, and the implicit ones among them (seeds to recycle,
+    with their versions)."""
     root_edges: list[Edge] = []
     for i, root in enumerate(roots):
         e = edge(root)
@@ -558,15 +581,18 @@ def _start(roots: Sequence[Tensor], grads: Sequence[Tensor | None], retain_graph
                 f"element {i} of tensors does not require grad and does not have a grad_fn")
         root_edges.append(e)
     root_grads = [_root_grad(i, r, g) for i, (r, g) in enumerate(zip(roots, grads))]
-    walk.seeds = [(g, g._version) for g, given in zip(root_grads, grads)
-                  if given is None and g.dim() == 0 and g.is_cpu]
+    seeds = [(g, g._version) for g, given in zip(root_grads, grads)
+             if given is None and g.dim() == 0 and g.is_cpu]
+    return root_edges, root_grads, seeds
+
+
+def _start(roots: Sequence[Tensor], grads: Sequence[Tensor | None], retain_graph: bool,
+           targets: Sequence[Tensor] | None, accumulate: bool) -> _Walk:
+    walk = _Walk(retain_graph, accumulate)
+    root_edges, root_grads, walk.seeds = _roots(roots, grads)
     deps = walk.leaf_deps
     if targets is None:
-        native = _native.get()
-        if native is not None:  # the same count, in C++
-            native.leaf_dependencies(root_edges, Node, Output, deps)
-        else:
-            _count_leaf_edges(_reachable(root_edges), root_edges, None, deps)
+        _count_leaf_edges(_reachable(root_edges), root_edges, None, deps)
     else:
         nodes = _reachable(root_edges)
         wanted_leaves = {id(t) for t in targets if _node_of(edge(t)) is None}
@@ -608,7 +634,9 @@ def backward(
 
 
 def _run(roots: Sequence[Tensor], grads: Sequence[Tensor | None], retain_graph: bool,
-         targets: list[Tensor] | None, accumulate: bool) -> _Walk:
+         targets: list[Tensor] | None, accumulate: bool) -> _Walk | None:
+    """The walk (returned, for its captures) of a backward or ``grad``; ``None`` where it ran in
+    C++ (no ``inputs``, so nothing captured)."""
     prev_grad_mode = is_grad_enabled()
     set_grad_enabled(False)
     stack = getattr(_callbacks, "stack", None)
@@ -618,22 +646,33 @@ def _run(roots: Sequence[Tensor], grads: Sequence[Tensor | None], retain_graph: 
     stack.append(callbacks)
     try:
         with no_dispatch():
-            walk = _start(roots, grads, retain_graph, targets, accumulate)
             native = _native.get()
-            if native is not None and walk.needed is None and not walk.check_nan:  # in C++
-                native.walk(walk, retain_graph, Node, heapq.heappush, heapq.heappop,
-                            _run_tensor_hooks, _check_saved)
+            if native is not None and targets is None and not _checks_nan():
+                # _start and _Walk.run in C++ (the same plan, order and accumulation)
+                root_edges, root_grads, seeds = _roots(roots, grads)
+                native.backward(root_edges, root_grads, retain_graph, NATIVE_ENGINE)
+                walk = None
             else:
+                walk = _start(roots, grads, retain_graph, targets, accumulate)
                 walk.run()
+                seeds = walk.seeds
             i = 0
             while i < len(callbacks):  # a callback may queue another
                 callbacks[i]()
                 i += 1
-            _recycle(walk.seeds)
+            _recycle(seeds)
             return walk
     finally:
         stack.pop()
         set_grad_enabled(prev_grad_mode)
+
+
+_anomaly_enabled = torch.is_anomaly_enabled
+
+
+def _checks_nan() -> bool:
+    """torch.autograd.detect_anomaly() with its NaN check: every backward output is checked."""
+    return _anomaly_enabled() and torch.is_anomaly_check_nan_enabled()
 
 
 def grad(
@@ -651,8 +690,8 @@ def grad(
             if edge(t) is None:
                 raise RuntimeError("One of the differentiated Tensors does not require grad")
     walk = _run(outputs, grad_outputs, retain_graph, list(inputs), accumulate=False)
+    assert walk is not None and walk.captures is not None
     captures = walk.captures
-    assert captures is not None
     result: list[Tensor | None] = []
     with no_dispatch():
         for i, t in enumerate(inputs):
@@ -750,6 +789,11 @@ def tensor_backward(
     inputs: Sequence[Tensor] | Tensor | None = None,
 ) -> None:
     """``Tensor.backward`` for shimnn's tensors (tracked tensors and parameters)."""
+    if gradient is None and inputs is None and not create_graph:
+        native = _native.get()
+        if native is not None and not _anomaly_enabled() and native.backward_root(
+                self, bool(retain_graph), NATIVE_ENGINE):
+            return  # a scalar loss: backward() -> _run in C++ (False: not that case, not done)
     if create_graph:
         raise NotImplementedError(
             "shimnn computes gradients by hand and does not record the backward pass: "
@@ -760,3 +804,9 @@ def tensor_backward(
     if inputs is not None and len(inputs) == 0:
         raise RuntimeError("`inputs` argument to `backward()` cannot be empty.")
     backward([self], [gradient], bool(retain_graph), inputs)
+
+
+NATIVE_ENGINE = (Node, Output, TrackedTensor, _run_tensor_hooks, _check_saved, _leaf_ready,
+                 _SEEDS, _ACCUMULATE_GRAD_HOOKS, _run_accumulate_grad_hooks, _callbacks)
+"""What the compiled walk (``backward`` and ``backward_root`` in ``shimnn/csrc/native.cpp``)
+takes from Python: the graph's types and the functions for what it does not do itself."""

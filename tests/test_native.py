@@ -22,7 +22,7 @@ import torch
 import shimnn
 import shimnn.optim
 from conftest import assert_no_autograd_graph, assert_same, autograd_forbidden
-from shimnn import _graph, _native
+from shimnn import _engine, _graph, _native
 
 native = _native.get()
 needs_native = pytest.mark.skipif(native is None, reason=_native.status())
@@ -231,15 +231,194 @@ def test_mse_loss_matches_python_path_and_torch(reduction: str, dtype: torch.dty
 
 
 # ---------------------------------------------------------------------------------------------
+# Module calls: a fused Sequential's and MSELoss's whole call compiled (module_call)
+# ---------------------------------------------------------------------------------------------
+
+INPUTS = ["plain", "view", "column-major", "parameter", "tracked", "no_grad"]
+
+
+def _module_call_run(nn: Any, kind: str, reduction: str, target_grad: bool,
+                     dtype: torch.dtype) -> list[Any]:
+    model = _build(nn, CHAINS["seed"], dtype)
+    g = torch.Generator().manual_seed(4)
+    data = torch.randn(12, 2, generator=g, dtype=dtype)
+    y0 = torch.randn(6, 1, generator=g, dtype=dtype)
+    x: Any = data[3:9] if kind == "view" else data[:6].clone()
+    if kind == "column-major":
+        x = x.t().contiguous().t()
+    if kind == "parameter":
+        x = x.requires_grad_(True) if nn is torch.nn else shimnn.Parameter(x)
+    if kind == "tracked":  # the output of another module needing a gradient
+        pre = nn.Linear(2, 2, dtype=dtype)
+        x = pre(x)
+    y = (y0.clone().requires_grad_(True) if nn is torch.nn else shimnn.Parameter(y0)
+         ) if target_grad else y0
+    criterion = nn.MSELoss(reduction=reduction)
+    if kind == "no_grad":
+        with torch.no_grad():
+            out = model(x)
+            loss = criterion(out, y)
+        return [out, loss]
+    out = model(x)
+    loss = criterion(out, y)
+    upstream = torch.randn(loss.shape, generator=g, dtype=dtype)
+    loss.backward(upstream)
+    grads = [p.grad for p in model.parameters()]
+    if kind == "parameter":
+        grads.append(x.grad)
+    if kind == "tracked":
+        grads += [pre.weight.grad, pre.bias.grad]
+    if target_grad:
+        grads.append(y.grad)
+    return [out.detach(), loss.detach(), *grads]
+
+
+@needs_native
+@pytest.mark.parametrize("kind", INPUTS)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("target_grad", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_module_call_matches_python_path_and_torch(kind: str, reduction: str,
+                                                   target_grad: bool, dtype: torch.dtype,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    ref = _module_call_run(torch.nn, kind, reduction, target_grad, dtype)
+    with native_enabled(False):
+        python = _module_call_run(shimnn, kind, reduction, target_grad, dtype)
+    warm = _build(shimnn, CHAINS["seed"], dtype)
+    warm(torch.randn(3, 2, dtype=dtype))  # its plan cached: later calls of a model are compiled
+    with monkeypatch.context() as patch, autograd_forbidden():
+        # taken: no forward runs in Python (the first call of each model plans in Python)
+        calls: list[str] = []
+        forward = shimnn.Sequential.forward
+        patch.setattr(shimnn.Sequential, "forward", lambda self, i: calls.append("seq") or
+                      forward(self, i))
+        patch.setattr(shimnn.MSELoss, "forward", lambda *a: pytest.fail("MSELoss.forward ran"))
+        compiled = _module_call_run(shimnn, kind, reduction, target_grad, dtype)
+    assert calls == ["seq"]  # the model's first call only
+    for i, (c, p, r) in enumerate(zip(compiled, python, ref)):
+        assert_same(c, r, f"tensor {i} vs torch")
+        assert_same(c, p, f"tensor {i} vs the Python path")
+        assert type(c) is shimnn.TrackedTensor or type(c) is not torch.Tensor or i >= 2
+
+
+@needs_native
+def test_module_call_records_what_the_python_path_records() -> None:
+    x, y = torch.randn(5, 2), torch.randn(5, 1)
+    runs = []
+    for compiled in (True, False):
+        with native_enabled(compiled):
+            model, criterion = _build(shimnn, CHAINS["seed"], torch.float32), shimnn.MSELoss()
+            model(x)  # plans
+            out = model(x)
+            loss = criterion(out, y)
+        runs.append((out, loss))
+    (c_out, c_loss), (p_out, p_loss) = runs
+    for c, p in ((c_out, p_out), (c_loss, p_loss)):
+        assert type(c) is type(p) is shimnn.TrackedTensor
+        assert c._node.name == p._node.name and c._node.takes_retain == p._node.takes_retain
+        assert c._node.versions == p._node.versions and c.requires_grad and not c.is_leaf
+        assert c.grad_fn is None and c._base is None and c._version == p._version
+        assert [type(e) for e in c._node.inputs] == [type(e) for e in p._node.inputs]
+    assert c_loss._node.inputs[0] is c_out._node
+    assert isinstance(c_out._node.backward, native.Chain)
+    assert isinstance(c_loss._node.backward, native.MseLoss)
+
+
+@needs_native
+@pytest.mark.parametrize("case", ["forward-hook", "pre-hook", "global-hook", "compiled",
+                                  "children-changed", "subclass", "broadcast", "bad-shape",
+                                  "bad-reduction"])
+def test_module_call_leaves_to_python_what_torch_does_there(case: str) -> None:
+    """Hooks, torch.compile's call, changed children, subclasses, broadcasting targets (a
+    warning) and errors take the Python path, with torch's behaviour."""
+    torch.manual_seed(0)
+    model = _build(shimnn, CHAINS["seed"], torch.float32)
+    ref = _build(torch.nn, CHAINS["seed"], torch.float32)
+    criterion, ref_criterion = shimnn.MSELoss(), torch.nn.MSELoss()
+    x, y = torch.randn(4, 2), torch.randn(4, 1)
+    model(x)  # plans
+    seen: list[str] = []
+    handles: list[Any] = []
+    if case == "forward-hook":
+        for m in (model, ref):
+            handles.append(m.register_forward_hook(lambda m, a, o: seen.append("hook") or o * 2))
+    elif case == "pre-hook":
+        for m in (criterion, ref_criterion):
+            handles.append(m.register_forward_pre_hook(lambda m, a: seen.append("pre")))
+    elif case == "global-hook":
+        handles.append(torch.nn.modules.module.register_module_forward_hook(
+            lambda m, a, o: seen.append(type(m).__name__)))
+    elif case == "compiled":
+        model._compiled_call_impl = lambda i: seen.append("compiled") or model._call_impl(i)
+    elif case == "children-changed":
+        torch.manual_seed(5)
+        model[2] = shimnn.Linear(25, 25)
+        torch.manual_seed(5)
+        ref[2] = torch.nn.Linear(25, 25)
+    elif case == "subclass":
+        class Doubling(shimnn.Sequential):
+            def forward(self, input: Any) -> Any:
+                seen.append("subclass")
+                return super().forward(input) * 2
+
+        model = Doubling(*model)
+        model(x)
+
+        class RefDoubling(torch.nn.Sequential):
+            def forward(self, input: Any) -> Any:
+                return super().forward(input) * 2
+
+        ref = RefDoubling(*ref)
+    try:
+        if case == "broadcast":
+            with pytest.warns(UserWarning, match="target size") as shim_warnings:
+                loss = criterion(model(x), y[:1])
+            with pytest.warns(UserWarning, match="target size") as ref_warnings:
+                ref_loss = ref_criterion(ref(x), y[:1])
+            # each points at its MSELoss.forward, as torch's stack level does
+            assert shim_warnings[0].filename.endswith("shimnn/modules/loss.py")
+            assert ref_warnings[0].filename.endswith("torch/nn/modules/loss.py")
+        elif case == "bad-shape":
+            with pytest.raises(RuntimeError, match=r"Linear\(in_features=2.*shape \(4, 3\)"):
+                model(torch.randn(4, 3))
+            return
+        elif case == "bad-reduction":
+            criterion.reduction = "bogus"
+            ref_criterion.reduction = "bogus"
+            with pytest.raises(ValueError) as expected:
+                ref_criterion(ref(x), y)
+            with pytest.raises(ValueError) as got:
+                criterion(model(x), y)
+            assert str(got.value).endswith(str(expected.value))  # shimnn names the module first
+            return
+        else:
+            loss = criterion(model(x), y)
+            ref_loss = ref_criterion(ref(x), y)
+    finally:
+        for h in handles:
+            h.remove()
+    loss.backward()
+    ref_loss.backward()
+    assert_same(loss, ref_loss, case)
+    for p, r in zip(model.parameters(), ref.parameters()):
+        assert_same(p.grad, r.grad, case)
+    expected = {"forward-hook": ["hook", "hook"], "pre-hook": ["pre", "pre"],
+                "global-hook": ([type(m).__name__ for m in ref] + ["Sequential", "MSELoss"]) * 2,
+                "compiled": ["compiled"], "subclass": ["subclass", "subclass"]}
+    assert seen == expected.get(case, [])
+
+
+# ---------------------------------------------------------------------------------------------
 # The engine's helpers
 # ---------------------------------------------------------------------------------------------
 
 
-def _walk_graph(order: list[str]) -> dict[str, Any]:
+def _walk_graph(order: list[str], scalar: bool = False) -> dict[str, Any]:
     """A graph with every case the walk distinguishes: fan-in to a node and to a leaf, a
     gradient sent twice (add), a None gradient, a node with several outputs, hooks on a leaf,
     a post-accumulate hook, a leaf that stopped requiring grad, a user-held gradient, a view
-    gradient, another dtype. Returns the leaves and what the backward functions produced."""
+    gradient, another dtype. Returns the leaves and what the backward functions produced.
+    ``scalar``: the root is a 0-d loss (its implicit gradient, the compiled backward_root)."""
     leaves = {n: torch.zeros(2, requires_grad=True) for n in "abcdefg"}
     made: dict[str, Any] = {}
 
@@ -265,7 +444,11 @@ def _walk_graph(order: list[str]) -> dict[str, Any]:
                                            a.new_ones(2, dtype=torch.float64)),
                       (n_a, n_twice, n_none, _graph.Output(multi, 0), _graph.Output(multi, 1),
                        n_view, a))
-    root = _graph.record(torch.zeros(2), "Root", lambda grad: (grad,), (top,))
+    if scalar:
+        root = _graph.record(torch.zeros(()), "Root", lambda grad: (grad * torch.ones(2),),
+                             (top,))
+    else:
+        root = _graph.record(torch.zeros(2), "Root", lambda grad: (grad,), (top,))
     return {"leaves": leaves, "made": made, "root": root}
 
 
@@ -295,6 +478,74 @@ def test_compiled_walk_is_the_python_walk() -> None:
         assert b.data_ptr() != c.data_ptr()  # one tensor sent twice: the first one is copied
 
 
+@needs_native
+@pytest.mark.parametrize("retain", [False, True])
+def test_compiled_scalar_backward_is_the_python_walk(retain: bool,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """loss.backward() of a 0-d loss runs entirely in C++ (backward_root): the same gradients,
+    accumulation order and ownership as the Python walk."""
+    results = []
+    for compiled in (True, False):
+        with native_enabled(compiled), monkeypatch.context() as patch:
+            if compiled:  # taken: _engine._run (the Python entry) never runs
+                patch.setattr(_engine, "_run", lambda *a, **k: pytest.fail("not compiled"))
+            order: list[str] = []
+            graph = _walk_graph(order, scalar=True)
+            graph["root"].backward(retain_graph=retain)
+            if retain:
+                graph["root"].backward()
+        results.append((graph, order))
+    (compiled, c_order), (python, p_order) = results
+    assert c_order == p_order and c_order[:2] == ["c", "a"]
+    for name in "abcdefg":
+        c_grad, p_grad = compiled["leaves"][name].grad, python["leaves"][name].grad
+        assert (c_grad is None) == (p_grad is None), name
+        if c_grad is not None:
+            assert_same(c_grad, p_grad, name)
+    for graph in (compiled, python):
+        b, c = graph["leaves"]["b"].grad, graph["leaves"]["c"].grad
+        assert b.data_ptr() != c.data_ptr()
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("hooks", [False, True])
+def test_compiled_loss_backward_matches_python_path_and_torch(dtype: torch.dtype,
+                                                              hooks: bool) -> None:
+    """A fused chain and an MSE loss, backward from the scalar loss over several steps (the
+    seed recycled, .grad accumulated in place), with and without tensor hooks and retain_grad
+    on the chain's output: compiled, Python and torch agree bit for bit, and gradients that
+    nothing else holds are stored as they come."""
+
+    def run(nn: Any) -> list[Any]:
+        model = _build(nn, CHAINS["seed"], dtype)
+        g = torch.Generator().manual_seed(3)
+        x, y = torch.randn(9, 2, generator=g, dtype=dtype), torch.randn(9, 1, generator=g,
+                                                                         dtype=dtype)
+        seen: list[Any] = []
+        for step in range(3):
+            out = model(x)
+            if hooks:
+                out.register_hook(lambda grad: seen.append(grad.clone()) or grad * 2)
+                out.retain_grad()
+            loss = nn.MSELoss()(out, y)
+            loss.backward()
+            seen += [loss.detach(), out.grad if hooks else None]
+            if step == 1:
+                for p in model.parameters():
+                    p.grad = None
+        return seen + [p.grad for p in model.parameters()]
+
+    ref = run(torch.nn)
+    with native_enabled(False):
+        python = run(shimnn)
+    with autograd_forbidden():
+        compiled = run(shimnn)
+    for i, (c, p, r) in enumerate(zip(compiled, python, ref)):
+        assert_same(c, r, f"tensor {i} vs torch")
+        assert_same(c, p, f"tensor {i} vs the Python path")
+
+
 # ---------------------------------------------------------------------------------------------
 # SGD
 # ---------------------------------------------------------------------------------------------
@@ -318,8 +569,9 @@ def _sgd_run(cls: Any, dtype: torch.dtype, options: dict[str, Any]) -> list[torc
             p.grad = None if (step + i) % 4 == 3 else torch.randn(
                 p.shape, generator=g, dtype=dtype)
         opt.step()
-    bufs = [opt.state[p].get("momentum_buffer") for p in params]
-    return [p.detach() for p in params] + [b for b in bufs if b is not None]
+    bufs = [b for b in (opt.state[p].get("momentum_buffer") for p in params) if b is not None]
+    versions = torch.tensor([t._version for t in params + bufs])  # torch's in-place counts
+    return [p.detach() for p in params] + bufs + [versions]
 
 
 @needs_native
@@ -503,7 +755,8 @@ def _adam_run(optim: Any, dtype: torch.dtype, options: dict[str, Any]) -> list[t
                 p.shape, generator=g, dtype=dtype)
         opt.step()
     state = [t for p in params for t in opt.state[p].values()]
-    return [p.detach() for p in params] + state
+    versions = torch.tensor([t._version for t in params + state])  # torch's in-place counts
+    return [p.detach() for p in params] + state + [versions]
 
 
 @needs_native

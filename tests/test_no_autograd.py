@@ -51,6 +51,8 @@ ALLOWED = {
     ("_paths.py", "torch._C._autograd._profiler_enabled"),
     ("_paths.py", "torch._C._autograd._enable_profiler_legacy"),
     ("_paths.py", "torch._C._autograd._disable_profiler_legacy"),
+    # Read only: whether a profiler runs, for the optimizers' step scope (as torch's own).
+    ("optimizer.py", "torch.autograd profiler"),
 }
 # shimnn.testing files that may name torch.autograd, and why (see the module docstring).
 HARNESS = {"testing/_guard.py": "replaces the engine entry points with ones that raise",

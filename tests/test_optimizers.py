@@ -542,3 +542,27 @@ def test_train_small_model_like_torch(name: str) -> None:
         assert_same(a, b, n)
         assert_same(shim.state[a]["step"], ref.state[b]["step"], n)
     assert shim.state_dict()["param_groups"] == ref.state_dict()["param_groups"]
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam"])
+def test_step_is_a_profiler_scope_as_torchs(name: str) -> None:
+    """Under torch's profiler a step and a zero_grad show torch's ranges
+    (``Optimizer.step#<class>.step``, ``Optimizer.zero_grad#<class>.zero_grad``)."""
+    seen = {}
+    for nn, optim in ((torch.nn, torch.optim), (shimnn, shimnn.optim)):
+        torch.manual_seed(0)
+        p = nn.Parameter(torch.randn(4))
+        p.grad = torch.randn(4)
+        opt = getattr(optim, name)([p], lr=0.1)
+        calls: list[bool] = []
+        opt.register_step_pre_hook(lambda *a: calls.append(True))
+        with torch.profiler.profile() as prof:
+            opt.step()
+            opt.zero_grad()
+        names = [e.name for e in prof.events()]
+        seen[nn] = (f"Optimizer.step#{name}.step" in names
+                    and f"Optimizer.zero_grad#{name}.zero_grad" in names, calls,
+                    p.detach().clone())
+    assert seen[shimnn][0] and seen[torch.nn][0]
+    assert seen[shimnn][1] == seen[torch.nn][1] == [True]
+    assert torch.equal(seen[shimnn][2], seen[torch.nn][2])

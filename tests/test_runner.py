@@ -292,13 +292,14 @@ def test_torch_functions_that_dispatch_on_their_patched_name() -> None:
     assert torch.equal(x.grad, (x.detach() > 0).float() * 2)
 
 
-DDP_PROBE = ("import os, torch.distributed as dist, torch.nn as nn\n"
+DDP_PROBE = ("import os, sys, torch.distributed as dist, torch.nn as nn\n"
              "from torch.nn.parallel import DistributedDataParallel as DDP\n"
              "dist.init_process_group('gloo')\n"
              "model = DDP(nn.Linear(2, 1))\n"
-             # one write per rank: both ranks share the pipe (print's pieces interleave)
-             "os.write(1, f\"{os.environ['RANK']} {os.environ['WORLD_SIZE']} "
-             "{nn.Linear.__module__} {type(model.reducer).__module__}\\n\".encode())\n"
+             "line = ' '.join([os.environ['RANK'], os.environ['WORLD_SIZE'], "
+             "nn.Linear.__module__, type(model.reducer).__module__])\n"
+             "with open(os.path.join(sys.argv[1], 'rank' + os.environ['RANK']), 'w') as f:\n"
+             "    f.write(line)\n"
              "dist.destroy_process_group()\n")
 
 
@@ -308,9 +309,10 @@ def test_nproc_per_node_runs_torchrun_workers_with_shimnn(tmp_path: Path) -> Non
     builds DDP on shimnn's reducer (``compare`` below runs the same launch with ``--torch``)."""
     script = tmp_path / "probe.py"
     script.write_text(DDP_PROBE)
-    done = _shimnn("run", "--nproc-per-node", "2", str(script), timeout=300)
+    done = _shimnn("run", "--nproc-per-node", "2", str(script), str(tmp_path), timeout=300)
     assert done.returncode == 0, done.stderr
-    assert sorted(done.stdout.splitlines()) == [
+    # each worker writes its own file (two workers' stdout lines can interleave)
+    assert [(tmp_path / f"rank{r}").read_text() for r in (0, 1)] == [
         "0 2 shimnn.modules.linear shimnn._reducer", "1 2 shimnn.modules.linear shimnn._reducer"]
     bad = _shimnn("run", "--nproc-per-node", "2", "pytest")
     assert bad.returncode == 2 and "--nproc-per-node runs a script" in bad.stderr

@@ -144,6 +144,21 @@ def test_100_steps_with_a_0d_parameter_accumulation_and_hooks_then_an_unrelated_
     exact(case)
 
 
+def test_a_grad_sharing_the_seeds_memory_keeps_later_backwards_exact() -> None:
+    def case(mod: Any) -> Any:
+        w = mod.Parameter(torch.tensor(2.0))
+        grads = []
+        for _ in range(3):
+            # A view of the seed reaches the leaf: its .grad is a detached view of the seed's
+            # memory, so that seed is never reused; modifying .grad must not change a later one.
+            w.reshape(()).backward()
+            grads.append(w.grad.clone())
+            w.grad.mul_(0)
+        return grads
+
+    exact(case)
+
+
 def test_a_gradient_kept_by_a_hook_is_copied_into_grad_a_fresh_one_is_stored() -> None:
     kept: list[torch.Tensor] = []
     p = shimnn.Parameter(torch.randn(3))

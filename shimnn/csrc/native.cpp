@@ -3,9 +3,14 @@
 // not pay Python's cost per kernel call. Loaded by shimnn/_native.py; every caller keeps its
 // Python path, which runs when this module is unavailable or disabled.
 #include <torch/extension.h>
+#include <ATen/PythonTorchFunctionTLS.h>
+#include <torch/csrc/DynamicTypes.h>
+#include <torch/csrc/jit/frontend/tracer.h>
 
 #include <cmath>
+#include <queue>
 #include <string>
+#include <unordered_map>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -42,16 +47,15 @@ class Chain {
   explicit Chain(std::vector<Record> records) : records_(std::move(records)) {}
 
   // grad of the chain's output -> [grad of the input, then for each recorded Linear, newest
-  // first: grad of its bias, grad of its weight] (None where not needed).
-  py::list backward(Tensor grad, bool retain_graph) {
+  // first: grad of its bias, grad of its weight] (undefined where not needed).
+  std::vector<Tensor> backward_tensors(Tensor grad, bool retain_graph) {
     Tensor g = std::move(grad);
-    py::list grads;
-    std::vector<Tensor> out;  // bias and weight gradients, newest layer first
+    std::vector<Tensor> out(1);  // the input's gradient first, set last
     {
       py::gil_scoped_release no_gil;
       // Out-of-place kernels only: straight to them, past the autograd dispatch keys.
       at::AutoDispatchBelowADInplaceOrView below_autograd;
-      out.reserve(2 * records_.size());
+      out.reserve(1 + 2 * records_.size());
       for (auto i = records_.size(); i-- > 0;) {
         Record r = retain_graph ? records_[i] : std::move(records_[i]);
         if (!retain_graph) records_[i] = Record{};
@@ -75,8 +79,16 @@ class Chain {
         }
       }
     }
-    grads.append(g.defined() ? py::cast(std::move(g)) : py::none());
-    for (auto& t : out) grads.append(t.defined() ? py::cast(std::move(t)) : py::none());
+    out[0] = std::move(g);
+    return out;
+  }
+
+  // backward_tensors for a Python caller (the Python walk): None where not needed.
+  py::list backward(Tensor grad, bool retain_graph) {
+    py::list grads;
+    for (auto& t : backward_tensors(std::move(grad), retain_graph)) {
+      grads.append(t.defined() ? py::cast(std::move(t)) : py::none());
+    }
     return grads;
   }
 
@@ -92,15 +104,21 @@ class MseLoss {
       : input_(std::move(input)), target_(std::move(target)), reduction_(reduction),
         need_input_(need_input), need_target_(need_target) {}
 
-  py::tuple backward(const Tensor& grad) {
+  // grad of the loss -> [grad of the input, grad of the target] (undefined where not needed).
+  std::vector<Tensor> backward_tensors(const Tensor& grad) {
     Tensor grad_input, grad_target;
     {
       at::AutoDispatchBelowADInplaceOrView below_autograd;
       if (need_input_) grad_input = at::mse_loss_backward(grad, input_, target_, reduction_);
       if (need_target_) grad_target = at::mse_loss_backward(grad, target_, input_, reduction_);
     }
-    return py::make_tuple(grad_input.defined() ? py::cast(grad_input) : py::none(),
-                          grad_target.defined() ? py::cast(grad_target) : py::none());
+    return {std::move(grad_input), std::move(grad_target)};
+  }
+
+  py::tuple backward(const Tensor& grad) {
+    auto grads = backward_tensors(grad);
+    return py::make_tuple(grads[0].defined() ? py::cast(std::move(grads[0])) : py::none(),
+                          grads[1].defined() ? py::cast(std::move(grads[1])) : py::none());
   }
 
  private:
@@ -276,6 +294,11 @@ py::object chain_forward(const py::tuple& layers, const std::vector<int64_t>& ki
   return py::make_tuple(std::move(h), backward, edges, saved_t, versions_t, name);
 }
 
+py::object steal(PyObject* obj) {
+  if (obj == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::object>(obj);
+}
+
 py::object get_attr(PyObject* obj, PyObject* name) {
   PyObject* value = PyObject_GetAttr(obj, name);
   if (value == nullptr) throw py::error_already_set();
@@ -319,18 +342,50 @@ Tensor clone_obey_contract(const Tensor& grad, const Tensor& leaf) {
   return grad.clone(at::MemoryFormat::Contiguous);
 }
 
-// _engine._accumulate_leaf's common case for a gradient `grad` that the caller owns (its only
-// engine reference): no hooks, a leaf that still requires grad, the leaf's dtype. Stored as is
-// when nothing else references it and it has the leaf's layout, else a copy with the leaf's
-// layout; later gradients are added in place. Returns false, having done nothing, outside that
-// case (the Python function runs).
-bool accumulate_leaf(PyObject* leaf_obj, const py::object& grad_obj) {
-  if (!THPVariable_Check(leaf_obj) || !THPVariable_Check(grad_obj.ptr()) ||
-      has_tensor_hooks(leaf_obj)) {
-    return false;
+// A gradient on its way through the walk: a C++ tensor that no Python object references (what
+// the compiled backward functions return), or a Python object (a root's gradient, what a Python
+// backward function or hook returned, the list of gradients of a node with several outputs).
+struct Grad {
+  Tensor t;
+  py::object obj;
+
+  Grad() = default;
+  explicit Grad(Tensor tensor) : t(std::move(tensor)) {}
+  explicit Grad(py::object object) : obj(std::move(object)) {}
+
+  explicit operator bool() const { return t.defined() || static_cast<bool>(obj); }
+  bool is_tensor() const { return t.defined() || THPVariable_Check(obj.ptr()); }
+  // The gradient as a Python object, which the caller then holds alone (a C++ tensor gets its
+  // Python object now, as the Python walk's tensors have theirs).
+  py::object take_py() {
+    if (obj) return std::move(obj);
+    return steal(THPVariable_Wrap(std::move(t)));
   }
+  // The gradient as a tensor, given up by this Grad (is_tensor() must hold).
+  Tensor take_tensor() {
+    if (t.defined()) return std::move(t);
+    Tensor tensor = THPVariable_Unpack(obj.ptr());
+    obj = py::object();
+    return tensor;
+  }
+};
+
+// `prev + g` as the Python walk sums (torch's input buffer: old + new): the same add kernel.
+Grad add_grads(Grad prev, Grad g) {
+  if (prev.t.defined() && g.t.defined()) return Grad(at::add(prev.t, g.t));
+  py::object a = prev.take_py(), b = g.take_py();
+  return Grad(steal(PyNumber_Add(a.ptr(), b.ptr())));
+}
+
+// _engine._accumulate_leaf's common case: no hooks, a leaf that still requires grad, a gradient
+// of the leaf's dtype. Stored as is when nothing else references it (no other Python reference
+// to its object, no other owner of its tensor) and it has the leaf's layout, else a copy with the
+// leaf's layout; later gradients are added in place. Returns false, having done nothing, outside
+// that case (the Python function runs).
+bool accumulate_leaf(PyObject* leaf_obj, Grad& g) {
+  if (!THPVariable_Check(leaf_obj) || !g.is_tensor() || has_tensor_hooks(leaf_obj)) return false;
   const Tensor& leaf = THPVariable_Unpack(leaf_obj);
-  const Tensor& grad = THPVariable_Unpack(grad_obj.ptr());
+  const Tensor& grad = g.t.defined() ? g.t : THPVariable_Unpack(g.obj.ptr());
   if (grad.scalar_type() != leaf.scalar_type() || !leaf.requires_grad() ||
       !grad.sizes().equals(leaf.sizes()) || grad.device() != leaf.device() ||
       grad.layout() != leaf.layout()) {
@@ -339,8 +394,8 @@ bool accumulate_leaf(PyObject* leaf_obj, const py::object& grad_obj) {
   at::AutoGradMode no_grad(false);
   Tensor& old = leaf.mutable_grad();
   if (!old.defined()) {
-    if (Py_REFCNT(grad_obj.ptr()) == 1 && grad.use_count() == 1 &&
-        obeys_layout_contract(grad, leaf)) {
+    bool unshared = grad.use_count() == 1 && (!g.obj || Py_REFCNT(g.obj.ptr()) == 1);
+    if (unshared && obeys_layout_contract(grad, leaf)) {
       old = grad.is_view() ? grad.detach() : grad;
     } else {
       old = clone_obey_contract(grad, leaf);
@@ -348,56 +403,143 @@ bool accumulate_leaf(PyObject* leaf_obj, const py::object& grad_obj) {
   } else {
     old.add_(grad);
   }
+  g = Grad();
   return true;
 }
 
 // _engine._check_saved's version test: the index of the first saved tensor whose version is
 // not the one recorded, or -1.
-int64_t first_changed(const py::tuple& saved, const py::tuple& versions) {
-  auto n = std::min(saved.size(), versions.size());
-  for (size_t i = 0; i < n; ++i) {
-    PyObject* t = PyTuple_GET_ITEM(saved.ptr(), i);
+int64_t first_changed(PyObject* saved, PyObject* versions) {
+  if (!PyTuple_Check(saved) || !PyTuple_Check(versions)) return 0;
+  auto n = std::min(PyTuple_GET_SIZE(saved), PyTuple_GET_SIZE(versions));
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* t = PyTuple_GET_ITEM(saved, i);
     if (!THPVariable_Check(t)) return static_cast<int64_t>(i);
     if (static_cast<int64_t>(THPVariable_Unpack(t)._version()) !=
-        PyLong_AsLongLong(PyTuple_GET_ITEM(versions.ptr(), i))) {
+        PyLong_AsLongLong(PyTuple_GET_ITEM(versions, i))) {
       return static_cast<int64_t>(i);
     }
   }
   return -1;
 }
 
-py::object steal(PyObject* obj) {
-  if (obj == nullptr) throw py::error_already_set();
-  return py::reinterpret_steal<py::object>(obj);
+// What the engine needs from Python, as _engine.NATIVE_ENGINE passes it: the types of the
+// graph, and the Python functions for what the compiled walk does not do itself.
+struct Callbacks {
+  PyTypeObject *node, *output, *tracked;
+  PyObject *run_hooks, *check_saved, *leaf_ready, *seeds, *acc_hooks, *run_acc_hooks, *local;
+  explicit Callbacks(const py::tuple& c) {
+    if (c.size() != 10 || !PyDict_Check(c[7].ptr())) {
+      throw std::invalid_argument("shimnn: engine callbacks");
+    }
+    node = reinterpret_cast<PyTypeObject*>(c[0].ptr());
+    output = reinterpret_cast<PyTypeObject*>(c[1].ptr());
+    tracked = reinterpret_cast<PyTypeObject*>(c[2].ptr());
+    run_hooks = c[3].ptr();  // _engine._run_tensor_hooks(node, grad) -> grad
+    check_saved = c[4].ptr();  // _engine._check_saved(node): raises torch's error
+    leaf_ready = c[5].ptr();  // _engine._leaf_ready(leaf, [grad]): AccumulateGrad in Python
+    seeds = c[6].ptr();  // _engine._SEEDS
+    acc_hooks = c[7].ptr();  // _engine._ACCUMULATE_GRAD_HOOKS
+    run_acc_hooks = c[8].ptr();  // _engine._run_accumulate_grad_hooks(leaf)
+    local = c[9].ptr();  // _engine._callbacks: .stack, the final callbacks of each walk
+  }
+};
+
+py::object call(PyObject* fn, std::initializer_list<PyObject*> args) {
+  py::tuple tuple(args.size());
+  Py_ssize_t i = 0;
+  for (PyObject* a : args) {
+    Py_INCREF(a);
+    PyTuple_SET_ITEM(tuple.ptr(), i++, a);
+  }
+  return steal(PyObject_Call(fn, tuple.ptr(), nullptr));
 }
 
-// _engine._Walk.run for a walk without `inputs` (every reachable node runs, leaves accumulate):
-// the same steps in the same order. `walk` is the Python _Walk: its dicts are used directly,
-// and its methods for what this does not do itself (an Output edge, a leaf outside
-// accumulate_leaf's case, the final flush); `run_hooks` is _engine._run_tensor_hooks and
-// `check_saved` _engine._check_saved (which raises torch's errors).
-class Walker {
+// _engine._Walk for a backward without `inputs` (every reachable node runs, leaves accumulate)
+// and without anomaly detection: its plan (_engine._reachable, _count_leaf_edges), send,
+// no_gradient, leaf_ready, run and flush, the same steps in the same order, with the pending
+// gradients held in C++ (a compiled node's gradients never become Python objects unless a hook or
+// a Python function needs them).
+class Engine {
  public:
-  Walker(py::object walk, const py::handle& node_type, const py::handle& heappush,
-         const py::handle& heappop, const py::handle& run_hooks, const py::handle& check_saved)
-      : walk_(std::move(walk)),
-        node_type_(node_type.ptr()),
-        heappush_(py::reinterpret_borrow<py::object>(heappush)),
-        heappop_(py::reinterpret_borrow<py::object>(heappop)),
-        run_hooks_(py::reinterpret_borrow<py::object>(run_hooks)),
-        check_saved_(py::reinterpret_borrow<py::object>(check_saved)) {
-    static PyObject* names[] = {
-        PyUnicode_InternFromString("node_grads"), PyUnicode_InternFromString("heap"),
-        PyUnicode_InternFromString("leaf_grads"), PyUnicode_InternFromString("leaf_deps"),
-        PyUnicode_InternFromString("acc_hooks")};
-    node_grads_ = steal(PyObject_GetAttr(walk_.ptr(), names[0]));
-    heap_ = steal(PyObject_GetAttr(walk_.ptr(), names[1]));
-    leaf_grads_ = steal(PyObject_GetAttr(walk_.ptr(), names[2]));
-    leaf_deps_ = steal(PyObject_GetAttr(walk_.ptr(), names[3]));
-    acc_hooks_ = steal(PyObject_GetAttr(walk_.ptr(), names[4]));
+  Engine(const Callbacks& cb, bool retain_graph) : cb_(cb), retain_graph_(retain_graph) {}
+
+  // _engine._reachable and _count_leaf_edges, in their order: every node reachable from the
+  // roots once (depth first, a node taken when popped); for each leaf edge of theirs, and each
+  // root that is a leaf, one more gradient that leaf waits for.
+  void plan(const std::vector<PyObject*>& root_edges) {
+    static PyObject* inputs_name = PyUnicode_InternFromString("inputs");
+    std::vector<py::object> stack, order;  // order: the inputs of each node, in _reachable's order
+    std::unordered_set<PyObject*> seen;  // the graph keeps every node alive meanwhile
+    for (PyObject* e : root_edges) {
+      py::object node = node_of(e);
+      if (node) stack.push_back(std::move(node));
+    }
+    while (!stack.empty()) {
+      py::object node = std::move(stack.back());
+      stack.pop_back();
+      if (!seen.insert(node.ptr()).second) continue;
+      py::object inputs = get_attr(node.ptr(), inputs_name);
+      if (!PyTuple_Check(inputs.ptr())) throw std::invalid_argument("shimnn: Node.inputs");
+      for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(inputs.ptr()); ++i) {
+        py::object child = node_of(PyTuple_GET_ITEM(inputs.ptr(), i));
+        if (child && seen.count(child.ptr()) == 0) stack.push_back(std::move(child));
+      }
+      order.push_back(std::move(inputs));
+    }
+    for (const py::object& inputs : order) {
+      for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(inputs.ptr()); ++i) {
+        count_leaf(PyTuple_GET_ITEM(inputs.ptr(), i));
+      }
+    }
+    for (PyObject* e : root_edges) count_leaf(e);
   }
 
-  void run(bool retain_graph) {
+  // _Walk.send: the first gradient of a node is stored, later ones added (old + new); a leaf's
+  // are summed until its last one has arrived.
+  void send(PyObject* e, Grad g) {
+    static PyObject* seq_name = PyUnicode_InternFromString("seq");
+    static PyObject* node_name = PyUnicode_InternFromString("node");
+    static PyObject* nr_name = PyUnicode_InternFromString("nr");
+    static PyObject* outputs_name = PyUnicode_InternFromString("outputs");
+    if (Py_TYPE(e) == cb_.node) {
+      auto it = pending_.find(e);
+      if (it == pending_.end()) {
+        push(py::reinterpret_borrow<py::object>(e), std::move(g));
+      } else {
+        it->second.grad = add_grads(std::move(it->second.grad), std::move(g));
+      }
+    } else if (Py_TYPE(e) == cb_.output) {
+      py::object node = get_attr(e, node_name);
+      Py_ssize_t nr = PyLong_AsSsize_t(get_attr(e, nr_name).ptr());
+      if (nr == -1 && PyErr_Occurred()) throw py::error_already_set();
+      auto it = pending_.find(node.ptr());
+      if (it == pending_.end()) {
+        Py_ssize_t outputs = PyLong_AsSsize_t(get_attr(node.ptr(), outputs_name).ptr());
+        if (outputs == -1 && PyErr_Occurred()) throw py::error_already_set();
+        py::list grads(outputs);  // [None] * node.outputs
+        for (Py_ssize_t i = 0; i < outputs; ++i) {
+          Py_INCREF(Py_None);
+          PyList_SET_ITEM(grads.ptr(), i, Py_None);
+        }
+        it = push(node, Grad(py::object(std::move(grads))));
+      }
+      PyObject* grads = it->second.grad.obj.ptr();
+      if (nr < 0 || nr >= PyList_GET_SIZE(grads)) {
+        PyErr_SetString(PyExc_IndexError, "list index out of range");
+        throw py::error_already_set();
+      }
+      PyObject* prev = PyList_GET_ITEM(grads, nr);  // borrowed
+      py::object value = g.take_py();
+      if (prev != Py_None) value = steal(PyNumber_Add(prev, value.ptr()));
+      PyList_SetItem(grads, nr, value.release().ptr());  // steals it
+    } else {
+      leaf_done(e, std::move(g));
+    }
+  }
+
+  // _Walk.run, then _Walk.flush.
+  void run() {
     static PyObject* hooks_name = PyUnicode_InternFromString("hooks");
     static PyObject* retained_name = PyUnicode_InternFromString("retained");
     static PyObject* backward_name = PyUnicode_InternFromString("backward");
@@ -405,238 +547,600 @@ class Walker {
     static PyObject* versions_name = PyUnicode_InternFromString("versions");
     static PyObject* takes_retain_name = PyUnicode_InternFromString("takes_retain");
     static PyObject* inputs_name = PyUnicode_InternFromString("inputs");
-    py::object retain = py::bool_(retain_graph);
-    while (PyList_GET_SIZE(heap_.ptr()) > 0) {
-      py::object item = heappop_(heap_);
-      py::object node = py::reinterpret_borrow<py::object>(PyTuple_GET_ITEM(item.ptr(), 1));
-      item = py::object();
-      PyObject* pending = PyDict_GetItemWithError(node_grads_.ptr(), node.ptr());  // borrowed
-      if (pending == nullptr) {
-        if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, node.ptr());
-        throw py::error_already_set();
-      }
-      py::object g = py::reinterpret_borrow<py::object>(pending);
-      if (PyDict_DelItem(node_grads_.ptr(), node.ptr()) < 0) throw py::error_already_set();
+    static PyTypeObject* chain_type =
+        reinterpret_cast<PyTypeObject*>(py::type::of<Chain>().ptr());
+    static PyTypeObject* mse_type =
+        reinterpret_cast<PyTypeObject*>(py::type::of<MseLoss>().ptr());
+    while (!heap_.empty()) {
+      PyObject* key = heap_.top().second;
+      heap_.pop();
+      auto it = pending_.find(key);
+      py::object node = std::move(it->second.node);
+      Grad grad = std::move(it->second.grad);
+      pending_.erase(it);
       if (truthy_attr(node.ptr(), hooks_name) || truthy_attr(node.ptr(), retained_name)) {
-        g = run_hooks_(node, std::move(g));
+        grad = Grad(call(cb_.run_hooks, {node.ptr(), grad.take_py().ptr()}));
       }
       py::object backward = get_attr(node.ptr(), backward_name);
       py::object saved = get_attr(node.ptr(), saved_name);
-      if (backward.is_none() || saved.is_none() || !PyTuple_Check(saved.ptr()) ||
-          first_changed(py::reinterpret_borrow<py::tuple>(saved),
-                        get_attr(node.ptr(), versions_name)) >= 0) {
-        check_saved_(node);  // raises
+      if (backward.is_none() || saved.is_none() ||
+          first_changed(saved.ptr(), get_attr(node.ptr(), versions_name).ptr()) >= 0) {
+        call(cb_.check_saved, {node.ptr()});  // raises torch's error
         backward = get_attr(node.ptr(), backward_name);
       }
-      if (!retain_graph && PyTuple_GET_SIZE(saved.ptr()) > 0) {  // Node.release
+      if (!retain_graph_ && is_true(saved.ptr())) {  // Node.release
         if (PyObject_SetAttr(node.ptr(), backward_name, Py_None) < 0 ||
             PyObject_SetAttr(node.ptr(), saved_name, Py_None) < 0) {
           throw py::error_already_set();
         }
       }
       saved = py::object();
-      py::object input_grads;
-      if (THPVariable_Check(g.ptr()) && py::isinstance<Chain>(backward)) {
-        // this module's own nodes: called directly, not through Python
-        Tensor grad_tensor = THPVariable_Unpack(g.ptr());
-        g = py::object();
-        input_grads = backward.cast<Chain&>().backward(std::move(grad_tensor), retain_graph);
-      } else if (THPVariable_Check(g.ptr()) && py::isinstance<MseLoss>(backward)) {
-        input_grads = backward.cast<MseLoss&>().backward(THPVariable_Unpack(g.ptr()));
-        g = py::object();
+      // The node's gradient is handed over, not kept here (a fused chain frees it once its
+      // last layer has used it); a list this walk owns of what the backward returned.
+      std::vector<Grad> grads;
+      PyTypeObject* kind = Py_TYPE(backward.ptr());
+      if ((kind == chain_type || kind == mse_type) && grad.is_tensor()) {
+        // this module's own nodes: called directly, their gradients kept as C++ tensors
+        std::vector<Tensor> out =
+            kind == chain_type
+                ? backward.cast<Chain&>().backward_tensors(grad.take_tensor(), retain_graph_)
+                : backward.cast<MseLoss&>().backward_tensors(grad.take_tensor());
+        grads.reserve(out.size());
+        for (auto& t : out) grads.emplace_back(std::move(t));
       } else {
-        input_grads = truthy_attr(node.ptr(), takes_retain_name) ? backward(g, retain)
-                                                                 : backward(g);
+        py::object g = grad.take_py();
+        py::object result =
+            truthy_attr(node.ptr(), takes_retain_name)
+                ? call(backward.ptr(), {g.ptr(), retain_graph_ ? Py_True : Py_False})
+                : call(backward.ptr(), {g.ptr()});
         g = py::object();  // as the Python walk's `del grad`: the node's outputs are ours
+        py::object list = steal(PySequence_List(result.ptr()));
+        result = py::object();
+        Py_ssize_t n = PyList_GET_SIZE(list.ptr());
+        grads.reserve(n);
+        for (Py_ssize_t i = 0; i < n; ++i) {
+          PyObject* item = PyList_GET_ITEM(list.ptr(), i);
+          if (item == Py_None) {
+            grads.emplace_back();
+            continue;
+          }
+          Py_INCREF(Py_None);
+          PyList_SET_ITEM(list.ptr(), i, Py_None);  // the list's reference is now ours
+          grads.emplace_back(py::reinterpret_steal<py::object>(item));
+        }
       }
       backward = py::object();
-      // A list this walk owns (its gradients are taken out of it one by one, see send).
-      py::object grads = steal(PySequence_List(input_grads.ptr()));
-      input_grads = py::object();
       py::object edges = get_attr(node.ptr(), inputs_name);
-      Py_ssize_t n = std::min(PyTuple_GET_SIZE(edges.ptr()), PyList_GET_SIZE(grads.ptr()));
+      if (!PyTuple_Check(edges.ptr())) throw std::invalid_argument("shimnn: Node.inputs");
+      Py_ssize_t n = std::min(PyTuple_GET_SIZE(edges.ptr()),
+                              static_cast<Py_ssize_t>(grads.size()));
       for (Py_ssize_t i = 0; i < n; ++i) {
         PyObject* e = PyTuple_GET_ITEM(edges.ptr(), i);
         if (e == Py_None) continue;
-        PyObject* gi = PyList_GET_ITEM(grads.ptr(), i);
-        Py_INCREF(Py_None);
-        PyList_SET_ITEM(grads.ptr(), i, Py_None);  // the list's reference is now ours
-        py::object owned = py::reinterpret_steal<py::object>(gi);
-        if (gi == Py_None) {
+        if (!grads[i]) {
           // torch's undefined gradient: a leaf waits for one fewer
-          if (THPVariable_Check(e)) leaf_done(e, py::object());
+          if (Py_TYPE(e) != cb_.node && Py_TYPE(e) != cb_.output) leaf_done(e, Grad());
           continue;
         }
-        send(e, std::move(owned));
+        send(e, std::move(grads[i]));
       }
     }
-    call_walk("flush");
+    flush();
   }
 
  private:
-  template <typename... Args>
-  void call_walk(const char* method, Args&&... args) {
-    walk_.attr(method)(std::forward<Args>(args)...);
-  }
+  struct Pending {
+    py::object node;
+    Grad grad;
+  };
+  struct Leaf {
+    py::object leaf;
+    long remaining = 0;
+    Grad grad;
+    bool arrived = false;  // a gradient came (its place in the flush order is taken)
+  };
 
-  // _Walk.send with a gradient this walk owns.
-  void send(PyObject* e, py::object g) {
+  std::unordered_map<PyObject*, Pending>::iterator push(py::object node, Grad g) {
     static PyObject* seq_name = PyUnicode_InternFromString("seq");
-    if (Py_TYPE(e) == reinterpret_cast<PyTypeObject*>(node_type_)) {
-      PyObject* prev = PyDict_GetItemWithError(node_grads_.ptr(), e);  // borrowed
-      if (prev == nullptr) {
-        if (PyErr_Occurred()) throw py::error_already_set();
-        if (PyDict_SetItem(node_grads_.ptr(), e, g.ptr()) < 0) throw py::error_already_set();
-        py::object seq = steal(PyObject_GetAttr(e, seq_name));
-        py::object neg = steal(PyNumber_Negative(seq.ptr()));
-        heappush_(heap_, py::make_tuple(neg, py::handle(e)));
-      } else {
-        py::object sum = steal(PyNumber_Add(prev, g.ptr()));
-        if (PyDict_SetItem(node_grads_.ptr(), e, sum.ptr()) < 0) throw py::error_already_set();
-      }
-    } else if (THPVariable_Check(e)) {
-      leaf_done(e, std::move(g));
-    } else {  // an Output edge: the Python method
-      py::list box(1);
-      PyList_SET_ITEM(box.ptr(), 0, g.release().ptr());  // the box takes our reference
-      call_walk("send", py::reinterpret_borrow<py::object>(e), box, 0);
-    }
+    long long seq = PyLong_AsLongLong(get_attr(node.ptr(), seq_name).ptr());
+    if (seq == -1 && PyErr_Occurred()) throw py::error_already_set();
+    PyObject* key = node.ptr();
+    auto it = pending_.emplace(key, Pending{std::move(node), std::move(g)}).first;
+    heap_.emplace(seq, key);  // the newest node runs first, as torch's engine runs them
+    return it;
   }
 
-  // The hooks registered on the leaf's AccumulateGrad (_engine._ACCUMULATE_GRAD_HOOKS: id ->
-  // (weak reference, hooks)), or null when there are none.
-  PyObject* accumulate_grad_hooks(PyObject* key) {
-    if (PyDict_GET_SIZE(acc_hooks_.ptr()) == 0) return nullptr;
-    PyObject* entry = PyDict_GetItemWithError(acc_hooks_.ptr(), key);  // borrowed
-    if (entry == nullptr) {
-      if (PyErr_Occurred()) throw py::error_already_set();
-      return nullptr;
-    }
-    if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2) return nullptr;
-    PyObject* hooks = PyTuple_GET_ITEM(entry, 1);
-    return is_true(hooks) ? hooks : nullptr;
+  // _engine._node_of: the node an edge leads to, or null (None, a leaf).
+  py::object node_of(PyObject* e) const {
+    static PyObject* node_name = PyUnicode_InternFromString("node");
+    if (Py_TYPE(e) == cb_.node) return py::reinterpret_borrow<py::object>(e);
+    if (Py_TYPE(e) == cb_.output) return get_attr(e, node_name);
+    return py::object();
   }
 
-  // _engine._run_accumulate_grad_hooks: each hook(leaf), in registration order.
-  static void run_accumulate_grad_hooks(PyObject* hooks, PyObject* leaf) {
-    py::object owner = py::reinterpret_borrow<py::object>(hooks);  // a hook may remove itself
-    py::object values = steal(PySequence_Tuple(steal(PyObject_CallMethod(
-        hooks, "values", nullptr)).ptr()));
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(values.ptr()); ++i) {
-      steal(PyObject_CallOneArg(PyTuple_GET_ITEM(values.ptr(), i), leaf));
+  // _count_leaf_edges for one edge: a leaf waits for one more gradient.
+  void count_leaf(PyObject* e) {
+    if (e == Py_None || Py_TYPE(e) == cb_.node || Py_TYPE(e) == cb_.output) return;
+    Leaf& leaf = leaves_[e];
+    if (!leaf.leaf) {
+      leaf.leaf = py::reinterpret_borrow<py::object>(e);
+      planned_.push_back(e);
     }
+    ++leaf.remaining;
   }
 
-  // A gradient for a leaf (an undefined one when `g` is null): summed with the others; once the
-  // last one has arrived, accumulated.
-  void leaf_done(PyObject* leaf, py::object g) {
-    py::object key = steal(PyLong_FromVoidPtr(leaf));
-    PyObject* remaining = PyDict_GetItemWithError(leaf_deps_.ptr(), key.ptr());  // borrowed
-    if (remaining == nullptr) {
-      if (PyErr_Occurred()) throw py::error_already_set();
-      return;  // a leaf nobody asked for
-    }
-    long count = PyLong_AsLong(remaining);
-    PyObject* entry = PyDict_GetItemWithError(leaf_grads_.ptr(), key.ptr());  // borrowed
-    if (entry == nullptr && PyErr_Occurred()) throw py::error_already_set();
+  // _engine._run_accumulate_grad_hooks(leaf), where any hook on an AccumulateGrad exists.
+  void accumulate_grad_hooks(const py::object& leaf) {
+    if (PyDict_GET_SIZE(cb_.acc_hooks) > 0) call(cb_.run_acc_hooks, {leaf.ptr()});
+  }
+
+  // _Walk.send for a leaf, and _Walk.no_gradient (an undefined `g`): summed with the others;
+  // once the last one has arrived, accumulated.
+  void leaf_done(PyObject* e, Grad g) {
+    auto it = leaves_.find(e);
+    if (it == leaves_.end()) return;  // a leaf nobody asked for
+    Leaf& leaf = it->second;
     if (g) {
-      if (entry == nullptr) {
-        py::list pair(2);
-        Py_INCREF(leaf);
-        PyList_SET_ITEM(pair.ptr(), 0, leaf);
-        PyList_SET_ITEM(pair.ptr(), 1, g.release().ptr());  // the list takes our reference
-        if (PyDict_SetItem(leaf_grads_.ptr(), key.ptr(), pair.ptr()) < 0) {
-          throw py::error_already_set();
+      if (!leaf.grad) {
+        leaf.grad = std::move(g);
+        if (!leaf.arrived) {
+          leaf.arrived = true;
+          arrivals_.push_back(e);
         }
-        entry = pair.ptr();  // the dict keeps it alive
       } else {
-        py::object sum = steal(PyNumber_Add(PyList_GET_ITEM(entry, 1), g.ptr()));
-        g = py::object();
-        PyList_SetItem(entry, 1, sum.release().ptr());  // steals the new sum
+        leaf.grad = add_grads(std::move(leaf.grad), std::move(g));
       }
     }
-    if (count > 1) {
-      py::object left = steal(PyLong_FromLong(count - 1));
-      if (PyDict_SetItem(leaf_deps_.ptr(), key.ptr(), left.ptr()) < 0) {
-        throw py::error_already_set();
-      }
-      return;
+    if (--leaf.remaining > 0) return;
+    py::object tensor = std::move(leaf.leaf);
+    Grad grad = std::move(leaf.grad);
+    leaves_.erase(it);
+    if (grad) {
+      leaf_ready(tensor, std::move(grad));
+    } else {
+      accumulate_grad_hooks(tensor);  // torch runs AccumulateGrad, with no gradient
     }
-    if (PyDict_DelItem(leaf_deps_.ptr(), key.ptr()) < 0) throw py::error_already_set();
-    PyObject* hooks = accumulate_grad_hooks(key.ptr());  // borrowed
-    if (entry == nullptr) {  // nothing arrived: torch's AccumulateGrad still runs
-      if (hooks != nullptr) run_accumulate_grad_hooks(hooks, leaf);
-      return;
-    }
-    py::object pair = py::reinterpret_borrow<py::object>(entry);
-    if (PyDict_DelItem(leaf_grads_.ptr(), key.ptr()) < 0) throw py::error_already_set();
-    py::object grad = py::reinterpret_borrow<py::object>(PyList_GET_ITEM(pair.ptr(), 1));
-    Py_INCREF(Py_None);
-    PyList_SetItem(pair.ptr(), 1, Py_None);  // now only `grad` holds it
-    pair = py::object();
-    if (accumulate_leaf(leaf, grad)) {
-      // _Walk.leaf_ready's last step (looked up again: freeing a gradient may run Python)
-      if (hooks != nullptr && (hooks = accumulate_grad_hooks(key.ptr())) != nullptr) {
-        run_accumulate_grad_hooks(hooks, leaf);
-      }
+  }
+
+  // _engine._leaf_ready (AccumulateGrad, then the hooks on it): the common case here, the
+  // others in Python.
+  void leaf_ready(const py::object& leaf, Grad g) {
+    if (accumulate_leaf(leaf.ptr(), g)) {
+      accumulate_grad_hooks(leaf);
       return;
     }
     py::list box(1);
-    PyList_SET_ITEM(box.ptr(), 0, grad.release().ptr());  // the box takes our reference
-    call_walk("leaf_ready", py::reinterpret_borrow<py::object>(leaf), box);
+    PyList_SET_ITEM(box.ptr(), 0, g.take_py().release().ptr());  // the box holds it alone
+    call(cb_.leaf_ready, {leaf.ptr(), box.ptr()});
   }
 
-  py::object walk_;
-  PyObject* node_type_;
-  py::object heappush_, heappop_, run_hooks_, check_saved_;
-  py::object node_grads_, heap_, leaf_grads_, leaf_deps_, acc_hooks_;
+  // _Walk.flush: leaves still waiting (a node on their path got no gradient) get what did
+  // arrive, in the order their first gradient came.
+  void flush() {
+    for (PyObject* e : arrivals_) {
+      auto it = leaves_.find(e);
+      if (it == leaves_.end() || !it->second.grad) continue;
+      py::object tensor = std::move(it->second.leaf);
+      Grad grad = std::move(it->second.grad);
+      leaves_.erase(it);
+      leaf_ready(tensor, std::move(grad));
+    }
+    if (PyDict_GET_SIZE(cb_.acc_hooks) == 0) return;
+    // Leaves that no gradient reached: torch's engine still runs their AccumulateGrad.
+    for (PyObject* e : planned_) {
+      auto it = leaves_.find(e);
+      if (it == leaves_.end()) continue;
+      py::object tensor = std::move(it->second.leaf);
+      leaves_.erase(it);
+      accumulate_grad_hooks(tensor);
+    }
+  }
+
+  const Callbacks& cb_;
+  bool retain_graph_;
+  std::unordered_map<PyObject*, Pending> pending_;  // node -> its gradient (a list: several)
+  std::priority_queue<std::pair<long long, PyObject*>> heap_;  // (sequence number, node)
+  std::unordered_map<PyObject*, Leaf> leaves_;
+  std::vector<PyObject*> arrivals_;
+  std::vector<PyObject*> planned_;  // the leaves in the order the plan met them
 };
 
-// _engine._start's plan for a walk without `inputs` (_engine._reachable and the count of leaf
-// edges): every node reachable from `root_edges`, once each; for each leaf edge of theirs, and
-// each root that is a leaf, one more gradient that leaf waits for in `deps` (id -> count).
-void leaf_dependencies(const py::list& root_edges, const py::handle& node_type,
-                       const py::handle& output_type, py::dict deps) {
-  static PyObject* inputs_name = PyUnicode_InternFromString("inputs");
-  static PyObject* node_name = PyUnicode_InternFromString("node");
-  auto* node_t = reinterpret_cast<PyTypeObject*>(node_type.ptr());
-  auto* output_t = reinterpret_cast<PyTypeObject*>(output_type.ptr());
-  std::vector<py::object> stack;
-  std::unordered_set<PyObject*> seen;  // the graph keeps every node alive meanwhile
-  auto visit = [&](PyObject* e) {
-    if (e == Py_None) return;
-    py::object node;
-    if (Py_TYPE(e) == node_t) {
-      node = py::reinterpret_borrow<py::object>(e);
-    } else if (Py_TYPE(e) == output_t) {
-      node = steal(PyObject_GetAttr(e, node_name));
-    } else {
-      py::object key = steal(PyLong_FromVoidPtr(e));
-      PyObject* count = PyDict_GetItemWithError(deps.ptr(), key.ptr());  // borrowed
-      if (count == nullptr && PyErr_Occurred()) throw py::error_already_set();
-      py::object next = steal(PyLong_FromLong(count ? PyLong_AsLong(count) + 1 : 1));
-      if (PyDict_SetItem(deps.ptr(), key.ptr(), next.ptr()) < 0) throw py::error_already_set();
-      return;
-    }
-    if (seen.insert(node.ptr()).second) stack.push_back(std::move(node));
-  };
-  for (py::handle e : root_edges) visit(e.ptr());
-  while (!stack.empty()) {
-    py::object node = std::move(stack.back());
-    stack.pop_back();
-    py::object inputs = steal(PyObject_GetAttr(node.ptr(), inputs_name));
-    if (!PyTuple_Check(inputs.ptr())) throw std::invalid_argument("Node.inputs");
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(inputs.ptr()); ++i) {
-      visit(PyTuple_GET_ITEM(inputs.ptr(), i));
+// Sets grad mode off and torch function dispatch for subclasses off (_graph.no_dispatch), as
+// _engine._run does around a walk; restored after.
+struct WalkGuards {
+  at::AutoGradMode no_grad{false};
+  at::impl::TorchFunctionDisabledState previous = at::impl::PythonTorchFunctionTLS::get_disabled_state();
+  WalkGuards() {
+    if (previous == at::impl::TorchFunctionDisabledState::ENABLED) {
+      at::impl::PythonTorchFunctionTLS::set_disabled_state(
+          at::impl::TorchFunctionDisabledState::SUBCLASSES_DISABLED);
     }
   }
+  ~WalkGuards() { at::impl::PythonTorchFunctionTLS::set_disabled_state(previous); }
+};
+
+// _engine._run's final callbacks (queue_callback) for a walk run from C++: a list of its own on
+// _callbacks.stack while it runs; run() calls them in the order queued (one may queue more).
+class FinalCallbacks {
+ public:
+  explicit FinalCallbacks(PyObject* local) {
+    static PyObject* stack_name = PyUnicode_InternFromString("stack");
+    PyObject* stack = PyObject_GetAttr(local, stack_name);
+    if (stack == nullptr) {
+      if (!PyErr_ExceptionMatches(PyExc_AttributeError)) throw py::error_already_set();
+      PyErr_Clear();
+      stack = PyList_New(0);
+      if (stack == nullptr || PyObject_SetAttr(local, stack_name, stack) < 0) {
+        Py_XDECREF(stack);
+        throw py::error_already_set();
+      }
+    }
+    stack_ = steal(stack);
+    if (!PyList_Check(stack_.ptr())) throw std::invalid_argument("shimnn: _callbacks.stack");
+    if (PyList_Append(stack_.ptr(), callbacks_.ptr()) < 0) throw py::error_already_set();
+  }
+  FinalCallbacks(const FinalCallbacks&) = delete;
+  FinalCallbacks& operator=(const FinalCallbacks&) = delete;
+
+  void run() {
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(callbacks_.ptr()); ++i) {
+      py::object callback = py::reinterpret_borrow<py::object>(PyList_GET_ITEM(callbacks_.ptr(), i));
+      steal(PyObject_CallNoArgs(callback.ptr()));
+    }
+  }
+
+  ~FinalCallbacks() {  // stack.pop(), whatever else is under way
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    Py_ssize_t n = PyList_GET_SIZE(stack_.ptr());
+    if (n > 0 && PyList_SetSlice(stack_.ptr(), n - 1, n, nullptr) < 0) PyErr_Clear();
+    PyErr_Restore(type, value, traceback);
+  }
+
+ private:
+  py::object stack_;
+  py::list callbacks_;
+};
+
+// _engine._run's walk for a backward without `inputs` and without anomaly detection, roots'
+// gradients given (the list is emptied: the walk holds them alone).
+void backward(const py::list& root_edges, const py::list& root_grads, bool retain_graph,
+              const py::tuple& callbacks) {
+  Callbacks cb(callbacks);
+  WalkGuards guards;
+  Engine engine(cb, retain_graph);
+  std::vector<PyObject*> edges;
+  for (py::handle e : root_edges) edges.push_back(e.ptr());
+  engine.plan(edges);
+  Py_ssize_t n = std::min(PyList_GET_SIZE(root_edges.ptr()), PyList_GET_SIZE(root_grads.ptr()));
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* g = PyList_GET_ITEM(root_grads.ptr(), i);
+    Py_INCREF(Py_None);
+    PyList_SET_ITEM(root_grads.ptr(), i, Py_None);  // the list's reference is now ours
+    engine.send(edges[i], Grad(py::reinterpret_steal<py::object>(g)));
+  }
+  engine.run();
 }
 
-void walk(py::object walk, bool retain_graph, const py::handle& node_type,
-          const py::handle& heappush, const py::handle& heappop, const py::handle& run_hooks,
-          const py::handle& check_saved) {
-  Walker(std::move(walk), node_type, heappush, heappop, run_hooks, check_saved)
-      .run(retain_graph);
+// _engine._seed / _recycle for a 0-d CPU root: a ones from the pool, or a new one.
+py::object take_seed(const Callbacks& cb, const Tensor& root) {
+  PyObject* dtype = reinterpret_cast<PyObject*>(torch::getTHPDtype(root.scalar_type()));
+  PyObject* pool = PyDict_GetItemWithError(cb.seeds, dtype);  // borrowed
+  if (pool == nullptr && PyErr_Occurred()) throw py::error_already_set();
+  if (pool != nullptr && PyList_Check(pool) && PyList_GET_SIZE(pool) > 0) {
+    Py_ssize_t last = PyList_GET_SIZE(pool) - 1;
+    py::object seed = py::reinterpret_borrow<py::object>(PyList_GET_ITEM(pool, last));
+    if (PyList_SetSlice(pool, last, last + 1, nullptr) < 0) throw py::error_already_set();
+    return seed;
+  }
+  return steal(THPVariable_Wrap(at::ones({}, root.options())));
+}
+
+void recycle_seed(const Callbacks& cb, py::object seed, int64_t version) {
+  const Tensor& t = THPVariable_Unpack(seed.ptr());
+  // nothing references it (its object, its tensor, its memory) and nothing modified it
+  if (Py_REFCNT(seed.ptr()) != 1 || t.use_count() != 1 || t.storage().use_count() != 1 ||
+      static_cast<int64_t>(t._version()) != version) {
+    return;
+  }
+  PyObject* dtype = reinterpret_cast<PyObject*>(torch::getTHPDtype(t.scalar_type()));
+  PyObject* pool = PyDict_GetItemWithError(cb.seeds, dtype);  // borrowed
+  if (pool == nullptr) {
+    if (PyErr_Occurred()) throw py::error_already_set();
+    py::list fresh;
+    if (PyDict_SetItem(cb.seeds, dtype, fresh.ptr()) < 0) throw py::error_already_set();
+    pool = fresh.ptr();  // the dict holds it
+  }
+  if (PyList_Append(pool, seed.ptr()) < 0) throw py::error_already_set();
+}
+
+// TrackedTensor.backward() of a loss: _engine.tensor_backward -> backward -> _run for a root
+// that is a 0-d floating CPU TrackedTensor with a node of one output (not a view, no gradient
+// given, no `inputs`; the caller checks that anomaly detection is off): its seed, the walk, the
+// seed recycled. Returns false, having done nothing, outside that case.
+bool backward_root(const py::handle& root, bool retain_graph, const py::tuple& callbacks) {
+  static PyObject* node_name = PyUnicode_InternFromString("_node");
+  static PyObject* view_name = PyUnicode_InternFromString("_view_version");
+  static PyObject* outputs_name = PyUnicode_InternFromString("outputs");
+  Callbacks cb(callbacks);
+  if (Py_TYPE(root.ptr()) != cb.tracked) return false;
+  const Tensor& t = THPVariable_Unpack(root.ptr());
+  if (t.dim() != 0 || !t.is_cpu() || !at::isFloatingType(t.scalar_type())) return false;
+  py::object node = get_attr(root.ptr(), node_name);
+  if (Py_TYPE(node.ptr()) != cb.node || !get_attr(node.ptr(), outputs_name).is_none() ||
+      !get_attr(root.ptr(), view_name).is_none()) {
+    return false;
+  }
+  py::object seed = take_seed(cb, t);
+  int64_t version = THPVariable_Unpack(seed.ptr())._version();
+  {
+    WalkGuards guards;
+    FinalCallbacks callbacks(cb.local);
+    Engine engine(cb, retain_graph);
+    engine.plan({node.ptr()});
+    engine.send(node.ptr(), Grad(seed));
+    engine.run();
+    callbacks.run();
+  }
+  recycle_seed(cb, std::move(seed), version);
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Module calls: torch's Module.__call__ (no hook: straight to forward) of a fused Sequential
+// and of MSELoss, with what their forward does, in one call
+// ---------------------------------------------------------------------------------------------
+
+// What the compiled module calls take from Python, as modules.module.NATIVE_CALLS passes it.
+struct CallContext {
+  PyTypeObject *tracked, *node, *sequential, *mse_loss;
+  PyObject *module_globals, *refuse_recording_modes, *refuse_transforms, *edge;
+  PyObject *forward_ad_globals, *functorch_active, *any_autocast;
+  explicit CallContext(const py::tuple& c) {
+    if (c.size() != 11) throw std::invalid_argument("shimnn: call context");
+    tracked = reinterpret_cast<PyTypeObject*>(c[0].ptr());
+    node = reinterpret_cast<PyTypeObject*>(c[1].ptr());
+    sequential = reinterpret_cast<PyTypeObject*>(c[2].ptr());
+    mse_loss = reinterpret_cast<PyTypeObject*>(c[3].ptr());
+    module_globals = c[4].ptr();  // vars(torch.nn.modules.module): the global hooks
+    refuse_recording_modes = c[5].ptr();  // _graph.refuse_recording_modes
+    refuse_transforms = c[6].ptr();  // _graph.refuse_transforms
+    edge = c[7].ptr();  // _graph.edge
+    forward_ad_globals = c[8].ptr();  // vars(torch.autograd.forward_ad): _current_level
+    functorch_active = c[9].ptr();  // torch._C._are_functorch_transforms_active
+    any_autocast = c[10].ptr();  // torch._C._is_any_autocast_enabled
+  }
+};
+
+// _graph.refuse_recording_modes (`recording`) or refuse_transforms: their tests, and where one
+// of their modes is on, the Python function itself, which raises its error.
+void refuse_modes(const CallContext& cx, bool recording) {
+  static PyObject* level_key = PyUnicode_InternFromString("_current_level");
+  PyObject* level = PyDict_GetItem(cx.forward_ad_globals, level_key);  // borrowed
+  bool on = level == nullptr || !PyLong_Check(level) || PyLong_AsLong(level) >= 0 ||
+            is_true(call(cx.functorch_active, {}).ptr()) ||
+            (recording && is_true(call(cx.any_autocast, {}).ptr()));
+  if (on) call(recording ? cx.refuse_recording_modes : cx.refuse_transforms, {});
+}
+
+// Sets torch function dispatch for subclasses off (_graph.no_dispatch) while it lives.
+struct NoDispatch {
+  at::impl::TorchFunctionDisabledState previous =
+      at::impl::PythonTorchFunctionTLS::get_disabled_state();
+  NoDispatch() {
+    if (previous == at::impl::TorchFunctionDisabledState::ENABLED) {
+      at::impl::PythonTorchFunctionTLS::set_disabled_state(
+          at::impl::TorchFunctionDisabledState::SUBCLASSES_DISABLED);
+    }
+  }
+  ~NoDispatch() { at::impl::PythonTorchFunctionTLS::set_disabled_state(previous); }
+  NoDispatch(const NoDispatch&) = delete;
+  NoDispatch& operator=(const NoDispatch&) = delete;
+};
+
+// torch's Module.__call__ takes its fast path (_wrapped_call_impl, then _call_impl without
+// hooks: forward) and so does shimnn's Module._call_impl: not compiled (torch.compile), no hook
+// on the module, no global module hook, no tracing.
+bool plain_call(const CallContext& cx, PyObject* module) {
+  static PyObject* keys[] = {
+      PyUnicode_InternFromString("_forward_hooks"),
+      PyUnicode_InternFromString("_forward_pre_hooks"),
+      PyUnicode_InternFromString("_backward_hooks"),
+      PyUnicode_InternFromString("_backward_pre_hooks")};
+  static PyObject* global_keys[] = {
+      PyUnicode_InternFromString("_global_forward_hooks"),
+      PyUnicode_InternFromString("_global_forward_pre_hooks"),
+      PyUnicode_InternFromString("_global_backward_hooks"),
+      PyUnicode_InternFromString("_global_backward_pre_hooks")};
+  static PyObject* compiled_key = PyUnicode_InternFromString("_compiled_call_impl");
+  if (torch::jit::tracer::isTracing()) return false;
+  PyObject** dict_ptr = _PyObject_GetDictPtr(module);
+  PyObject* dict = dict_ptr ? *dict_ptr : nullptr;
+  if (dict == nullptr) return false;
+  PyObject* compiled = PyDict_GetItem(dict, compiled_key);  // borrowed
+  if (compiled != nullptr && compiled != Py_None) return false;
+  for (PyObject* key : keys) {
+    if (dict_entry_truthy(dict, key)) return false;
+  }
+  for (PyObject* key : global_keys) {
+    if (dict_entry_truthy(cx.module_globals, key)) return false;
+  }
+  return true;
+}
+
+// _graph.record / wrap's TrackedTensor for a kernel result: Tensor._make_subclass's non-view
+// alias sharing storage and version counter (its metadata changeable), as a TrackedTensor.
+py::object make_tracked(const CallContext& cx, const Tensor& result) {
+  Tensor alias = result.detach();
+  alias.unsafeGetTensorImpl()->set_allow_tensor_metadata_change(true);
+  return steal(THPVariable_Wrap(alias, cx.tracked));
+}
+
+// _graph.record: the TrackedTensor of `result` whose node is Node(name, backward, inputs,
+// saved, versions); `takes_retain` as the caller sets it.
+py::object record_node(const CallContext& cx, const Tensor& result, PyObject* name,
+                       const py::object& backward, const py::object& inputs,
+                       const py::object& saved, const py::object& versions, bool takes_retain) {
+  static PyObject* node_key = PyUnicode_InternFromString("_node");
+  static PyObject* takes_retain_key = PyUnicode_InternFromString("takes_retain");
+  py::object out = make_tracked(cx, result);
+  py::object node = call(reinterpret_cast<PyObject*>(cx.node),
+                         {name, backward.ptr(), inputs.ptr(), saved.ptr(), versions.ptr()});
+  if (takes_retain && PyObject_SetAttr(node.ptr(), takes_retain_key, Py_True) < 0) {
+    throw py::error_already_set();
+  }
+  if (PyObject_SetAttr(out.ptr(), node_key, node.ptr()) < 0) throw py::error_already_set();
+  return out;
+}
+
+// _graph.edge under no_dispatch: the common cases here (a plain tensor that needs no gradient
+// and is no view, a TrackedTensor of a one-output node that is no view), the rest in Python.
+py::object edge_of_input(const CallContext& cx, PyObject* t) {
+  static PyObject* node_key = PyUnicode_InternFromString("_node");
+  static PyObject* view_key = PyUnicode_InternFromString("_view_version");
+  static PyObject* outputs_key = PyUnicode_InternFromString("outputs");
+  if (Py_TYPE(t) == reinterpret_cast<PyTypeObject*>(THPVariableClass)) {
+    const Tensor& tensor = THPVariable_Unpack(t);
+    if (!tensor.requires_grad()) {
+      if (!tensor.is_view()) return py::none();
+      // a view joins its base's graph only if the base is a TrackedTensor (edge: view_of)
+      py::object base = steal(THPVariable_Wrap(tensor._base()));
+      if (Py_TYPE(base.ptr()) != cx.tracked) return py::none();
+    }
+  } else if (Py_TYPE(t) == cx.tracked) {
+    py::object node = get_attr(t, node_key);
+    if (Py_TYPE(node.ptr()) == cx.node && get_attr(t, view_key).is_none() &&
+        get_attr(node.ptr(), outputs_key).is_none()) {
+      return node;
+    }
+  }
+  NoDispatch no_dispatch;
+  return call(cx.edge, {t});
+}
+
+// Sequential.__call__(input) for a Sequential whose plan _chain._chain_plan has cached (all its
+// children matrix fast-path layers): Module.__call__ -> _call_impl -> Sequential.forward ->
+// _chain.run -> _native_chain -> record. Returns NotImplemented where that case does not hold,
+// having done nothing (the Python path then runs, and raises what is to be raised).
+py::object chain_call(const CallContext& cx, const py::handle& seq, const py::handle& input) {
+  static PyObject* plan_key = PyUnicode_InternFromString("_shim_chain_types");
+  static PyObject* modules_key = PyUnicode_InternFromString("_modules");
+  py::object not_here = py::reinterpret_borrow<py::object>(Py_NotImplemented);
+  if (Py_TYPE(seq.ptr()) != cx.sequential || !THPVariable_Check(input.ptr()) ||
+      !plain_call(cx, seq.ptr())) {
+    return not_here;
+  }
+  const Tensor& x = THPVariable_Unpack(input.ptr());
+  if (x.dim() != 2 || !x.is_cpu()) return not_here;
+  // _chain_plan's cache: (children, all shimnn layers, their kinds), for these same children
+  PyObject* dict = *_PyObject_GetDictPtr(seq.ptr());
+  PyObject* plan = PyDict_GetItem(dict, plan_key);  // borrowed
+  PyObject* modules = PyDict_GetItem(dict, modules_key);  // borrowed
+  if (plan == nullptr || modules == nullptr || !PyTuple_Check(plan) ||
+      PyTuple_GET_SIZE(plan) != 3 || !PyDict_Check(modules)) {
+    return not_here;
+  }
+  PyObject* layers = PyTuple_GET_ITEM(plan, 0);
+  PyObject* kinds_obj = PyTuple_GET_ITEM(plan, 2);
+  if (!PyTuple_Check(layers) || !PyTuple_Check(kinds_obj) ||
+      PyTuple_GET_SIZE(layers) != PyDict_GET_SIZE(modules)) {
+    return not_here;
+  }
+  Py_ssize_t pos = 0, i = 0;
+  PyObject *key, *value;
+  while (PyDict_Next(modules, &pos, &key, &value)) {
+    if (PyTuple_GET_ITEM(layers, i++) != value) return not_here;  // changed children
+  }
+  std::vector<int64_t> kinds;
+  for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(kinds_obj); ++k) {
+    kinds.push_back(PyLong_AsLongLong(PyTuple_GET_ITEM(kinds_obj, k)));
+  }
+  bool grad_mode = at::GradMode::is_enabled();
+  refuse_modes(cx, grad_mode);  // may raise
+  py::object e_input = grad_mode ? edge_of_input(cx, input.ptr()) : py::none();
+  py::object result;
+  try {
+    result = chain_forward(py::reinterpret_borrow<py::tuple>(layers), kinds, x, e_input,
+                           grad_mode);
+  } catch (py::error_already_set&) {
+    return not_here;  // the Python path raises it, naming the layer
+  } catch (const std::exception&) {
+    return not_here;
+  }
+  if (!PyTuple_Check(result.ptr())) return not_here;  // False (unfusable) or None
+  const Tensor& out = THPVariable_Unpack(PyTuple_GET_ITEM(result.ptr(), 0));
+  py::object backward = py::reinterpret_borrow<py::object>(PyTuple_GET_ITEM(result.ptr(), 1));
+  if (backward.is_none()) return make_tracked(cx, out);
+  return record_node(cx, out, PyTuple_GET_ITEM(result.ptr(), 5), backward,
+                     py::reinterpret_borrow<py::object>(PyTuple_GET_ITEM(result.ptr(), 2)),
+                     py::reinterpret_borrow<py::object>(PyTuple_GET_ITEM(result.ptr(), 3)),
+                     py::reinterpret_borrow<py::object>(PyTuple_GET_ITEM(result.ptr(), 4)),
+                     true);
+}
+
+// MSELoss.__call__(input, target): Module.__call__ -> _call_impl -> MSELoss.forward ->
+// ops.loss.mse_loss (its compiled case: same shapes, one floating dtype, CPU) -> record, or under
+// no_grad (or with nothing needing a gradient) the plain loss wrapped. Returns NotImplemented
+// where that case does not hold, having done nothing.
+py::object mse_call(const CallContext& cx, const py::handle& module, const py::handle& input,
+                    const py::handle& target) {
+  static PyObject* reduction_key = PyUnicode_InternFromString("reduction");
+  static PyObject* name = PyUnicode_InternFromString("MseLossBackward0");
+  py::object not_here = py::reinterpret_borrow<py::object>(Py_NotImplemented);
+  if (Py_TYPE(module.ptr()) != cx.mse_loss || !THPVariable_Check(input.ptr()) ||
+      !THPVariable_Check(target.ptr()) || !plain_call(cx, module.ptr())) {
+    return not_here;
+  }
+  PyObject* dict = *_PyObject_GetDictPtr(module.ptr());
+  PyObject* reduction_obj = PyDict_GetItem(dict, reduction_key);  // borrowed
+  if (reduction_obj == nullptr || !PyUnicode_Check(reduction_obj)) return not_here;
+  int64_t reduction;
+  if (PyUnicode_CompareWithASCIIString(reduction_obj, "mean") == 0) {
+    reduction = 1;
+  } else if (PyUnicode_CompareWithASCIIString(reduction_obj, "sum") == 0) {
+    reduction = 2;
+  } else if (PyUnicode_CompareWithASCIIString(reduction_obj, "none") == 0) {
+    reduction = 0;
+  } else {
+    return not_here;  // the Python path raises torch's error
+  }
+  const Tensor& x = THPVariable_Unpack(input.ptr());
+  const Tensor& y = THPVariable_Unpack(target.ptr());
+  if (!x.sizes().equals(y.sizes()) || x.scalar_type() != y.scalar_type() ||
+      !at::isFloatingType(x.scalar_type()) || !x.is_cpu() || !y.is_cpu()) {
+    return not_here;  // a warning to give, a cast, another device: the Python path
+  }
+  py::object e_input = py::none(), e_target = py::none();
+  bool grad_mode = at::GradMode::is_enabled();
+  if (grad_mode) {
+    e_input = edge_of_input(cx, input.ptr());
+    e_target = edge_of_input(cx, target.ptr());
+  }
+  if (e_input.is_none() && e_target.is_none()) {
+    refuse_modes(cx, false);  // wrap()
+    return make_tracked(cx, at::mse_loss(x, y, reduction));
+  }
+  refuse_modes(cx, true);  // record()
+  py::object result = mse_loss_forward(x, y, reduction, !e_input.is_none(), !e_target.is_none());
+  if (result.is_none()) return not_here;
+  py::tuple inputs = py::make_tuple(e_input, e_target);
+  return record_node(cx, THPVariable_Unpack(PyTuple_GET_ITEM(result.ptr(), 0)), name,
+                     py::reinterpret_borrow<py::object>(PyTuple_GET_ITEM(result.ptr(), 1)),
+                     inputs,
+                     py::reinterpret_borrow<py::object>(PyTuple_GET_ITEM(result.ptr(), 2)),
+                     py::reinterpret_borrow<py::object>(PyTuple_GET_ITEM(result.ptr(), 3)),
+                     false);
+}
+
+// modules.module.Module.__call__ of a module whose class has a compiled call (exact types:
+// a subclass may override forward): NotImplemented where the Python path must run.
+py::object module_call(const py::handle& module, const py::tuple& args,
+                       const py::tuple& context) {
+  CallContext cx(context);
+  PyTypeObject* type = Py_TYPE(module.ptr());
+  if (type == cx.sequential && args.size() == 1) return chain_call(cx, module, args[0]);
+  if (type == cx.mse_loss && args.size() == 2) return mse_call(cx, module, args[0], args[1]);
+  return py::reinterpret_borrow<py::object>(Py_NotImplemented);
 }
 
 // The optimizers' compiled case for one parameter: float32/float64 on CPU with a dense
@@ -644,7 +1148,48 @@ void walk(py::object walk, bool retain_graph, const py::handle& node_type,
 bool float_cpu_dense(const Tensor& p, const Tensor& g) {
   auto dtype = p.scalar_type();
   return p.is_cpu() && g.is_cpu() && g.layout() == at::kStrided &&
-         (dtype == at::kFloat || dtype == at::kDouble) && g.scalar_type() == dtype;
+         (dtype == at::kFloat || dtype == at::kDouble) && g.scalar_type() == dtype &&
+         !p.is_inference() && !g.is_inference();
+}
+
+// The optimizers' kernels run below the autograd dispatch keys (whose work grad mode off makes
+// a no-op), so an in-place kernel's version bump, which torch's in-place dispatch makes once per
+// call and tensor, is made here: bumped(t) after each in-place call on t.
+void bumped(const Tensor& t) { t.unsafeGetTensorImpl()->bump_version(); }
+
+// torch.nn.utils.clip_grad_norm_ (foreach None, error_if_nonfinite False) where every gradient
+// is a dense CPU float32/float64 torch.Tensor of one dtype: torch's kernels in its order (one
+// device and dtype group: _foreach_norm, stack, linalg.vector_norm; max_norm / (norm + 1e-6) as
+// Tensor.__rtruediv__ computes it, reciprocal then mul; clamp(max=1), _foreach_mul_), in grad
+// mode off. Returns the total norm, or None, having done nothing, outside that case.
+py::object clip_grad_norm(const py::list& params, double max_norm, double norm_type) {
+  std::vector<Tensor> grads;
+  for (py::handle obj : params) {
+    if (!THPVariable_Check(obj.ptr())) return py::none();
+    const Tensor& g = THPVariable_Unpack(obj.ptr()).grad();
+    if (!g.defined()) continue;
+    auto dtype = g.scalar_type();
+    if (!g.is_cpu() || g.layout() != at::kStrided || (dtype != at::kFloat && dtype != at::kDouble) ||
+        (!grads.empty() && dtype != grads[0].scalar_type())) {
+      return py::none();
+    }
+    py::object wrapped = py::cast(g);  // its Python object: torch's foreach path wants a plain one
+    if (Py_TYPE(wrapped.ptr()) != reinterpret_cast<PyTypeObject*>(THPVariableClass)) {
+      return py::none();
+    }
+    grads.push_back(g);
+  }
+  if (grads.empty()) return py::none();
+  Tensor total;
+  {
+    py::gil_scoped_release no_gil;
+    at::AutoGradMode no_grad(false);
+    std::vector<Tensor> norms = at::_foreach_norm(grads, norm_type);
+    total = at::linalg_vector_norm(at::stack(norms), norm_type);
+    Tensor coef = at::mul(at::reciprocal(at::add(total, 1e-6)), max_norm);
+    at::_foreach_mul_(grads, at::clamp(coef, c10::nullopt, 1.0));
+  }
+  return py::cast(std::move(total));
 }
 
 // optim.sgd.SGD._step_group + optim.sgd.sgd for a group on CPU with torch's default
@@ -694,6 +1239,7 @@ bool sgd_step(const py::list& group_params, const py::object& state, double lr, 
   }
   {
     at::AutoGradMode no_grad(false);
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
     std::vector<Tensor> g = grads;
     if (maximize) g = at::_foreach_neg(g);
     if (weight_decay != 0) g = at::_foreach_add(g, params, weight_decay);
@@ -711,20 +1257,33 @@ bool sgd_step(const py::list& group_params, const py::object& state, double lr, 
         }
         at::_foreach_mul_(bufs, scalar);
         at::_foreach_add_(bufs, g, 1 - dampening);
+        for (const auto& b : bufs) {
+          bumped(b);
+          bumped(b);
+        }
       } else {
         for (size_t i = 0; i < bufs.size(); ++i) {
           if (!bufs[i].defined()) {
             bufs[i] = g[i].detach().clone();
           } else {
             bufs[i].mul_(momentum).add_(g[i], 1 - dampening);
+            bumped(bufs[i]);
+            bumped(bufs[i]);
           }
         }
       }
       g = nesterov ? at::_foreach_add(g, bufs, momentum) : bufs;
     }
     at::_foreach_add_(params, g, -lr);
+    for (const auto& p : params) bumped(p);
   }
   for (size_t i = 0; i < states.size(); ++i) {
+    // state["momentum_buffer"] = buf (a buffer updated in place is already there)
+    PyObject* held = PyDict_GetItem(states[i].ptr(), buffer_key.ptr());  // borrowed
+    if (held != nullptr && THPVariable_Check(held) &&
+        THPVariable_Unpack(held).unsafeGetTensorImpl() == bufs[i].unsafeGetTensorImpl()) {
+      continue;
+    }
     if (PyDict_SetItem(states[i].ptr(), buffer_key.ptr(), py::cast(bufs[i]).ptr()) < 0) {
       throw py::error_already_set();
     }
@@ -765,35 +1324,59 @@ bool adam_step(const py::list& group_params, const py::object& state, double lr,
       if (t == nullptr || !THPVariable_Check(t)) return false;
       *field = THPVariable_Unpack(t);
     }
-    if (!e.step.is_cpu() || e.step.numel() != 1) return false;
+    auto step_type = e.step.scalar_type();
+    if (!e.step.is_cpu() || e.step.numel() != 1 || e.step.is_inference() ||
+        (step_type != at::kFloat && step_type != at::kDouble)) {
+      return false;
+    }
+    for (const Tensor* t : {&e.exp_avg, &e.exp_avg_sq, &e.max_exp_avg_sq}) {
+      if (t->defined() && t->is_inference()) return false;
+    }
     entries.push_back(std::move(e));
   }
   at::AutoGradMode no_grad(false);
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
   for (auto& e : entries) {
     Tensor grad = maximize ? at::neg(e.grad) : e.grad;
-    e.step.add_(1);
+    // step_t += 1 on the 0-d float step: the add kernel computes a + alpha * b with alpha and b
+    // one, a single rounding of a + 1, which is what this is; .item() reads the value back.
+    double step;
+    if (e.step.scalar_type() == at::kFloat) {
+      float* value = e.step.data_ptr<float>();
+      *value = *value + 1.0f;
+      step = *value;
+    } else {
+      double* value = e.step.data_ptr<double>();
+      *value = *value + 1.0;
+      step = *value;
+    }
+    bumped(e.step);
     if (weight_decay != 0) {
       if (decoupled_weight_decay) {
         e.param.mul_(1 - lr * weight_decay);
+        bumped(e.param);
       } else {
         grad = grad.add(e.param, weight_decay);
       }
     }
     e.exp_avg.lerp_(grad, 1 - beta1);
+    bumped(e.exp_avg);
     e.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2);
-    double step = e.step.item<double>();
+    bumped(e.exp_avg_sq);
+    bumped(e.exp_avg_sq);
     double bias_correction1 = 1 - std::pow(beta1, step);
     double bias_correction2 = 1 - std::pow(beta2, step);
     double step_size = lr / bias_correction1;
     double bias_correction2_sqrt = std::pow(bias_correction2, 0.5);
-    Tensor denom;
     if (amsgrad) {
       at::maximum_out(e.max_exp_avg_sq, e.max_exp_avg_sq, e.exp_avg_sq);
-      denom = (e.max_exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps);
-    } else {
-      denom = (e.exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps);
+      bumped(e.max_exp_avg_sq);
     }
+    // (v.sqrt() / c).add_(eps), the division in place in sqrt's fresh result: the same kernel
+    Tensor denom = at::sqrt(amsgrad ? e.max_exp_avg_sq : e.exp_avg_sq);
+    denom.div_(bias_correction2_sqrt).add_(eps);
     e.param.addcdiv_(e.exp_avg, denom, -step_size);
+    bumped(e.param);
   }
   return true;
 }
@@ -818,10 +1401,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   py::class_<MseLoss, std::shared_ptr<MseLoss>>(m, "MseLoss")
       .def("__call__", &MseLoss::backward, py::arg("grad"));
   m.def("chain_forward", &chain_forward);
-  m.def("walk", &walk);
-  m.def("leaf_dependencies", &leaf_dependencies);
+  m.def("backward", &backward);
+  m.def("backward_root", &backward_root);
+  m.def("module_call", &module_call);
   m.def("mse_loss_forward", &mse_loss_forward);
   m.def("sgd_step", &sgd_step);
   m.def("adam_step", &adam_step);
   m.def("clear_grads", &clear_grads);
+  m.def("clip_grad_norm", &clip_grad_norm);
 }

@@ -46,3 +46,12 @@ __all__ = [
     *batchnorm.__all__, *instancenorm.__all__, *normalization.__all__, *padding.__all__,
     *upsampling.__all__, *sparse.__all__, *rnn.__all__, *transformer.__all__,
 ]
+
+import torch as _torch  # noqa: E402
+
+from .. import _graph  # noqa: E402
+
+module.CALL_CONTEXT = (_graph.TrackedTensor, _graph.Node, container.Sequential, loss.MSELoss,
+                       vars(_torch.nn.modules.module), _graph.refuse_recording_modes,
+                       _graph.refuse_transforms, _graph.edge, vars(_graph._forward_ad),
+                       _graph._functorch_active, _graph._any_autocast)

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from .. import _chain
-from .module import Module
+from .module import Module, compiled_call
 
 __all__ = ["Sequential"]
 
@@ -23,6 +23,8 @@ class Sequential(torch.nn.Sequential, Module):
     a tracked tensor and a module call per layer. Its backward runs the layers' backward
     functions in reverse and frees each layer's saved tensors as soon as it is done.
     """
+
+    __call__ = compiled_call  # the fused chain's whole call in C++ where no hook needs torch's
 
     def forward(self, input: Any) -> Any:
         result = _chain.run(self, input)

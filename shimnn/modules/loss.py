@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ..ops import loss as F
-from .module import Module, torch_init
+from .module import Module, compiled_call, torch_init
 
 __all__ = [
     "BCELoss",
@@ -122,6 +122,7 @@ class MSELoss(_Loss, torch.nn.MSELoss):
     """
 
     __constants__ = ["reduction"]
+    __call__ = compiled_call  # the call and forward's compiled case in one C++ call
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.mse_loss(input, target, reduction=self.reduction)

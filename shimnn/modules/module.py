@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from torch.nn.modules import module as _torch_module
 
+from .. import _native
 from .._graph import _torch_function, no_dispatch, tensor_backward
 from .._traceback import without_shimnn_frames
 
@@ -107,6 +108,28 @@ class Module(torch.nn.Module):
     register_full_backward_hook = _backward_hooks_unsupported  # type: ignore[assignment]
     register_full_backward_pre_hook = _backward_hooks_unsupported  # type: ignore[assignment]
     register_backward_hook = _backward_hooks_unsupported  # type: ignore[assignment]
+
+
+def compiled_call(self: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+    """``__call__`` of the classes with a compiled call (``Sequential``, ``MSELoss``): what
+    torch's ``Module.__call__`` without hooks and their ``forward`` do, in one C++ call
+    (``module_call`` in ``shimnn/csrc/native.cpp``), or, where that returns NotImplemented (a
+    hook, torch.compile, tracing, an input it does not take), torch's ``Module.__call__``."""
+    if not kwargs:
+        native = _native.get()
+        if native is not None:
+            result = native.module_call(self, args, CALL_CONTEXT)
+            if result is not NotImplemented:
+                return result
+    return _torch_call(self, *args, **kwargs)
+
+
+_torch_call = torch.nn.Module.__call__
+
+CALL_CONTEXT: tuple[Any, ...] = ()
+"""What the compiled module calls take from Python (the classes, torch's module globals with
+the global hooks, and the engine functions they defer to); set by :mod:`shimnn.modules` once
+its classes exist."""
 
 
 def torch_init(torch_class: type, self: torch.nn.Module, *args: Any, **kwargs: Any) -> None:

@@ -14,12 +14,14 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.autograd import profiler as _profiler
 from torch.optim.optimizer import (
     Optimizer,
     _get_foreach_kernels_supported_devices,
     _global_optimizer_post_hooks,
     _global_optimizer_pre_hooks,
 )
+from torch.profiler import record_function
 
 from .. import _native
 from .._graph import is_grad_enabled, no_dispatch, set_grad_enabled
@@ -136,6 +138,13 @@ class ShimOptimizer(Optimizer):
         Args:
             closure: re-evaluates the model and returns the loss (run with grad enabled).
         """
+        if _profiler._is_profiler_enabled:
+            # torch's profile_hook_step: the whole step (hooks included) in this scope
+            with record_function(f"Optimizer.step#{type(self).__name__}.step"):
+                return self._step(closure)
+        return self._step(closure)
+
+    def _step(self, closure: Callable[[], Any] | None) -> Any:
         args: tuple[Any, ...] = (closure,)
         kwargs: dict[str, Any] = {}
         if _global_optimizer_pre_hooks or self._optimizer_step_pre_hooks:
@@ -174,15 +183,24 @@ class ShimOptimizer(Optimizer):
         return loss
 
 
-    # torch.optim.Optimizer wraps `step` in a profiler scope unless it is marked hooked; this
-    # step runs the step hooks itself, and skips the scope's cost.
+    # torch.optim.Optimizer wraps `step` in a profiler scope and the step hooks unless it is
+    # marked hooked; this step runs the hooks itself, and opens the scope only while a profiler
+    # runs (it costs a few microseconds per step otherwise).
     step.hooked = True  # type: ignore[attr-defined]
 
     def _step_group(self, group: dict[str, Any]) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Reset the gradients: ``None`` (default) or zeros, as ``torch.optim`` does."""
+        """Reset the gradients: ``None`` (default) or zeros, as ``torch.optim`` does (in
+        torch's profiler scope ``Optimizer.zero_grad#<class>.zero_grad`` while a profiler
+        runs)."""
+        if _profiler._is_profiler_enabled:
+            with record_function(f"Optimizer.zero_grad#{type(self).__name__}.zero_grad"):
+                return self._zero_grad(set_to_none)
+        return self._zero_grad(set_to_none)
+
+    def _zero_grad(self, set_to_none: bool) -> None:
         native = _native.get()
         if set_to_none and native is not None and type(self.param_groups) is list:
             native.clear_grads(self.param_groups)  # the loop below, in C++
