@@ -88,12 +88,28 @@ def _outcome(record: dict[str, Any]) -> str:
     return "; ".join(parts) or "not run"
 
 
+def _counts(run: dict[str, Any] | None) -> str:
+    """ "5600 passed, 405 skipped" (failures first, in bold); "not run" without a run."""
+    if run is None:
+        return "not run"
+    summary = re.sub(r" in [\d.]+s( \(.*\))?$", "", run["summary"])
+    summary = re.sub(r", \d+ warnings?", "", summary)
+    return re.sub(r"(\d+ (failed|errors?))", r"**\1**", summary)
+
+
 def compat_block() -> str:
-    lines = ["| torch | result (whole suite) | date |", "|---|---|---|"]
+    """The README's matrix: one row per torch release, both paths (details in
+    docs/compatibility.md)."""
+    lines = ["| torch | green | compiled paths | Python paths | date |", "|---|---|---|---|---|"]
     for r in _compat_records():
         build = r.get("torch_build", r["torch"])
-        lines.append(f"| {build} | {'**green**' if r['green'] else 'not green'}: "
-                     f"{_outcome(r)} | {r['date']} |")
+        if "import_error" in r:
+            lines.append(f"| {build} | no | cannot import | cannot import | {r['date']} |")
+            continue
+        runs = r.get("runs", {})
+        lines.append(f"| {build} | {'**yes**' if r['green'] else 'no'} | "
+                     f"{_counts(runs.get('native'))} | {_counts(runs.get('python'))} | "
+                     f"{r['date']} |")
     return "\n".join(lines) + "\n"
 
 

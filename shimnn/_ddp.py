@@ -44,6 +44,7 @@ from __future__ import annotations
 import functools
 import importlib.abc
 import importlib.util
+import inspect
 import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
@@ -74,12 +75,16 @@ def is_shimnn_model(parameters: Sequence[Tensor]) -> bool:
 
 _torch = {name: vars(_DDP)[name] for name in (
     "__init__", "_ddp_init_helper", "_set_static_graph", "register_comm_hook",
-    "_register_builtin_comm_hook", "_post_forward", "join", "join_hook")}
+    "_register_builtin_comm_hook", "_post_forward", "join", "join_hook",
+    "_setup_in_backward_optimizers")}
 
 
 def _init(self: Any, module: torch.nn.Module, *args: Any, **kwargs: Any) -> None:
     if is_shimnn_model(list(module.parameters())):
-        bound = dict(zip(_INIT_ARGS, args), **kwargs)
+        try:  # by the installed torch's parameters (they vary between releases)
+            bound = _INIT_SIGNATURE.bind(self, module, *args, **kwargs).arguments
+        except TypeError:
+            bound = {}  # torch's __init__ raises its own error below
         if bound.get("mixed_precision") is not None:
             raise refuse("mixed_precision")
         if bound.get("delay_all_reduce_named_params") is not None or bound.get(
@@ -90,33 +95,54 @@ def _init(self: Any, module: torch.nn.Module, *args: Any, **kwargs: Any) -> None
     _torch["__init__"](self, module, *args, **kwargs)
 
 
-_INIT_ARGS = ("device_ids", "output_device", "dim", "broadcast_buffers", "init_sync",
-              "process_group", "bucket_cap_mb", "find_unused_parameters", "check_reduction",
-              "gradient_as_bucket_view", "static_graph", "delay_all_reduce_named_params",
-              "param_to_hook_all_reduce", "mixed_precision", "device_mesh",
-              "skip_all_reduce_unused_params", "bucket_cap_mb_list", "batched_grad_copy",
-              "forward_sync_buffers")
+_INIT_SIGNATURE = inspect.signature(_torch["__init__"])
+functools.update_wrapper(_init, _torch["__init__"])  # torch's signature and docstring
+
+# What torch's ``_ddp_init_helper`` passes its C++ ``dist.Reducer``, by position (the same order
+# in torch 2.11 to 2.14; 2.11 has no ``batched_grad_copy``).
+_REDUCER_ARGS = ("parameters", "bucket_indices", "per_bucket_size_limits", "process_group",
+                 "expect_sparse_gradients", "bucket_bytes_cap", "find_unused_parameters",
+                 "gradient_as_bucket_view", "param_names", "first_bucket_bytes_cap",
+                 "skip_all_reduce_unused_params", "use_python_reducer", "bucket_bytes_cap_list",
+                 "batched_grad_copy")
+_CppReducer = dist.Reducer
+
+
+class _CapturingReducer:
+    """``dist.Reducer`` while torch's ``_ddp_init_helper`` runs for a shimnn model: it builds
+    torch's C++ reducer and keeps the arguments the installed torch chose (the buckets, their
+    limits, the flags), so shimnn's reducer gets the same ones whatever the release."""
+
+    def __init__(self) -> None:
+        self.arguments: dict[str, Any] = {}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.arguments = {**dict(zip(_REDUCER_ARGS, args)), **kwargs}
+        return _CppReducer(*args, **kwargs)
 
 
 def _ddp_init_helper(self: Any, parameters: list[Tensor], expect_sparse_gradient: list[bool],
                      param_to_name_mapping: dict[int, str], static_graph: bool) -> None:
-    _torch["_ddp_init_helper"](self, parameters, expect_sparse_gradient,
-                               param_to_name_mapping, static_graph)
     if not is_shimnn_model(parameters):
+        _torch["_ddp_init_helper"](self, parameters, expect_sparse_gradient,
+                                   param_to_name_mapping, static_graph)
         return
-    # The bucket assignment torch's helper gave its reducer, recomputed the same way.
-    limits, rebuild_limits = self._bucket_config.compute_bucket_size_limits(
-        static_graph=static_graph, find_unused_parameters=self.find_unused_parameters)
-    bucket_indices, _ = dist._compute_bucket_assignment_by_size(
-        parameters, limits, expect_sparse_gradient)
+    capture = _CapturingReducer()
+    dist.Reducer = capture  # type: ignore[misc, assignment]
+    try:
+        _torch["_ddp_init_helper"](self, parameters, expect_sparse_gradient,
+                                   param_to_name_mapping, static_graph)
+    finally:
+        dist.Reducer = _CppReducer  # type: ignore[misc]
+    given = capture.arguments
     cpp = self.reducer
     cpp._remove_autograd_hooks()
     self.reducer = Reducer(
-        cpp, self.logger, list(parameters), list(reversed(bucket_indices)),
-        self.process_group, list(expect_sparse_gradient), self.bucket_bytes_cap,
-        self.find_unused_parameters, self.gradient_as_bucket_view, param_to_name_mapping,
-        self._bucket_config.first_bucket_bytes_cap, self.skip_all_reduce_unused_params,
-        list(rebuild_limits), self.batched_grad_copy)
+        cpp, self.logger, list(parameters), list(given["bucket_indices"]), self.process_group,
+        list(expect_sparse_gradient), given["bucket_bytes_cap"],
+        given["find_unused_parameters"], given["gradient_as_bucket_view"], param_to_name_mapping,
+        given["first_bucket_bytes_cap"], given["skip_all_reduce_unused_params"],
+        list(given["bucket_bytes_cap_list"]), bool(given.get("batched_grad_copy", False)))
 
 
 def _set_static_graph(self: Any) -> None:
@@ -163,6 +189,15 @@ def _post_forward(self: Any, output: Any) -> Any:
                     "the model's parameters shimnn's (shimnn.nn modules, shimnn.Parameter, or "
                     "shimnn.patch_torch / shimnn run before the model is built).")
     return _torch["_post_forward"](self, output)
+
+
+def _setup_in_backward_optimizers(self: Any) -> None:
+    # Refused before torch's own setup: that registers torch autograd hooks (and, in torch
+    # 2.11/2.12, creates a device stream, which fails on a CUDA build without a GPU).
+    if isinstance(self.reducer, Reducer) and any(
+            hasattr(p, "_in_backward_optimizers") for p in self._module_parameters):
+        self.reducer._set_optimizer_in_backward()
+    _torch["_setup_in_backward_optimizers"](self)
 
 
 def _join(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -258,6 +293,8 @@ def install() -> None:
         "_register_builtin_comm_hook")
     _DDP._post_forward = _post_forward  # type: ignore[method-assign]
     _DDP.join = _join  # type: ignore[method-assign]
+    _DDP._setup_in_backward_optimizers = (  # type: ignore[method-assign]
+        _setup_in_backward_optimizers)
     _DDP.join_hook = _join_hook  # type: ignore[method-assign]
     for name, patch in _AFTER_IMPORT.items():
         if name in sys.modules:

@@ -125,11 +125,13 @@ def test_native_setting_1_builds_in_the_foreground_and_fails_loudly(
 def _graph_ops(out: torch.Tensor) -> set[str]:
     """Node names of torch's own graph (the oracle: torch's autograd, in the test only)."""
     names, stack, seen = set(), [out.grad_fn], set()
+    kept = []  # Python wrappers of nodes are made on access: keep them, so no id is reused
     while stack:
         fn = stack.pop()
         if fn is None or id(fn) in seen:
             continue
         seen.add(id(fn))
+        kept.append(fn)
         names.add(fn.name())
         stack.extend(f for f, _ in fn.next_functions)
     return names

@@ -27,11 +27,12 @@ import torch
 from torch import Tensor
 from torch._C._profiler import ProfilerConfig, ProfilerState, _ExperimentalConfig
 
-__all__ = ["linear_path", "matmul_path"]
+__all__ = ["linear_path", "matmul_path", "rnn_uses_mkldnn"]
 
 _CACHE_LIMIT = 4096  # distinct cases kept (a training loop has a handful)
 _linear_paths: dict[tuple[Any, ...], str] = {}
 _matmul_paths: dict[tuple[Any, ...], str] = {}
+_rnn_paths: dict[tuple[Any, ...], bool] = {}
 Calls = list[tuple[str, list[list[int]]]]
 """The ATen ops called, in order, with their arguments' shapes."""
 
@@ -49,11 +50,11 @@ def _scratch(t: Tensor, requires_grad: bool = False) -> Tensor:
     return out.requires_grad_(requires_grad) if requires_grad else out
 
 
-def _record_here(fn: Callable[[], Any]) -> Calls:
+def _record_here(fn: Callable[[], Any], grad_enabled: bool = False) -> Calls:
     config = ProfilerConfig(ProfilerState.CPU, True, False, False, False, False,
                             _ExperimentalConfig())
     previous = torch.is_grad_enabled()
-    torch.set_grad_enabled(False)
+    torch.set_grad_enabled(grad_enabled)
     _enable_profiler(config)
     try:
         with torch._C.DisableTorchFunctionSubclass():
@@ -65,16 +66,17 @@ def _record_here(fn: Callable[[], Any]) -> Calls:
             if e.kind() == "push"]
 
 
-def _record(fn: Callable[[], Any]) -> Calls:
-    """Run ``fn`` (grad mode off) and list the ATen ops it called. When a profiler is already
-    running on this thread (the user's), the probe runs on a thread of its own."""
+def _record(fn: Callable[[], Any], grad_enabled: bool = False) -> Calls:
+    """Run ``fn`` (grad mode off unless ``grad_enabled``) and list the ATen ops it called. When
+    a profiler is already running on this thread (the user's), the probe runs on a thread of
+    its own."""
     if not _profiler_enabled():
-        return _record_here(fn)
+        return _record_here(fn, grad_enabled)
     outcome: list[Any] = []
 
     def probe() -> None:
         try:
-            outcome.append(_record_here(fn))
+            outcome.append(_record_here(fn, grad_enabled))
         except BaseException as error:  # re-raised on the caller's thread
             outcome.append(error)
 
@@ -151,3 +153,47 @@ def matmul_path(a: Tensor, b: Tensor, a_requires_grad: bool, b_requires_grad: bo
     else:
         raise _unknown("matmul", calls)
     return _remember(_matmul_paths, key, path)
+
+
+def rnn_uses_mkldnn(fn: Callable[..., Any], input: Tensor, batch_sizes: Tensor | None,
+                    states: list[Tensor], params: list[Tensor], has_biases: bool,
+                    num_layers: int, dropout: float, train: bool, bidirectional: bool,
+                    batch_first: bool) -> bool:
+    """Whether torch's recurrent layer ``fn`` (``torch.lstm``, ``torch.gru``...) runs oneDNN's
+    ``mkldnn_rnn_layer`` for these arguments (``states``: ``[h, c]`` for an LSTM, ``[h]``
+    otherwise). The rule changes between releases (2.13 runs a packed LSTM whose batch sizes
+    are all equal on oneDNN, 2.12 never a packed one), so torch's own function runs, in the
+    caller's grad mode, on scratch tensors of the same shapes (none requires grad: nothing is
+    recorded), the global generator's state restored after it (dropout draws). Cached by
+    shapes, dtypes, flags and, for a packed input, whether its batch sizes are all equal."""
+    grad_enabled = torch.is_grad_enabled()
+    sizes = None if batch_sizes is None else batch_sizes.tolist()
+    uniform = sizes is not None and sizes.count(sizes[0]) == len(sizes)
+    key = (input.shape, input.stride(), input.dtype, input.device,
+           None if sizes is None else (len(sizes), uniform),
+           tuple((t.shape, t.dtype, t.device) for t in (*states, *params)), has_biases,
+           num_layers, dropout > 0, train, bidirectional, batch_first, grad_enabled,
+           torch._C._get_mkldnn_enabled())
+    path = _rnn_paths.get(key)
+    if path is not None:
+        return path
+    x = _scratch(input)
+    hx: Any = [_scratch(t) for t in states]
+    weights = [_scratch(t) for t in params]
+    if fn is not torch.lstm:
+        hx = hx[0]
+    rng = torch.get_rng_state()
+    try:
+        if batch_sizes is None:
+            calls = _record(lambda: fn(x, hx, weights, has_biases, num_layers, dropout, train,
+                                       bidirectional, batch_first), grad_enabled)
+        else:
+            calls = _record(lambda: fn(x, batch_sizes, hx, weights, has_biases, num_layers,
+                                       dropout, train, bidirectional), grad_enabled)
+    finally:
+        torch.set_rng_state(rng)
+    if len(_rnn_paths) >= _CACHE_LIMIT:
+        _rnn_paths.clear()
+    used = any(op == "mkldnn_rnn_layer" for op, _ in calls)
+    _rnn_paths[key] = used
+    return used

@@ -118,6 +118,27 @@ def sdpa_flash_forward(query: Tensor, key: Tensor, value: Tensor, attn_mask: Ten
     saved tensors. Backward: ``_scaled_dot_product_flash_attention_for_cpu_backward``; the
     backward's gradients are those of ``(query, key, value)``, the mask gets none."""
     mask = convert_boolean_attn_mask(attn_mask, query.dtype)
+    if query.dim() == 3:
+        # The kernel takes (B, H, T, K) only; a torch that picks it for 3-d inputs (2.14; 2.13
+        # never does) runs it on q, k, v unsqueezed at 0 and the mask unsqueezed to 4-d, and
+        # squeezes the result (UnsqueezeBackward0 / SqueezeBackward1: views of the gradients).
+        q, k, v = query.unsqueeze(0), key.unsqueeze(0), value.unsqueeze(0)
+        while mask is not None and mask.dim() < 4:
+            mask = mask.unsqueeze(0)
+        out4, backward4, saved = sdpa_flash_forward(q, k, v, mask, dropout_p, is_causal, scale)
+
+        def backward3(grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None,
+                                             Tensor | None]:
+            g_q, g_k, g_v, _ = backward4(grad.unsqueeze(0))
+            return (None if g_q is None else g_q.squeeze(0),
+                    None if g_k is None else g_k.squeeze(0),
+                    None if g_v is None else g_v.squeeze(0), None)
+
+        return out4.squeeze(0), backward3, saved
+    if query.dim() != 4:
+        raise NotImplementedError(
+            f"shimnn: torch {torch.__version__} picks scaled_dot_product_attention's fused CPU "
+            f"kernel for {query.dim()}-d inputs; shimnn follows it for 3-d and 4-d ones")
     out, lse = _flash_forward(query, key, value, dropout_p, is_causal, attn_mask=mask,
                               scale=scale)
 
@@ -274,7 +295,9 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor,
             if choice == _FLASH:
                 out, backward, saved = sdpa_flash_forward(query, key, value, attn_mask,
                                                           dropout_p, is_causal, scale)
-                name, order = "ScaledDotProductFlashAttentionForCpuBackward0", (0, 1, 2, 3)
+                name = ("SqueezeBackward1" if query.dim() == 3 else
+                        "ScaledDotProductFlashAttentionForCpuBackward0")
+                order = (0, 1, 2, 3)
             else:
                 out, backward, saved, repeated = sdpa_math_forward(
                     query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa,

@@ -4,10 +4,12 @@ RNN (tanh, relu), LSTM (with projections) and GRU layers, their cells, and the p
 helpers, following the path torch's CPU implementation takes (``aten/src/ATen/native/RNN.cpp``;
 measured on torch 2.13 by printing the ``grad_fn`` graph of each case):
 
-- **LSTM on oneDNN**: an LSTM over a padded (not packed) input, without projections, in
-  float32 (bfloat16 where the CPU supports it) while ``torch.backends.mkldnn`` is enabled:
-  one ``mkldnn_rnn_layer`` per layer and direction, ``at::dropout`` between layers, ``cat`` of
-  the two directions, ``stack`` of the final states; backward ``mkldnn_rnn_layer_backward``.
+- **LSTM on oneDNN**: an LSTM over a padded input (torch 2.13: or packed with equal batch
+  sizes), without projections, in float32 (bfloat16 where the CPU supports it) while
+  ``torch.backends.mkldnn`` is enabled (whether torch takes this path is asked of the installed
+  torch: :func:`shimnn.ops._paths.rnn_uses_mkldnn`): one ``mkldnn_rnn_layer`` per layer and
+  direction, ``at::dropout`` between layers, ``cat`` of the two directions, ``stack`` of the
+  final states; backward ``mkldnn_rnn_layer_backward``.
   shimnn calls the same two kernels (forward in grad mode, as torch's does, for the workspace).
 - **the composite** (everything else: float64, GRU, RNN, projections, packed sequences,
   oneDNN disabled): per layer and direction one ``linear`` of the whole input
@@ -32,7 +34,6 @@ A call with several outputs (``output, h_n, c_n``) is one node with several outp
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -52,6 +53,7 @@ from .._graph import (
     wrap,
 )
 from ._common import _check_real
+from ._paths import rnn_uses_mkldnn
 from .activation import _dropout_noise
 from .linear import _is_column_major, _weight_is_row_major, linear_forward, linear_rows_backward
 
@@ -78,8 +80,6 @@ _pack_padded_sequence_backward = torch.ops.aten._pack_padded_sequence_backward.d
 _mkldnn_rnn_layer = torch.ops.aten.mkldnn_rnn_layer.default._op
 _mkldnn_rnn_layer_backward = torch.ops.aten.mkldnn_rnn_layer_backward.default._op
 _MKLDNN_LSTM = 2  # ideep::rnn_kind::LSTM, the mode torch's lstm_mkldnn passes
-_MKLDNN_BUILT = torch.backends.mkldnn.is_available()
-_mkldnn_enabled = torch._C._get_mkldnn_enabled
 
 LSTM, GRU, RNN_TANH, RNN_RELU = "LSTM", "GRU", "RNN_TANH", "RNN_RELU"
 _GATES = {LSTM: 4, GRU: 3, RNN_TANH: 1, RNN_RELU: 1}
@@ -733,21 +733,6 @@ def _same(t: Tensor) -> Tensor:
     return t
 
 
-def _use_mkldnn(input: Tensor, params: Sequence[Tensor], hx: Sequence[Tensor]) -> bool:
-    """torch's ``use_mkldnn`` (RNN.cpp): oneDNN built and enabled, CPU tensors, float32 (or
-    bfloat16 / float16 where the CPU supports them; float16 only without grad mode)."""
-    if not _MKLDNN_BUILT or not _mkldnn_enabled():
-        return False
-    if not input.is_cpu or not all(t.is_cpu for t in params) or not all(t.is_cpu for t in hx):
-        return False
-    dtype = input.dtype
-    ok = dtype == torch.float32 or (
-        dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported()) or (
-        dtype == torch.float16 and not is_grad_enabled()
-        and torch.ops.mkldnn._is_mkldnn_fp16_supported())
-    return bool(ok) and input.numel() != 0
-
-
 def _mkldnn_lstm(input: Tensor, hx: Tensor, cx: Tensor, weights: list[_Weights],
                  has_biases: bool, num_layers: int, dropout_p: float, train: bool,
                  bidirectional: bool, batch_first: bool, tracking: bool, grad_mode: bool,
@@ -987,30 +972,34 @@ def _layer(kind: str, torch_fn: Callable[..., Any], args: tuple[Any, ...],
                 or any(s.dim() != 3 or s.shape[0] != num_layers * dirs for s in states)):
             _raise_like_torch(torch_fn, args, kwargs)
         assert weights is not None
-        use_mkldnn = (kind == LSTM and not has_projections
-                      and _use_mkldnn(input, params, states))
-        uniform = None  # packed with equal batch sizes: torch's packed lstm runs it padded
-        if use_mkldnn and batch_sizes is not None:
-            sizes_list = batch_sizes.tolist()
-            if sizes_list.count(sizes_list[0]) == len(sizes_list):
-                uniform = len(sizes_list)
-            else:
-                use_mkldnn = False
         tracking = grad_mode and (any(edge(t) is not None for t in (input, *states)) or any(
             e is not None for w in weights for e in w[5:]))
         if not tracking:
             # Nothing to record: torch's own function (its C++ loop over the same kernels, its
             # warnings), which gives torch's values by definition.
             return tuple(wrap(r) for r in torch_fn(*args, **kwargs))
-        if kind == LSTM and has_projections and _use_mkldnn(input, params, states) and (
-                batch_sizes is None):
-            _warn_once("LSTM with projections is not supported with oneDNN. Using default "
-                       "implementation.")
         _check_real(kind.lower(), input)
         if input.dtype not in (torch.float32, torch.float64):
             raise NotImplementedError(
                 f"shimnn: the backward of {kind.lower()} is written for float32 and float64; "
                 f"got {input.dtype}")
+        # the installed torch's choice (it changes between releases; the probe also gives
+        # torch's own warnings, such as oneDNN's refusal of projections)
+        use_mkldnn = rnn_uses_mkldnn(torch_fn, input, batch_sizes, states, params, has_biases,
+                                     num_layers, dropout_p, train, bidirectional, batch_first)
+        uniform = None  # packed with equal batch sizes: torch's packed lstm runs it padded
+        if use_mkldnn:
+            sizes_list = [] if batch_sizes is None else batch_sizes.tolist()
+            if batch_sizes is not None and sizes_list.count(sizes_list[0]) == len(sizes_list):
+                uniform = len(sizes_list)
+            if kind != LSTM or has_projections or (batch_sizes is not None and uniform is None):
+                form = "packed" if batch_sizes is not None else "padded"
+                raise NotImplementedError(
+                    f"shimnn: torch {torch.__version__}'s {kind.lower()} runs oneDNN "
+                    f"(mkldnn_rnn_layer) for these arguments ({form}"
+                    f"{', with projections' if has_projections else ''}); shimnn follows oneDNN "
+                    "only for an LSTM without projections, padded or packed with equal batch "
+                    "sizes")
         sizes = batch_sizes.tolist() if batch_sizes is not None else None
         set_grad_enabled(False)
         try:
@@ -1031,16 +1020,6 @@ def _layer(kind: str, torch_fn: Callable[..., Any], args: tuple[Any, ...],
         name = _node_name(kind, use_mkldnn, batch_sizes is not None, dirs, batch_first)
         names = [name] + ["StackBackward0"] * (len(results) - 1)  # torch stacks the states
         return tuple(_record_outputs(results, name, backward, edges, saved, names))
-
-
-_warned: set[str] = set()
-
-
-def _warn_once(message: str) -> None:
-    """torch's TORCH_WARN_ONCE: a UserWarning, once per process."""
-    if message not in _warned:
-        _warned.add(message)
-        warnings.warn(message, UserWarning, stacklevel=4)
 
 
 def _node_name(kind: str, mkldnn: bool, packed: bool, dirs: int, batch_first: bool) -> str:
