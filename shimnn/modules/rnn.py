@@ -14,6 +14,7 @@ Backward: see :mod:`shimnn.ops.rnn` (backpropagation through time on torch's ker
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -247,6 +248,28 @@ class RNNCellBase(Module, torch.nn.RNNCellBase):
 
     __init__ = torch.nn.RNNCellBase.__init__
 
+    def _one_state_step(self, name: str, cell: Callable[..., Tensor], input: Tensor,
+                        hx: Tensor | None) -> Tensor:
+        """torch's ``RNNCell``/``GRUCell`` forward around ``cell``: the input and state checks
+        (``name`` in their messages), an unbatched ``(H_in)`` input run as a batch of one, a
+        zero state by default."""
+        if input.dim() not in (1, 2):
+            raise ValueError(
+                f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
+        if hx is not None and hx.dim() not in (1, 2):
+            raise ValueError(
+                f"{name}: Expected hidden to be 1D or 2D, got {hx.dim()}D instead")
+        is_batched = input.dim() == 2
+        if not is_batched:
+            input = S.unsqueeze(input, 0)
+        if hx is None:
+            hx = torch.zeros(input.size(0), self.hidden_size, dtype=input.dtype,
+                             device=input.device)
+        else:
+            hx = S.unsqueeze(hx, 0) if not is_batched else hx
+        ret = cell(input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        return ret if is_batched else S.squeeze(ret, 0)
+
 
 class RNNCell(RNNCellBase, torch.nn.RNNCell):
     r"""One Elman RNN step :math:`h' = \tanh(W_{ih} x + b_{ih} + W_{hh} h + b_{hh})` (or ReLU);
@@ -257,31 +280,15 @@ class RNNCell(RNNCellBase, torch.nn.RNNCell):
     __init__ = torch.nn.RNNCell.__init__
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
-        if input.dim() not in (1, 2):
-            raise ValueError(
-                f"RNNCell: Expected input to be 1D or 2D, got {input.dim()}D instead")
-        if hx is not None and hx.dim() not in (1, 2):
-            raise ValueError(
-                f"RNNCell: Expected hidden to be 1D or 2D, got {hx.dim()}D instead")
-        is_batched = input.dim() == 2
-        if not is_batched:
-            input = S.unsqueeze(input, 0)
-        if hx is None:
-            hx = torch.zeros(input.size(0), self.hidden_size, dtype=input.dtype,
-                             device=input.device)
-        else:
-            hx = S.unsqueeze(hx, 0) if not is_batched else hx
+        return self._one_state_step("RNNCell", self._cell, input, hx)
+
+    def _cell(self, *args: Tensor | None) -> Tensor:
+        """The step of ``nonlinearity`` (checked when the forward reaches it, as torch's)."""
         if self.nonlinearity == "tanh":
-            ret = F.rnn_tanh_cell(input, hx, self.weight_ih, self.weight_hh, self.bias_ih,
-                                  self.bias_hh)
-        elif self.nonlinearity == "relu":
-            ret = F.rnn_relu_cell(input, hx, self.weight_ih, self.weight_hh, self.bias_ih,
-                                  self.bias_hh)
-        else:
-            raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
-        if not is_batched:
-            ret = S.squeeze(ret, 0)
-        return ret
+            return F.rnn_tanh_cell(*args)  # type: ignore[arg-type]
+        if self.nonlinearity == "relu":
+            return F.rnn_relu_cell(*args)  # type: ignore[arg-type]
+        raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
 
 
 class LSTMCell(RNNCellBase, torch.nn.LSTMCell):
@@ -326,21 +333,4 @@ class GRUCell(RNNCellBase, torch.nn.GRUCell):
     __init__ = torch.nn.GRUCell.__init__
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
-        if input.dim() not in (1, 2):
-            raise ValueError(
-                f"GRUCell: Expected input to be 1D or 2D, got {input.dim()}D instead")
-        if hx is not None and hx.dim() not in (1, 2):
-            raise ValueError(
-                f"GRUCell: Expected hidden to be 1D or 2D, got {hx.dim()}D instead")
-        is_batched = input.dim() == 2
-        if not is_batched:
-            input = S.unsqueeze(input, 0)
-        if hx is None:
-            hx = torch.zeros(input.size(0), self.hidden_size, dtype=input.dtype,
-                             device=input.device)
-        else:
-            hx = S.unsqueeze(hx, 0) if not is_batched else hx
-        ret = F.gru_cell(input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-        if not is_batched:
-            ret = S.squeeze(ret, 0)
-        return ret
+        return self._one_state_step("GRUCell", F.gru_cell, input, hx)
