@@ -222,14 +222,7 @@ def sdpa_math_forward(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tens
     if mask is not None:
         scores.add_(mask)
     weights = _safe_softmax(scores, -1)
-    noise = None
-    dropped = weights
-    if dropout_p > 0.0:
-        if dropout_p > 1:
-            raise RuntimeError(
-                f"dropout probability has to be between 0 and 1, but got {dropout_p}")
-        noise = _dropout_noise(weights, dropout_p)
-        dropped = weights * noise
+    dropped, noise = _attention_dropout(weights, dropout_p, RuntimeError)  # native_dropout's
     out, mm2_backward, mm2_saved, _ = _matmul_forward(dropped, value_e, need_scores, need_v)
     scores_dtype = scores.dtype
 
@@ -350,6 +343,19 @@ def _lin(input: Tensor, weight: Tensor, bias: Tensor | None, need_input: bool,
 
         return out, by_argument, saved
     return _linear(input, weight, bias), None, ()
+
+
+def _attention_dropout(weights: Tensor, p: float, error: type[Exception]
+                       ) -> tuple[Tensor, Tensor | None]:
+    """Dropout of the attention weights with torch's draws: ``(weights * noise, noise)``, or
+    ``(weights, None)`` for ``p == 0``; a ``p`` above 1 raises ``error`` (the type of the
+    check torch's path runs: ``native_dropout``'s or ``F.dropout``'s)."""
+    if p <= 0.0:
+        return weights, None
+    if p > 1.0:
+        raise error(f"dropout probability has to be between 0 and 1, but got {p}")
+    noise = _dropout_noise(weights, p)
+    return weights * noise, noise
 
 
 def _check_static(name: str, static: Tensor, heads: int, head_dim: int) -> Tensor:
@@ -762,14 +768,7 @@ def mha_forward(query: Tensor, key: Tensor, value: Tensor, embed_dim_to_check: i
         else:
             scores = torch.bmm(q_scaled, k_t)
         weights = _softmax(scores, -1, False)
-        noise = None
-        dropped = weights
-        if dropout_p > 0.0:
-            if dropout_p > 1.0:
-                raise ValueError(
-                    f"dropout probability has to be between 0 and 1, but got {dropout_p}")
-            noise = _dropout_noise(weights, dropout_p)
-            dropped = weights * noise
+        dropped, noise = _attention_dropout(weights, dropout_p, ValueError)  # F.dropout's check
         attn = torch.bmm(dropped, v)
         attn_2d = attn.transpose(0, 1).reshape(tgt_len * bsz, embed_dim)
         if need_scores:
