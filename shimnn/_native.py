@@ -43,7 +43,10 @@ except ImportError:  # pragma: no cover - not POSIX: builds are not serialised
 __all__ = ["build", "cache_root", "get", "set_enabled", "status"]
 
 _SOURCE = Path(__file__).with_name("csrc") / "native.cpp"
-_FLAGS = ["-O2"]
+# -ffp-contract=off: a fused multiply-add only where the source writes one (csrc/fused.h:
+# torch's roundings, and the double arithmetic Python does unfused); -fno-math-errno lets the
+# fused loops' sqrt vectorize (errno only; no value changes).
+_FLAGS = ["-O2", "-ffp-contract=off", "-fno-math-errno"]
 _NAME = "shimnn_native"
 _POLL_SECONDS = 1.0  # how often a process waiting for a background build looks for it
 RETRY = "`shimnn native` retries the build and shows the compiler's error"
@@ -60,7 +63,9 @@ _next_poll = 0.0
 
 def _build_dir() -> Path:
     key = hashlib.sha256()
-    key.update(_SOURCE.read_bytes())
+    for source in sorted(_SOURCE.parent.iterdir()):  # native.cpp and the headers it includes
+        if source.suffix in (".cpp", ".h"):
+            key.update(source.name.encode() + source.read_bytes())
     key.update(f"{torch.__version__}|{sys.version}|{_FLAGS}".encode())
     return cache_root() / f"native-{key.hexdigest()[:16]}"
 

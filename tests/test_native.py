@@ -624,6 +624,124 @@ def test_sgd_step_declines_what_it_does_not_handle() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# The optimizers' fused element loops (csrc/fused.h)
+# ---------------------------------------------------------------------------------------------
+
+needs_fused = pytest.mark.skipif(native is None or not native.fused_hardware(),
+                                 reason="no hardware fused multiply-add: the kernels run")
+
+
+def _optimizer_pair(name: str, dtype: torch.dtype, params: list[torch.Tensor],
+                    **options: Any) -> tuple[list[list[torch.Tensor]], list[Any]]:
+    """The same parameters for torch.optim's and shimnn.optim's ``name``, and both optimizers."""
+    twins = [[p.detach().clone().to(dtype).requires_grad_(True) for p in params]
+             for _ in range(2)]
+    opts = [getattr(optim, name)(ps, **options) for optim, ps in
+            zip((torch.optim, shimnn.optim), twins)]
+    return twins, opts
+
+
+def _step_twins(twins: list[list[torch.Tensor]], opts: list[Any], steps: int,
+                grads: Any = None) -> None:
+    """``steps`` steps of both with the same random gradients (``grads(params, step)`` sets
+    them when given); bit-identical parameters, state and versions after each."""
+    g = torch.Generator().manual_seed(1)
+    for step in range(steps):
+        news = [torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.3 for p in twins[0]]
+        for ps in twins:
+            if grads is not None:
+                grads(ps, [n.clone() for n in news])
+            else:
+                for p, n in zip(ps, news):
+                    p.grad = n.clone()
+        opts[0].step()
+        with autograd_forbidden():
+            opts[1].step()
+        for i, (r, c) in enumerate(zip(*twins)):
+            assert_same(c.detach(), r.detach(), f"param {i} after step {step}")
+            assert c._version == r._version, f"param {i}'s version after step {step}"
+            for key, value in opts[0].state[r].items():
+                if isinstance(value, torch.Tensor):
+                    assert_same(opts[1].state[c][key], value, f"state[{i}][{key!r}]")
+                    assert opts[1].state[c][key]._version == value._version
+
+
+OPTIMIZER_CASES = [
+    ("SGD", dict(lr=0.0731, momentum=0.9)),
+    ("SGD", dict(lr=0.0731, momentum=0.8317, dampening=0.2913, weight_decay=0.0173)),
+    ("SGD", dict(lr=0.0731, momentum=0.9, nesterov=True, maximize=True, weight_decay=0.01)),
+    ("SGD", dict(lr=0.0731)),
+    ("Adam", dict(lr=3e-4)),
+    ("Adam", dict(lr=0.0131, betas=(0.3, 0.97), eps=1.3e-3, weight_decay=0.02, maximize=True)),
+    ("Adam", dict(lr=0.0131, weight_decay=0.02, decoupled_weight_decay=True)),
+    ("AdamW", dict(lr=0.0131)),
+]
+
+
+@needs_fused
+@pytest.mark.parametrize("name,options", OPTIMIZER_CASES,
+                         ids=[f"{n}-{i}" for i, (n, _) in enumerate(OPTIMIZER_CASES)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_loops_are_verified_used_and_torchs(name: str, options: dict[str, Any],
+                                                  dtype: torch.dtype) -> None:
+    """Each configuration's loop is verified against the kernels once, then used: the
+    parameters, state and versions are torch.optim's after every step."""
+    g = torch.Generator().manual_seed(0)
+    params = [torch.randn(s, generator=g) for s in [(7, 5), (7,), (3, 37), (1,), ()]]
+    twins, opts = _optimizer_pair(name, dtype, params, **options)
+    _step_twins(twins, opts, steps=6)
+    family = f"{'sgd' if name == 'SGD' else 'adam'} {str(dtype).split('.')[1]}"
+    checks = [ok for f, _, ok in native.fused_checks() if f == family]
+    assert checks and all(checks), f"{family}: {native.fused_checks()}"
+
+
+@needs_fused
+def test_fused_verification_rejects_a_loop_one_rounding_off() -> None:
+    """The verification has the power to tell: a loop that rounds the update's product before
+    adding it (where torch's kernels fuse the two) fails it, for SGD and Adam, float32 and
+    float64."""
+    assert native.verification_rejects_unfused()
+
+
+def _transposed(ps: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+    for p, g in zip(ps, grads):
+        p.grad = g.t().contiguous().t() if g.dim() == 2 else g  # strides unlike the loops'
+
+
+def _one_storage(ps: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+    flat = torch.cat([g.reshape(-1) for g in grads])  # every gradient a view of one tensor
+    start = 0
+    for p, g in zip(ps, grads):
+        p.grad = flat[start:start + g.numel()].view(g.shape)
+        start += g.numel()
+
+
+@needs_fused
+@pytest.mark.parametrize("name,options", [("SGD", dict(lr=0.0731, momentum=0.9)),
+                                          ("Adam", dict(lr=0.0131))])
+@pytest.mark.parametrize("case", ["transposed", "one-storage", "transposed-param", "large"])
+def test_fused_loops_leave_other_layouts_to_the_kernels(name: str, options: dict[str, Any],
+                                                        case: str) -> None:
+    """Non-contiguous gradients or parameters, and gradients sharing a storage, run torch's
+    kernels; a parameter above ATen's grain size, with two threads, is split as they split it."""
+    g = torch.Generator().manual_seed(0)
+    shapes = [(70000,), (3,)] if case == "large" else [(6, 4), (4,), (3, 5)]
+    params = [torch.randn(s, generator=g) for s in shapes]
+    if case == "transposed-param":
+        params = [p.t().contiguous().t() if p.dim() == 2 else p for p in params]
+    twins, opts = _optimizer_pair(name, torch.float32, params, **options)
+    if case == "transposed-param":
+        assert not twins[1][0].is_contiguous()  # the clones kept the transposed strides
+    grads = {"transposed": _transposed, "one-storage": _one_storage}.get(case)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2 if case == "large" else threads)
+    try:
+        _step_twins(twins, opts, steps=4, grads=grads)
+    finally:
+        torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------------------------
 

@@ -7,9 +7,14 @@
 #include <torch/csrc/DynamicTypes.h>
 #include <torch/csrc/jit/frontend/tracer.h>
 
+#include "fused.h"
+
+#include <algorithm>
 #include <cmath>
+#include <functional>
 #include <queue>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
@@ -1192,10 +1197,196 @@ py::object clip_grad_norm(const py::list& params, double max_norm, double norm_t
   return py::cast(std::move(total));
 }
 
+// The kernels of optim.sgd.sgd's CPU path (torch's single-tensor SGD: torch._foreach_* run
+// torch's per-tensor kernels on CPU) for dense float32/float64 tensors of one dtype; undefined
+// buffers are created (first step). Kernels only: the caller bumps versions.
+void sgd_aten(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+              std::vector<Tensor>& bufs, double lr, double momentum, double dampening,
+              double weight_decay, bool nesterov, bool maximize) {
+  at::AutoGradMode no_grad(false);
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  std::vector<Tensor> g = grads;
+  if (maximize) g = at::_foreach_neg(g);
+  if (weight_decay != 0) g = at::_foreach_add(g, params, weight_decay);
+  if (momentum != 0) {
+    bool all_bufs = std::all_of(bufs.begin(), bufs.end(), [](const Tensor& b) { return b.defined(); });
+    if (all_bufs) {
+      // optimizer._foreach_mul_: the momentum as a 0-d tensor of the buffers' dtype (the
+      // last one made is kept, as optimizer._SCALARS keeps it; the GIL guards it).
+      // float32, float64; never destroyed (a static tensor would be freed at exit after
+      // torch's allocator may be gone)
+      static auto* cached = new std::pair<double, Tensor>[2];
+      auto dtype = params[0].scalar_type();
+      auto& [value, scalar] = cached[dtype == at::kDouble];
+      if (!scalar.defined() || value != momentum) {
+        value = momentum;
+        scalar = at::scalar_tensor(momentum, at::TensorOptions().dtype(dtype));
+      }
+      at::_foreach_mul_(bufs, scalar);
+      at::_foreach_add_(bufs, g, 1 - dampening);
+    } else {
+      for (size_t i = 0; i < bufs.size(); ++i) {
+        if (!bufs[i].defined()) {
+          bufs[i] = g[i].detach().clone();
+        } else {
+          bufs[i].mul_(momentum).add_(g[i], 1 - dampening);
+        }
+      }
+    }
+    g = nesterov ? at::_foreach_add(g, bufs, momentum) : bufs;
+  }
+  at::_foreach_add_(params, g, -lr);
+}
+
+// The fused loops (fused.h) can take these tensors: contiguous, one shape per parameter, and no
+// two of them sharing memory (each element then depends on its own index only, as in the
+// kernels' passes).
+bool fusable(const std::vector<std::vector<const Tensor*>>& per_param) {
+  if (!shimnn_fused::hardware_fma()) return false;
+  std::unordered_set<const void*> storages;
+  for (const auto& tensors : per_param) {
+    const Tensor& p = *tensors[0];
+    for (const Tensor* t : tensors) {
+      if (!t->defined()) continue;
+      if (!t->is_contiguous() || !t->sizes().equals(p.sizes()) || t->is_neg() || t->is_conj() ||
+          !storages.insert(t->storage().unsafeGetStorageImpl()).second) {
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+// Lengths the verification runs: every tail position of vectorized bodies of up to 64 elements,
+// several times, and longer vectorized runs.
+const std::vector<int64_t>& verification_lengths() {
+  static const std::vector<int64_t> lengths = [] {
+    std::vector<int64_t> l;
+    for (int trial = 0; trial < 3; ++trial) {
+      for (int64_t n = 1; n <= 70; ++n) l.push_back(n);
+    }
+    l.insert(l.end(), {127, 128, 129, 257, 1031});
+    return l;
+  }();
+  return lengths;
+}
+
+template <typename T>
+Tensor test_tensor(shimnn_fused::TestValues& values, int64_t n, int low, int high,
+                   bool positive = false) {
+  Tensor t = at::empty({n}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+  T* data = t.data_ptr<T>();
+  for (int64_t i = 0; i < n; ++i) data[i] = values.value<T>(low, high, positive);
+  return t;
+}
+
+bool same_tensors(const Tensor& a, const Tensor& b) {
+  if (a.scalar_type() == at::kFloat) {
+    return shimnn_fused::same_values(a.data_ptr<float>(), b.data_ptr<float>(), a.numel());
+  }
+  return shimnn_fused::same_values(a.data_ptr<double>(), b.data_ptr<double>(), a.numel());
+}
+
+// Whether the fused loop of `key` gave the ATen sequence's values on every test; computed once
+// per key (`check` runs the comparison) and remembered for the process.
+// Every verification made, for fused_checks(): (loop family and dtype, configuration key, ok).
+std::vector<std::tuple<std::string, int64_t, bool>>& verifications() {
+  static auto* all = new std::vector<std::tuple<std::string, int64_t, bool>>();
+  return *all;
+}
+
+bool verified(std::unordered_map<int64_t, bool>& seen, const char* family, int64_t key,
+              const std::function<bool()>& check) {
+  auto found = seen.find(key);
+  if (found != seen.end()) return found->second;
+  bool ok = check();
+  seen.emplace(key, ok);
+  verifications().emplace_back(family, key, ok);
+  return ok;
+}
+
+// The verifications this process made, in order: [(family, key, ok)] (tests and `shimnn
+// native` show which fused loops are in use).
+py::list fused_checks() {
+  py::list out;
+  for (const auto& [family, key, ok] : verifications()) out.append(py::make_tuple(family, key, ok));
+  return out;
+}
+
+// Hyper-parameters the verification also uses beside the caller's: values whose products round
+// (a power of two or one would hide a rounding a formula does differently).
+constexpr double kGenericLr = 0.0731, kGenericMomentum = 0.8317, kGenericDampening = 0.2913,
+                 kGenericDecay = 0.0173;
+
+template <typename T>
+bool sgd_fused_matches(const shimnn_fused::SgdFlags& f, double lr, double momentum,
+                       double dampening, double weight_decay, shimnn_fused::SgdLoop<T> loop) {
+  if (loop == nullptr) return false;
+  shimnn_fused::TestValues values(static_cast<uint64_t>(f.key()) + 1);
+  for (int round = 0; round < 2; ++round) {
+    double lr_ = round ? lr : kGenericLr;
+    double mom = round ? momentum : kGenericMomentum;
+    double damp = round ? dampening : kGenericDampening;
+    double wd = round ? weight_decay : kGenericDecay;
+    if (f.momentum == 0) mom = 0;
+    if (!f.decay) wd = 0;
+    shimnn_fused::SgdScalars<T> s{T(wd), T(mom), T(1 - damp), T(-lr_)};
+    for (int64_t n : verification_lengths()) {
+      Tensor p = test_tensor<T>(values, n, -4, 4), g = test_tensor<T>(values, n, -6, 2);
+      Tensor b = f.momentum == 2 ? test_tensor<T>(values, n, -6, 2) : Tensor();
+      std::vector<Tensor> ref_p{p.clone()}, ref_b{b.defined() ? b.clone() : Tensor()};
+      sgd_aten(ref_p, {g}, ref_b, lr_, mom, damp, wd, f.nesterov, f.maximize);
+      Tensor out_b = f.momentum == 2 ? b.clone() : (f.momentum == 1 ? at::empty_like(p) : Tensor());
+      Tensor out_p = p.clone();
+      loop(out_p.data_ptr<T>(), g.data_ptr<T>(), out_b.defined() ? out_b.data_ptr<T>() : nullptr,
+           n, s);
+      if (!same_tensors(out_p, ref_p[0]) || (out_b.defined() && !same_tensors(out_b, ref_b[0]))) {
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+// One group's SGD update with the fused loops (each parameter's buffer created or updated and
+// the parameter updated in one pass); false, having changed nothing, where the verification of
+// a configuration failed.
+template <typename T>
+bool sgd_fused(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+               std::vector<Tensor>& bufs, double lr, double momentum, double dampening,
+               double weight_decay, bool nesterov, bool maximize) {
+  static std::unordered_map<int64_t, bool> seen;  // the GIL guards it
+  std::vector<shimnn_fused::SgdLoop<T>> loops(params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    shimnn_fused::SgdFlags f{maximize, weight_decay != 0, nesterov && momentum != 0,
+                             momentum == 0 ? 0 : (bufs[i].defined() ? 2 : 1)};
+    bool ok = verified(seen, std::is_same_v<T, float> ? "sgd float32" : "sgd float64", f.key(), [&] {
+      return sgd_fused_matches<T>(f, lr, momentum, dampening, weight_decay,
+                                  shimnn_fused::sgd_loop_for<T>(f));
+    });
+    if (!ok) return false;
+    loops[i] = shimnn_fused::sgd_loop_for<T>(f);
+  }
+  shimnn_fused::SgdScalars<T> s{T(weight_decay), T(momentum), T(1 - dampening), T(-lr)};
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (momentum != 0 && !bufs[i].defined()) bufs[i] = at::empty_like(grads[i]);
+    T* buf = momentum != 0 ? bufs[i].data_ptr<T>() : nullptr;
+    T* p = params[i].data_ptr<T>();
+    const T* g = grads[i].data_ptr<T>();
+    auto loop = loops[i];
+    // ATen's grain: a large parameter is split across threads as its kernels would be.
+    at::parallel_for(0, params[i].numel(), at::internal::GRAIN_SIZE, [&](int64_t a, int64_t b) {
+      loop(p + a, g + a, buf ? buf + a : nullptr, b - a, s);
+    });
+  }
+  return true;
+}
+
 // optim.sgd.SGD._step_group + optim.sgd.sgd for a group on CPU with torch's default
-// single-tensor path (foreach None/False), dense float32/float64 gradients: the same kernels
-// in the same order (torch._foreach_* run torch's per-tensor kernels on CPU). Returns False,
-// having changed nothing, where that case does not hold: the Python path then runs.
+// single-tensor path (foreach None/False), dense float32/float64 gradients: torch's kernels'
+// values (the fused loops where verified, else the same kernels in the same order), versions
+// bumped as torch's in-place calls bump them. Returns False, having changed nothing, where
+// that case does not hold: the Python path then runs.
 bool sgd_step(const py::list& group_params, const py::object& state, double lr, double momentum,
               double dampening, double weight_decay, bool nesterov, bool maximize) {
   static const py::str buffer_key("momentum_buffer");
@@ -1217,65 +1408,48 @@ bool sgd_step(const py::list& group_params, const py::object& state, double lr, 
     if (p.scalar_type() != dtype) return false;
   }
   std::vector<py::object> states;
-  std::vector<Tensor> bufs;
-  bool all_bufs = true;
+  std::vector<Tensor> bufs(params.size());
   if (momentum != 0) {
-    for (PyObject* owner : owners) {
+    for (size_t i = 0; i < owners.size(); ++i) {
+      PyObject* owner = owners[i];
       // state[p] (a defaultdict: a missing entry is created), then .get("momentum_buffer")
       PyObject* found = PyDict_Check(state.ptr()) ? PyDict_GetItem(state.ptr(), owner) : nullptr;
       py::object s = found ? py::reinterpret_borrow<py::object>(found)
                            : py::object(state[py::handle(owner)]);
       if (!PyDict_Check(s.ptr())) return false;
       PyObject* buf = PyDict_GetItem(s.ptr(), buffer_key.ptr());  // borrowed
-      if (buf == nullptr || buf == Py_None) {
-        all_bufs = false;
-        bufs.emplace_back();
-      } else {
+      if (buf != nullptr && buf != Py_None) {
         if (!THPVariable_Check(buf)) return false;
-        bufs.push_back(THPVariable_Unpack(buf));
+        bufs[i] = THPVariable_Unpack(buf);
       }
       states.push_back(std::move(s));
     }
   }
+  std::vector<bool> updated(bufs.size());  // a buffer updated in place (mul_, add_)
+  for (size_t i = 0; i < bufs.size(); ++i) updated[i] = bufs[i].defined();
+  bool fused = false;
   {
-    at::AutoGradMode no_grad(false);
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    std::vector<Tensor> g = grads;
-    if (maximize) g = at::_foreach_neg(g);
-    if (weight_decay != 0) g = at::_foreach_add(g, params, weight_decay);
-    if (momentum != 0) {
-      if (all_bufs) {
-        // optimizer._foreach_mul_: the momentum as a 0-d tensor of the buffers' dtype (the
-        // last one made is kept, as optimizer._SCALARS keeps it; the GIL guards it).
-        // float32, float64; never destroyed (a static tensor would be freed at exit after
-        // torch's allocator may be gone)
-        static auto* cached = new std::pair<double, Tensor>[2];
-        auto& [value, scalar] = cached[dtype == at::kDouble];
-        if (!scalar.defined() || value != momentum) {
-          value = momentum;
-          scalar = at::scalar_tensor(momentum, at::TensorOptions().dtype(dtype));
-        }
-        at::_foreach_mul_(bufs, scalar);
-        at::_foreach_add_(bufs, g, 1 - dampening);
-        for (const auto& b : bufs) {
-          bumped(b);
-          bumped(b);
-        }
-      } else {
-        for (size_t i = 0; i < bufs.size(); ++i) {
-          if (!bufs[i].defined()) {
-            bufs[i] = g[i].detach().clone();
-          } else {
-            bufs[i].mul_(momentum).add_(g[i], 1 - dampening);
-            bumped(bufs[i]);
-            bumped(bufs[i]);
-          }
-        }
-      }
-      g = nesterov ? at::_foreach_add(g, bufs, momentum) : bufs;
+    std::vector<std::vector<const Tensor*>> per_param;
+    for (size_t i = 0; i < params.size(); ++i) per_param.push_back({&params[i], &grads[i], &bufs[i]});
+    // a buffer of another dtype: the kernels' type promotion, not the loops'
+    bool buffers_typed = std::all_of(bufs.begin(), bufs.end(), [&](const Tensor& b) {
+      return !b.defined() || (b.scalar_type() == dtype && b.is_cpu() && !b.is_inference());
+    });
+    if (buffers_typed && fusable(per_param)) {
+      fused = dtype == at::kFloat
+                  ? sgd_fused<float>(params, grads, bufs, lr, momentum, dampening, weight_decay,
+                                     nesterov, maximize)
+                  : sgd_fused<double>(params, grads, bufs, lr, momentum, dampening, weight_decay,
+                                      nesterov, maximize);
     }
-    at::_foreach_add_(params, g, -lr);
-    for (const auto& p : params) bumped(p);
+  }
+  if (!fused) sgd_aten(params, grads, bufs, lr, momentum, dampening, weight_decay, nesterov, maximize);
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (updated[i]) {
+      bumped(bufs[i]);
+      bumped(bufs[i]);
+    }
+    bumped(params[i]);
   }
   for (size_t i = 0; i < states.size(); ++i) {
     // state["momentum_buffer"] = buf (a buffer updated in place is already there)
@@ -1291,11 +1465,118 @@ bool sgd_step(const py::list& group_params, const py::object& state, double lr, 
   return true;
 }
 
+// The kernels of optim.adam._single_tensor_adam's update of one parameter after its step count
+// (amsgrad included), for dense CPU float32/float64 tensors. Kernels only: the caller bumps.
+void adam_aten(Tensor param, const Tensor& grad_in, Tensor& exp_avg, Tensor& exp_avg_sq,
+               Tensor& max_exp_avg_sq, double lr, double beta1, double beta2, double eps,
+               double weight_decay, bool amsgrad, bool maximize, bool decoupled_weight_decay,
+               double step_size, double bias_correction2_sqrt) {
+  at::AutoGradMode no_grad(false);
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  Tensor grad = maximize ? at::neg(grad_in) : grad_in;
+  if (weight_decay != 0) {
+    if (decoupled_weight_decay) {
+      param.mul_(1 - lr * weight_decay);
+    } else {
+      grad = grad.add(param, weight_decay);
+    }
+  }
+  exp_avg.lerp_(grad, 1 - beta1);
+  exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2);
+  if (amsgrad) at::maximum_out(max_exp_avg_sq, max_exp_avg_sq, exp_avg_sq);
+  // (v.sqrt() / c).add_(eps), the division in place in sqrt's fresh result: the same kernel
+  Tensor denom = at::sqrt(amsgrad ? max_exp_avg_sq : exp_avg_sq);
+  denom.div_(bias_correction2_sqrt).add_(eps);
+  param.addcdiv_(exp_avg, denom, -step_size);
+}
+
+template <typename T>
+shimnn_fused::AdamScalars<T> adam_scalars(double lr, double beta1, double beta2, double eps,
+                                          double weight_decay, bool decoupled, double step_size,
+                                          double bias_correction2_sqrt) {
+  return {T(decoupled ? 1 - lr * weight_decay : weight_decay), T(1 - beta1), T(beta2),
+          T(1 - beta2), T(bias_correction2_sqrt), T(eps), T(-step_size)};
+}
+
+template <typename T>
+shimnn_fused::AdamFlags adam_flags(double beta1, double weight_decay, bool maximize,
+                                   bool decoupled) {
+  // Lerp.h's is_lerp_weight_small, on the weight in the kernel's type
+  return {maximize, std::abs(T(1 - beta1)) < T(0.5),
+          weight_decay == 0 ? 0 : (decoupled ? 2 : 1)};
+}
+
+// One parameter's update with the fused loops: the moments, torch's sqrt, the parameter.
+template <typename T>
+void adam_fused_update(shimnn_fused::AdamLoop<T> moments, const Tensor& param, const Tensor& grad,
+                       const Tensor& exp_avg, const Tensor& exp_avg_sq,
+                       const shimnn_fused::AdamScalars<T>& s) {
+  int64_t n = param.numel();
+  T* p = param.data_ptr<T>();
+  const T* g = grad.data_ptr<T>();
+  T* m = exp_avg.data_ptr<T>();
+  T* v = exp_avg_sq.data_ptr<T>();
+  // ATen's grain: a large parameter is split across threads as its kernels would be.
+  at::parallel_for(0, n, at::internal::GRAIN_SIZE, [&](int64_t a, int64_t b) {
+    moments(p + a, g + a, m + a, v + a, b - a, s);
+  });
+  Tensor root;
+  {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    root = at::sqrt(exp_avg_sq);
+  }
+  const T* r = root.data_ptr<T>();
+  at::parallel_for(0, n, at::internal::GRAIN_SIZE, [&](int64_t a, int64_t b) {
+    shimnn_fused::adam_param_loop<T>(p + a, m + a, r + a, b - a, s);
+  });
+}
+
+template <typename T>
+bool adam_fused_matches(const shimnn_fused::AdamFlags& f, double lr, double beta1, double beta2,
+                        double eps, double weight_decay, bool decoupled,
+                        shimnn_fused::AdamLoop<T> loop) {
+  if (loop == nullptr) return false;
+  shimnn_fused::TestValues values(static_cast<uint64_t>(f.key()) + 101);
+  for (int round = 0; round < 2; ++round) {
+    // generic values first (on the weight's side of 0.5 the flags name), then the caller's
+    double lr_ = round ? lr : 0.0731, b1 = round ? beta1 : (f.small_weight ? 0.8731 : 0.3127);
+    double b2 = round ? beta2 : 0.9913, eps_ = round ? eps : 1.37e-3;
+    double wd = f.decay == 0 ? 0 : (round ? weight_decay : 0.0173);
+    double step_size = round ? lr_ / 0.271 : 0.2691, c2 = round ? 0.0613 : 0.7243;
+    auto s = adam_scalars<T>(lr_, b1, b2, eps_, wd, decoupled, step_size, c2);
+    for (int64_t n : verification_lengths()) {
+      Tensor p = test_tensor<T>(values, n, -4, 4), g = test_tensor<T>(values, n, -8, 2);
+      Tensor m = test_tensor<T>(values, n, -8, 2), v = test_tensor<T>(values, n, -16, 2, true);
+      Tensor rp = p.clone(), rm = m.clone(), rv = v.clone(), unused;
+      adam_aten(rp, g, rm, rv, unused, lr_, b1, b2, eps_, wd, false, f.maximize, decoupled,
+                step_size, c2);
+      adam_fused_update(loop, p, g, m, v, s);
+      if (!same_tensors(p, rp) || !same_tensors(m, rm) || !same_tensors(v, rv)) return false;
+    }
+  }
+  return true;
+}
+
+// The fused loop for a parameter (verified once per configuration), or nullptr: the kernels.
+template <typename T>
+shimnn_fused::AdamLoop<T> adam_fused_loop(double lr, double beta1, double beta2, double eps,
+                                          double weight_decay, bool maximize, bool decoupled) {
+  static std::unordered_map<int64_t, bool> seen;  // the GIL guards it
+  auto f = adam_flags<T>(beta1, weight_decay, maximize, decoupled);
+  bool ok = verified(seen, std::is_same_v<T, float> ? "adam float32" : "adam float64",
+                     f.key() | (decoupled ? 64 : 0), [&] {
+    return adam_fused_matches<T>(f, lr, beta1, beta2, eps, weight_decay, decoupled,
+                                 shimnn_fused::adam_loop_for<T>(f));
+  });
+  return ok ? shimnn_fused::adam_loop_for<T>(f) : nullptr;
+}
+
 // optim.adam.Adam._step_group + optim.adam._single_tensor_adam for a group on CPU with
 // torch's default single-tensor path (foreach None/False), number hyper-parameters, real
 // float32/float64 parameters with dense gradients and state already created (the first step
-// creates it in Python): per parameter, the same kernels in the same order, and the bias
-// corrections computed in double as Python computes them (pow from the C library, like `**`).
+// creates it in Python): per parameter, torch's kernels' values (the fused loop where verified,
+// else the same kernels in the same order), and the bias corrections computed in double as
+// Python computes them (pow from the C library, like `**`).
 // Returns False, having changed nothing, where that case does not hold.
 bool adam_step(const py::list& group_params, const py::object& state, double lr, double beta1,
                double beta2, double eps, double weight_decay, bool amsgrad, bool maximize,
@@ -1334,10 +1615,31 @@ bool adam_step(const py::list& group_params, const py::object& state, double lr,
     }
     entries.push_back(std::move(e));
   }
-  at::AutoGradMode no_grad(false);
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  // The fused loops: amsgrad off, state of the parameter's dtype, the fused.h layout.
+  bool fused = !amsgrad;
+  if (fused) {
+    std::vector<std::vector<const Tensor*>> per_param;
+    for (const auto& e : entries) {
+      auto dtype = e.param.scalar_type();
+      fused = fused && e.exp_avg.scalar_type() == dtype && e.exp_avg_sq.scalar_type() == dtype &&
+              e.exp_avg.is_cpu() && e.exp_avg_sq.is_cpu();
+      per_param.push_back({&e.param, &e.grad, &e.exp_avg, &e.exp_avg_sq});
+    }
+    fused = fused && fusable(per_param);
+  }
+  shimnn_fused::AdamLoop<float> loop_f = nullptr;
+  shimnn_fused::AdamLoop<double> loop_d = nullptr;
+  for (const auto& e : entries) {  // verified for the dtypes there are
+    if (!fused) break;
+    if (e.param.scalar_type() == at::kFloat && loop_f == nullptr) {
+      loop_f = adam_fused_loop<float>(lr, beta1, beta2, eps, weight_decay, maximize,
+                                      decoupled_weight_decay);
+    } else if (e.param.scalar_type() == at::kDouble && loop_d == nullptr) {
+      loop_d = adam_fused_loop<double>(lr, beta1, beta2, eps, weight_decay, maximize,
+                                       decoupled_weight_decay);
+    }
+  }
   for (auto& e : entries) {
-    Tensor grad = maximize ? at::neg(e.grad) : e.grad;
     // step_t += 1 on the 0-d float step: the add kernel computes a + alpha * b with alpha and b
     // one, a single rounding of a + 1, which is what this is; .item() reads the value back.
     double step;
@@ -1351,34 +1653,64 @@ bool adam_step(const py::list& group_params, const py::object& state, double lr,
       step = *value;
     }
     bumped(e.step);
-    if (weight_decay != 0) {
-      if (decoupled_weight_decay) {
-        e.param.mul_(1 - lr * weight_decay);
-        bumped(e.param);
-      } else {
-        grad = grad.add(e.param, weight_decay);
-      }
-    }
-    e.exp_avg.lerp_(grad, 1 - beta1);
-    bumped(e.exp_avg);
-    e.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2);
-    bumped(e.exp_avg_sq);
-    bumped(e.exp_avg_sq);
     double bias_correction1 = 1 - std::pow(beta1, step);
     double bias_correction2 = 1 - std::pow(beta2, step);
     double step_size = lr / bias_correction1;
     double bias_correction2_sqrt = std::pow(bias_correction2, 0.5);
-    if (amsgrad) {
-      at::maximum_out(e.max_exp_avg_sq, e.max_exp_avg_sq, e.exp_avg_sq);
-      bumped(e.max_exp_avg_sq);
+    bool is_float = e.param.scalar_type() == at::kFloat;
+    if (is_float ? loop_f != nullptr : loop_d != nullptr) {
+      if (is_float) {
+        adam_fused_update(loop_f, e.param, e.grad, e.exp_avg, e.exp_avg_sq,
+                          adam_scalars<float>(lr, beta1, beta2, eps, weight_decay,
+                                              decoupled_weight_decay, step_size,
+                                              bias_correction2_sqrt));
+      } else {
+        adam_fused_update(loop_d, e.param, e.grad, e.exp_avg, e.exp_avg_sq,
+                          adam_scalars<double>(lr, beta1, beta2, eps, weight_decay,
+                                               decoupled_weight_decay, step_size,
+                                               bias_correction2_sqrt));
+      }
+    } else {
+      adam_aten(e.param, e.grad, e.exp_avg, e.exp_avg_sq, e.max_exp_avg_sq, lr, beta1, beta2,
+                eps, weight_decay, amsgrad, maximize, decoupled_weight_decay, step_size,
+                bias_correction2_sqrt);
     }
-    // (v.sqrt() / c).add_(eps), the division in place in sqrt's fresh result: the same kernel
-    Tensor denom = at::sqrt(amsgrad ? e.max_exp_avg_sq : e.exp_avg_sq);
-    denom.div_(bias_correction2_sqrt).add_(eps);
-    e.param.addcdiv_(e.exp_avg, denom, -step_size);
+    if (weight_decay != 0 && decoupled_weight_decay) bumped(e.param);
+    bumped(e.exp_avg);
+    bumped(e.exp_avg_sq);
+    bumped(e.exp_avg_sq);
+    if (amsgrad) bumped(e.max_exp_avg_sq);
     bumped(e.param);
   }
   return true;
+}
+
+// For the tests: loops one rounding away from the kernels (the update's product rounded
+// before the add, where the kernels fuse it): the verification must reject each of them.
+template <typename T>
+void sgd_loop_unfused(T* p, const T* grad, T* buf, int64_t n, shimnn_fused::SgdScalars<T> s) {
+  for (int64_t i = 0; i < n; ++i) p[i] = p[i] + s.neg_lr * grad[i];  // no contraction here
+}
+template <typename T>
+void adam_moments_unfused(T* p, const T* grad, T* exp_avg, T* exp_avg_sq, int64_t n,
+                          shimnn_fused::AdamScalars<T> s) {
+  for (int64_t i = 0; i < n; ++i) {
+    T g = grad[i], m = exp_avg[i];
+    exp_avg[i] = shimnn_fused::fma(s.weight, g - m, m);
+    exp_avg_sq[i] = exp_avg_sq[i] * s.beta2 + s.value * g * g;
+  }
+}
+
+// Whether the verification tells those loops from the kernels (True: it rejects all four).
+bool verification_rejects_unfused() {
+  shimnn_fused::SgdFlags plain{false, false, false, 0};
+  shimnn_fused::AdamFlags adam{false, true, 0};
+  return !sgd_fused_matches<float>(plain, 0.1, 0, 0, 0, &sgd_loop_unfused<float>) &&
+         !sgd_fused_matches<double>(plain, 0.1, 0, 0, 0, &sgd_loop_unfused<double>) &&
+         !adam_fused_matches<float>(adam, 1e-3, 0.9, 0.999, 1e-8, 0, false,
+                                    &adam_moments_unfused<float>) &&
+         !adam_fused_matches<double>(adam, 1e-3, 0.9, 0.999, 1e-8, 0, false,
+                                     &adam_moments_unfused<double>);
 }
 
 // optim.optimizer.ShimOptimizer.zero_grad(set_to_none=True): every parameter's .grad to None.
@@ -1409,4 +1741,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("adam_step", &adam_step);
   m.def("clear_grads", &clear_grads);
   m.def("clip_grad_norm", &clip_grad_norm);
+  m.def("fused_checks", &fused_checks);
+  m.def("fused_hardware", &shimnn_fused::hardware_fma);
+  m.def("verification_rejects_unfused", &verification_rejects_unfused);
 }
