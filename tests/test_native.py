@@ -696,6 +696,38 @@ def test_fused_loops_are_verified_used_and_torchs(name: str, options: dict[str, 
 
 
 @needs_fused
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_chain_loops_on_edge_values_are_torchs(dtype: torch.dtype) -> None:
+    """The chain's element loops (ReLU in place, its backward, Tanh's backward, MSE's) on
+    signed zeros, subnormals, infinities and NaNs: torch's bits, outputs and gradients, and the
+    loops were the ones used."""
+    tiny = torch.finfo(dtype).tiny / 4  # subnormal
+    x = torch.tensor([[0.0, -0.0, 1.0], [tiny, -tiny, 2.0], [float("inf"), 1.0, -1.0],
+                      [float("nan"), 3.0, 0.5], [1e30, -1e30, 0.25]], dtype=dtype)
+    target = torch.tensor([[0.0, -0.0], [1.0, float("nan")], [2.0, 3.0], [-1.0, 0.0],
+                           [0.0, 1e30]], dtype=dtype)
+    results = []
+    for nn in (torch.nn, shimnn):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(3, 4, dtype=dtype), nn.ReLU(), nn.Linear(4, 4, dtype=dtype),
+                              nn.Tanh(), nn.Linear(4, 2, dtype=dtype), nn.ReLU())
+        with torch.no_grad():  # an identity-like first layer: the edge values reach the ReLU
+            model[0].weight.copy_(torch.eye(4, 3, dtype=dtype))
+            model[0].bias.copy_(torch.tensor([-0.0, 0.0, -0.0, 0.0], dtype=dtype))
+        out = model(x)
+        loss = nn.MSELoss()(out, target)
+        with autograd_forbidden() if nn is shimnn else contextlib.nullcontext():
+            loss.backward()
+        results.append([out.detach(), loss.detach()] + [p.grad for p in model.parameters()])
+    for i, (c, r) in enumerate(zip(*results)):
+        assert_same(c, r, f"tensor {i}")
+    used = {f for f, _, ok in native.fused_checks() if ok}
+    name = str(dtype).split(".")[1]
+    assert {f"relu {name}", f"threshold_backward {name}", f"mse_loss_backward {name}"} <= used
+    assert f"tanh_backward fused {name}" in used or f"tanh_backward {name}" in used
+
+
+@needs_fused
 def test_fused_verification_rejects_a_loop_one_rounding_off() -> None:
     """The verification has the power to tell: a loop that rounds the update's product before
     adding it (where torch's kernels fuse the two) fails it, for SGD and Adam, float32 and

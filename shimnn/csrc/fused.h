@@ -185,6 +185,34 @@ AdamLoop<T> adam_loop_for(const AdamFlags& f) {
   return nullptr;
 }
 
+// The fused chain's element kernels (a Linear/ReLU/Tanh chain and its MSE loss), each as its
+// ATen kernel writes it; `out` may be an input (in place). ATen's scalar and vector bodies
+// agree on these formulas (verified like the optimizers' loops).
+//   relu (clamp_min(x, 0)): x < 0 ? 0 : x             (-0 and NaN pass through)
+//   threshold_backward(g, y, 0): y <= 0 ? 0 : g
+//   tanh_backward(g, y): g * (1 - y * y), the product either fused into the difference or not
+//   mse_loss_backward: (norm * (input - target)) * grad
+template <typename T>
+SHIMNN_FUSED_TARGET void relu_loop(T* out, const T* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] < T(0) ? T(0) : x[i];
+}
+
+template <typename T>
+SHIMNN_FUSED_TARGET void threshold_backward_loop(T* out, const T* g, const T* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = y[i] <= T(0) ? T(0) : g[i];
+}
+
+template <typename T, bool FUSED>
+SHIMNN_FUSED_TARGET void tanh_backward_loop(T* out, const T* g, const T* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = g[i] * (FUSED ? fma(-y[i], y[i], T(1)) : T(1) - y[i] * y[i]);
+}
+
+template <typename T>
+SHIMNN_FUSED_TARGET void mse_backward_loop(T* out, const T* input, const T* target, T norm,
+                                           T grad, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = (norm * (input[i] - target[i])) * grad;
+}
+
 // Deterministic test values for the verification (never torch's generator: a user's random
 // stream must not move): signs, magnitudes over many binades, zeros of both signs and
 // subnormals, so that a formula with a different rounding shows on many elements.

@@ -36,6 +36,165 @@ bool weight_is_row_major(const Tensor& w) {
   return w.stride(1) == 1 && w.stride(0) == w.size(1);
 }
 
+// Lengths the verification runs: every tail position of vectorized bodies of up to 64 elements,
+// several times, and longer vectorized runs.
+const std::vector<int64_t>& verification_lengths() {
+  static const std::vector<int64_t> lengths = [] {
+    std::vector<int64_t> l;
+    for (int trial = 0; trial < 3; ++trial) {
+      for (int64_t n = 1; n <= 70; ++n) l.push_back(n);
+    }
+    l.insert(l.end(), {127, 128, 129, 257, 1031});
+    return l;
+  }();
+  return lengths;
+}
+
+template <typename T>
+Tensor test_tensor(shimnn_fused::TestValues& values, int64_t n, int low, int high,
+                   bool positive = false) {
+  Tensor t = at::empty({n}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+  T* data = t.data_ptr<T>();
+  for (int64_t i = 0; i < n; ++i) data[i] = values.value<T>(low, high, positive);
+  return t;
+}
+
+bool same_tensors(const Tensor& a, const Tensor& b) {
+  if (a.scalar_type() == at::kFloat) {
+    return shimnn_fused::same_values(a.data_ptr<float>(), b.data_ptr<float>(), a.numel());
+  }
+  return shimnn_fused::same_values(a.data_ptr<double>(), b.data_ptr<double>(), a.numel());
+}
+
+// Whether the fused loop of `key` gave the ATen sequence's values on every test; computed once
+// per key (`check` runs the comparison) and remembered for the process.
+// Every verification made, for fused_checks(): (loop family and dtype, configuration key, ok).
+std::vector<std::tuple<std::string, int64_t, bool>>& verifications() {
+  static auto* all = new std::vector<std::tuple<std::string, int64_t, bool>>();
+  return *all;
+}
+
+bool verified(std::unordered_map<int64_t, bool>& seen, const char* family, int64_t key,
+              const std::function<bool()>& check) {
+  auto found = seen.find(key);
+  if (found != seen.end()) return found->second;
+  bool ok = check();
+  seen.emplace(key, ok);
+  verifications().emplace_back(family, key, ok);
+  return ok;
+}
+
+// The verifications this process made, in order: [(family, key, ok)] (tests and `shimnn
+// native` show which fused loops are in use).
+py::list fused_checks() {
+  py::list out;
+  for (const auto& [family, key, ok] : verifications()) out.append(py::make_tuple(family, key, ok));
+  return out;
+}
+
+// The chain's element kernels (fused.h) where verified for the dtype, else ATen's.
+template <typename T>
+bool chain_loops_match(const char* which) {
+  shimnn_fused::TestValues values(7);
+  std::string kind(which);
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  for (int64_t n : verification_lengths()) {
+    Tensor a = test_tensor<T>(values, n, -6, 3), b = test_tensor<T>(values, n, -6, 3);
+    Tensor ref, out = at::empty_like(a);
+    if (kind == "relu") {
+      ref = at::relu(a);
+      shimnn_fused::relu_loop<T>(out.data_ptr<T>(), a.data_ptr<T>(), n);
+    } else if (kind == "threshold_backward") {
+      ref = at::threshold_backward(a, b, 0);
+      shimnn_fused::threshold_backward_loop<T>(out.data_ptr<T>(), a.data_ptr<T>(),
+                                               b.data_ptr<T>(), n);
+    } else if (kind == "tanh_backward fused" || kind == "tanh_backward") {
+      Tensor y = at::tanh(b);
+      ref = at::tanh_backward(a, y);
+      (kind == "tanh_backward fused" ? shimnn_fused::tanh_backward_loop<T, true>
+                                     : shimnn_fused::tanh_backward_loop<T, false>)(
+          out.data_ptr<T>(), a.data_ptr<T>(), y.data_ptr<T>(), n);
+    } else {  // mse_loss_backward, mean and sum
+      Tensor grad = test_tensor<T>(values, 1, -3, 3).reshape({});
+      for (int64_t reduction : {at::Reduction::Mean, at::Reduction::Sum}) {
+        ref = at::mse_loss_backward(grad, a, b, reduction);
+        double norm = reduction == at::Reduction::Mean ? 2. / double(n) : 2.;
+        shimnn_fused::mse_backward_loop<T>(out.data_ptr<T>(), a.data_ptr<T>(), b.data_ptr<T>(),
+                                           T(norm), grad.item<T>(), n);
+        if (!same_tensors(out, ref)) return false;
+      }
+    }
+    if (!same_tensors(out, ref)) return false;
+  }
+  return true;
+}
+
+// Whether chain loop `which` is verified for T (once per process).
+template <typename T>
+bool chain_loop_ok(const char* which) {
+  static std::unordered_map<std::string, bool> seen;  // the GIL guards it
+  auto found = seen.find(which);
+  if (found != seen.end()) return found->second;
+  bool ok = shimnn_fused::hardware_fma() && chain_loops_match<T>(which);
+  seen.emplace(which, ok);
+  verifications().emplace_back(std::string(which) + (std::is_same_v<T, float> ? " float32" : " float64"),
+                               0, ok);
+  return ok;
+}
+
+// t's elements are T's and contiguous, like those of `like` (same shape).
+bool loopable(const Tensor& t, const Tensor& like) {
+  return t.is_contiguous() && like.is_contiguous() && t.scalar_type() == like.scalar_type() &&
+         t.sizes().equals(like.sizes()) && !t.is_neg() && !like.is_neg() &&
+         (t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble);
+}
+
+template <typename F>
+bool with_dtype(const Tensor& t, F&& f) {
+  return t.scalar_type() == at::kFloat ? f(float{}) : f(double{});
+}
+
+// torch.relu(h) into h itself (h: a Linear's fresh output that nothing else holds): the
+// loop where verified; false (h untouched) otherwise.
+bool relu_in_place(const Tensor& h) {
+  if (!loopable(h, h)) return false;
+  return with_dtype(h, [&](auto zero) {
+    using T = decltype(zero);
+    if (!chain_loop_ok<T>("relu")) return false;
+    T* x = h.data_ptr<T>();
+    shimnn_fused::relu_loop<T>(x, x, h.numel());
+    return true;
+  });
+}
+
+// threshold_backward(g, y, 0) / tanh_backward(g, y): into g when `owned` (a gradient this
+// backward made), else into a new tensor.
+Tensor activation_backward(int64_t kind, const Tensor& g, const Tensor& y, bool owned) {
+  if (loopable(g, y)) {
+    Tensor out;
+    bool done = with_dtype(g, [&](auto zero) {
+      using T = decltype(zero);
+      auto loop = &shimnn_fused::threshold_backward_loop<T>;
+      if (kind == TANH) {
+        if (chain_loop_ok<T>("tanh_backward fused")) {
+          loop = &shimnn_fused::tanh_backward_loop<T, true>;
+        } else if (chain_loop_ok<T>("tanh_backward")) {
+          loop = &shimnn_fused::tanh_backward_loop<T, false>;
+        } else {
+          return false;
+        }
+      } else if (!chain_loop_ok<T>("threshold_backward")) {
+        return false;
+      }
+      out = owned ? g : at::empty_like(g);
+      loop(out.data_ptr<T>(), g.data_ptr<T>(), y.data_ptr<T>(), g.numel());
+      return true;
+    });
+    if (done) return out;
+  }
+  return kind == TANH ? at::tanh_backward(g, y) : at::threshold_backward(g, y, 0);
+}
+
 // One recorded layer of a fused chain (the records of _chain._run_mlp).
 struct Record {
   int64_t kind;
@@ -55,6 +214,7 @@ class Chain {
   // first: grad of its bias, grad of its weight] (undefined where not needed).
   std::vector<Tensor> backward_tensors(Tensor grad, bool retain_graph) {
     Tensor g = std::move(grad);
+    bool owned = false;  // g made by this backward (not the caller's): its kernels may reuse it
     std::vector<Tensor> out(1);  // the input's gradient first, set last
     {
       py::gil_scoped_release no_gil;
@@ -77,10 +237,11 @@ class Chain {
           out.push_back(std::move(grad_bias));
           out.push_back(std::move(grad_weight));
           g = std::move(grad_input);
-        } else if (r.kind == RELU) {
-          g = at::threshold_backward(g, r.a, 0);  // ops.activation._threshold_backward
+          owned = true;
         } else {
-          g = at::tanh_backward(g, r.a);  // ops.activation._tanh_backward
+          // ops.activation._threshold_backward / _tanh_backward
+          g = activation_backward(r.kind, g, r.a, owned);
+          owned = true;
         }
       }
     }
@@ -101,6 +262,28 @@ class Chain {
   std::vector<Record> records_;
 };
 
+// at::mse_loss_backward(grad, input, target, reduction): the loop where verified, for a
+// reduced loss's 0-d gradient; ATen's kernel otherwise.
+Tensor mse_backward(const Tensor& grad, const Tensor& input, const Tensor& target,
+                    int64_t reduction) {
+  if (reduction != at::Reduction::None && grad.dim() == 0 && grad.is_cpu() &&
+      grad.scalar_type() == input.scalar_type() && loopable(input, target)) {
+    Tensor out;
+    bool done = with_dtype(input, [&](auto zero) {
+      using T = decltype(zero);
+      if (!chain_loop_ok<T>("mse_loss_backward")) return false;
+      double norm = reduction == at::Reduction::Mean ? 2. / double(input.numel()) : 2.;
+      out = at::empty_like(input);
+      shimnn_fused::mse_backward_loop<T>(out.data_ptr<T>(), input.data_ptr<T>(),
+                                         target.data_ptr<T>(), T(norm), grad.item<T>(),
+                                         input.numel());
+      return true;
+    });
+    if (done) return out;
+  }
+  return at::mse_loss_backward(grad, input, target, reduction);
+}
+
 // ops.loss.mse_loss_forward for an input and target of the same shape and floating dtype
 // on CPU (no broadcasting, nothing to sum back): the backward of MseLossBackward0.
 class MseLoss {
@@ -114,8 +297,8 @@ class MseLoss {
     Tensor grad_input, grad_target;
     {
       at::AutoDispatchBelowADInplaceOrView below_autograd;
-      if (need_input_) grad_input = at::mse_loss_backward(grad, input_, target_, reduction_);
-      if (need_target_) grad_target = at::mse_loss_backward(grad, target_, input_, reduction_);
+      if (need_input_) grad_input = mse_backward(grad, input_, target_, reduction_);
+      if (need_target_) grad_target = mse_backward(grad, target_, input_, reduction_);
     }
     return {std::move(grad_input), std::move(grad_target)};
   }
@@ -264,10 +447,13 @@ py::object chain_forward(const py::tuple& layers, const std::vector<int64_t>& ki
       // ReLU(inplace=True) overwrites the previous Linear's fresh output (torch.relu_).
       PyObject** dict_ptr = _PyObject_GetDictPtr(m.ptr());
       bool inplace = dict_entry_truthy(dict_ptr ? *dict_ptr : nullptr, inplace_key.ptr());
+      // Right after a Linear, h is that Linear's fresh output, which nothing else holds: the
+      // non-in-place ReLU's output can take its memory.
+      bool after_linear = i > 0 && kinds[i - 1] == LINEAR;
       if (inplace) {
-        at::relu_(h);
+        if (!relu_in_place(h)) at::relu_(h);
         h.unsafeGetTensorImpl()->bump_version();  // as torch's in-place dispatch does
-      } else {
+      } else if (!(after_linear && relu_in_place(h))) {
         h = at::relu(h);
       }
       name = inplace ? "ReluBackward1" : "ReluBackward0";
@@ -1255,62 +1441,6 @@ bool fusable(const std::vector<std::vector<const Tensor*>>& per_param) {
     }
   }
   return true;
-}
-
-// Lengths the verification runs: every tail position of vectorized bodies of up to 64 elements,
-// several times, and longer vectorized runs.
-const std::vector<int64_t>& verification_lengths() {
-  static const std::vector<int64_t> lengths = [] {
-    std::vector<int64_t> l;
-    for (int trial = 0; trial < 3; ++trial) {
-      for (int64_t n = 1; n <= 70; ++n) l.push_back(n);
-    }
-    l.insert(l.end(), {127, 128, 129, 257, 1031});
-    return l;
-  }();
-  return lengths;
-}
-
-template <typename T>
-Tensor test_tensor(shimnn_fused::TestValues& values, int64_t n, int low, int high,
-                   bool positive = false) {
-  Tensor t = at::empty({n}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
-  T* data = t.data_ptr<T>();
-  for (int64_t i = 0; i < n; ++i) data[i] = values.value<T>(low, high, positive);
-  return t;
-}
-
-bool same_tensors(const Tensor& a, const Tensor& b) {
-  if (a.scalar_type() == at::kFloat) {
-    return shimnn_fused::same_values(a.data_ptr<float>(), b.data_ptr<float>(), a.numel());
-  }
-  return shimnn_fused::same_values(a.data_ptr<double>(), b.data_ptr<double>(), a.numel());
-}
-
-// Whether the fused loop of `key` gave the ATen sequence's values on every test; computed once
-// per key (`check` runs the comparison) and remembered for the process.
-// Every verification made, for fused_checks(): (loop family and dtype, configuration key, ok).
-std::vector<std::tuple<std::string, int64_t, bool>>& verifications() {
-  static auto* all = new std::vector<std::tuple<std::string, int64_t, bool>>();
-  return *all;
-}
-
-bool verified(std::unordered_map<int64_t, bool>& seen, const char* family, int64_t key,
-              const std::function<bool()>& check) {
-  auto found = seen.find(key);
-  if (found != seen.end()) return found->second;
-  bool ok = check();
-  seen.emplace(key, ok);
-  verifications().emplace_back(family, key, ok);
-  return ok;
-}
-
-// The verifications this process made, in order: [(family, key, ok)] (tests and `shimnn
-// native` show which fused loops are in use).
-py::list fused_checks() {
-  py::list out;
-  for (const auto& [family, key, ok] : verifications()) out.append(py::make_tuple(family, key, ok));
-  return out;
 }
 
 // Hyper-parameters the verification also uses beside the caller's: values whose products round
