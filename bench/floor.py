@@ -1,10 +1,11 @@
 """How close a shimnn step is to the floor (``python -m bench.floor [--batch N] [--clock cpu]``).
 
 Counts the ATen operations one training step of the seed network dispatches (torch vs shimnn),
-and times, interleaved, torch, shimnn and two *bare* steps: the same kernels shimnn calls,
-written straight in one function with no framework (no modules, graph or optimizer objects),
-once in Python and once in C++ (compiled here on first use, like shimnn's fast paths). The C++
-bare step is the floor for these kernels: what remains above it is framework overhead. Then the
+and times, interleaved, torch, shimnn and two *bare* steps written straight in one function
+with no framework (no modules, graph or optimizer objects): in Python with the ATen kernels of
+shimnn's Python paths, and in C++ (compiled here on first use, like shimnn's fast paths) with
+the kernels and element loops (``shimnn/csrc/fused.h``) shimnn's compiled paths call. The C++
+bare step is the floor for what shimnn computes: what remains above it is framework overhead. Then the
 same per call of the step (``model(x)``, the loss, ``zero_grad``, ``backward``, ``step``):
 shimnn's time for each call inside real steps against the C++ step's time for that call's
 kernels.
@@ -45,7 +46,8 @@ def _seed_state(network: Network = SEED_TASK
 
 def bare_step(network: Network = SEED_TASK, momentum: float = 0.9, lr: float = 0.1
               ) -> Callable[[], None]:
-    """One SGD-momentum step of the seed network, hand-written with shimnn's kernels."""
+    """One SGD-momentum step of the seed network, hand-written with the ATen kernels of
+    shimnn's Python paths (shimnn's element loops are C++ only: see the C++ bare step)."""
     weights, biases, params, bufs, x, y = _seed_state(network)
     ones = torch.ones(())
     last = len(weights) - 1
@@ -75,6 +77,7 @@ def bare_step(network: Network = SEED_TASK, momentum: float = 0.9, lr: float = 0
 
 _BARE_CPP = r"""
 #include <torch/extension.h>
+#include "fused.h"  // shimnn's element loops (shimnn/csrc)
 #include <chrono>
 #include <ctime>
 #include <vector>
@@ -90,8 +93,9 @@ double now(bool cpu) {
   return t.tv_sec + 1e-9 * t.tv_nsec;
 }
 
-// One SGD-momentum step of an MLP (ReLU hidden layers, Tanh output, MSE loss), the kernels
-// of bare_step in C++. `phases` (if not empty) gets the seconds of each part added: forward,
+// One SGD-momentum step of an MLP (ReLU hidden layers, Tanh output, MSE loss, float32): the
+// kernels shimnn calls (bare_step's ATen kernels, with shimnn's element loops where shimnn
+// uses them: ReLU in place, the MSE, Tanh and ReLU backward, the optimizer update) in C++. `phases` (if not empty) gets the seconds of each part added: forward,
 // loss, backward (the seed, the loss's and the layers' backward), optimizer step.
 void step(const Tensor& x, const Tensor& y, std::vector<Tensor> params, std::vector<Tensor> bufs,
           const Tensor& momentum, double lr, bool cpu, std::vector<double>& phases) {
@@ -104,25 +108,40 @@ void step(const Tensor& x, const Tensor& y, std::vector<Tensor> params, std::vec
   for (size_t i = 0; i < layers; ++i) {
     acts.push_back(h);
     h = at::linear(h, params[2 * i], params[2 * i + 1]);
-    h = i == layers - 1 ? at::tanh(h) : at::relu(h);
+    if (i == layers - 1) {
+      h = at::tanh(h);
+    } else {
+      shimnn_fused::relu_loop<float>(h.data_ptr<float>(), h.data_ptr<float>(), h.numel());
+    }
     acts.push_back(h);
   }
   double t1 = timed ? now(cpu) : 0;
   at::mse_loss(h, y, 1);
   double t2 = timed ? now(cpu) : 0;
-  Tensor g = at::mse_loss_backward(at::ones({}, h.options()), h, y, 1);
+  Tensor g = at::empty_like(h);
+  shimnn_fused::mse_backward_loop<float>(g.data_ptr<float>(), h.data_ptr<float>(),
+                                         y.data_ptr<float>(), 2.0f / h.numel(), 1.0f, h.numel());
   std::vector<Tensor> grads(2 * layers);
   for (size_t i = layers; i-- > 0;) {
     const Tensor& out = acts[2 * i + 1];
-    g = i == layers - 1 ? at::tanh_backward(g, out) : at::threshold_backward(g, out, 0);
+    if (i == layers - 1) {
+      shimnn_fused::tanh_backward_loop<float, true>(g.data_ptr<float>(), g.data_ptr<float>(),
+                                                    out.data_ptr<float>(), g.numel());
+    } else {
+      shimnn_fused::threshold_backward_loop<float>(g.data_ptr<float>(), g.data_ptr<float>(),
+                                                   out.data_ptr<float>(), g.numel());
+    }
     grads[2 * i] = g.t().mm(acts[2 * i]);
     grads[2 * i + 1] = g.sum(0);
     if (i) g = g.mm(params[2 * i]);
   }
   double t3 = timed ? now(cpu) : 0;
-  at::_foreach_mul_(bufs, momentum);
-  at::_foreach_add_(bufs, grads);
-  at::_foreach_add_(params, bufs, -lr);
+  shimnn_fused::SgdScalars<float> s{0.0f, momentum.item<float>(), 1.0f, float(-lr)};
+  for (size_t i = 0; i < params.size(); ++i) {
+    shimnn_fused::sgd_loop<float, false, false, 2, false>(
+        params[i].data_ptr<float>(), grads[i].data_ptr<float>(), bufs[i].data_ptr<float>(),
+        params[i].numel(), s);
+  }
   if (timed) {
     double t4 = now(cpu);
     phases[0] += t1 - t0;
@@ -151,12 +170,16 @@ def _bare_cpp_module() -> object:
 
     from shimnn._native import cache_root
 
-    key = hashlib.sha256(f"{_BARE_CPP}{torch.__version__}".encode()).hexdigest()[:16]
-    build = cache_root() / f"bench-floor-{key}"
+    from shimnn import _native
+
+    csrc = _native._SOURCE.parent
+    fused = (csrc / "fused.h").read_text()
+    key = hashlib.sha256(f"{_BARE_CPP}{fused}{torch.__version__}{_native._FLAGS}".encode())
+    build = cache_root() / f"bench-floor-{key.hexdigest()[:16]}"
     build.mkdir(parents=True, exist_ok=True)
     return load_inline("shimnn_bench_floor", cpp_sources=[_BARE_CPP],
-                       functions=["step", "phases"], extra_cflags=["-O2"],
-                       build_directory=str(build))
+                       functions=["step", "phases"], extra_cflags=list(_native._FLAGS),
+                       extra_include_paths=[str(csrc)], build_directory=str(build))
 
 
 def bare_cpp_step(network: Network = SEED_TASK, momentum: float = 0.9, lr: float = 0.1
