@@ -168,9 +168,8 @@ def _bare_cpp_module() -> object:
 
     from torch.utils.cpp_extension import load_inline
 
-    from shimnn._native import cache_root
-
     from shimnn import _native
+    from shimnn._native import cache_root
 
     csrc = _native._SOURCE.parent
     fused = (csrc / "fused.h").read_text()

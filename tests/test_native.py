@@ -8,6 +8,7 @@ process, and prove that the compiled ones are taken where they should be.
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
 import os
 import re
@@ -581,9 +582,9 @@ def _sgd_run(cls: Any, dtype: torch.dtype, options: dict[str, Any]) -> list[torc
 def test_sgd_step_matches_python_path_and_torch(options: dict[str, Any], dtype: torch.dtype,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[bool] = []
-    compiled_step = native.sgd_step
-    monkeypatch.setattr(native, "sgd_step", lambda *a: calls.append(compiled_step(*a)) or
-                        calls[-1])
+    compiled_step = native.optimizer_step  # a one-group step: sgd_step in one C++ call
+    monkeypatch.setattr(native, "optimizer_step", lambda *a: calls.append(compiled_step(*a))
+                        or calls[-1])
     ref = _sgd_run(torch.optim.SGD, dtype, options)
     with native_enabled(False):
         python = _sgd_run(shimnn.optim.SGD, dtype, options)
@@ -642,9 +643,10 @@ def _optimizer_pair(name: str, dtype: torch.dtype, params: list[torch.Tensor],
 
 
 def _step_twins(twins: list[list[torch.Tensor]], opts: list[Any], steps: int,
-                grads: Any = None) -> None:
+                grads: Any = None, versions: bool = True) -> None:
     """``steps`` steps of both with the same random gradients (``grads(params, step)`` sets
-    them when given); bit-identical parameters, state and versions after each."""
+    them when given); bit-identical parameters and state after each, and the same versions
+    (when ``versions``)."""
     g = torch.Generator().manual_seed(1)
     for step in range(steps):
         news = [torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.3 for p in twins[0]]
@@ -659,11 +661,11 @@ def _step_twins(twins: list[list[torch.Tensor]], opts: list[Any], steps: int,
             opts[1].step()
         for i, (r, c) in enumerate(zip(*twins)):
             assert_same(c.detach(), r.detach(), f"param {i} after step {step}")
-            assert c._version == r._version, f"param {i}'s version after step {step}"
+            assert not versions or c._version == r._version, f"param {i}'s version, step {step}"
             for key, value in opts[0].state[r].items():
                 if isinstance(value, torch.Tensor):
                     assert_same(opts[1].state[c][key], value, f"state[{i}][{key!r}]")
-                    assert opts[1].state[c][key]._version == value._version
+                    assert not versions or opts[1].state[c][key]._version == value._version
 
 
 OPTIMIZER_CASES = [
@@ -733,6 +735,41 @@ def test_fused_verification_rejects_a_loop_one_rounding_off() -> None:
     adding it (where torch's kernels fuse the two) fails it, for SGD and Adam, float32 and
     float64."""
     assert native.verification_rejects_unfused()
+
+
+@needs_native
+def test_one_call_step_leaves_a_subclass_update_and_a_dispatch_mode_their_way() -> None:
+    """A subclass's own _step_group runs (the one-call step is for shimnn's update only), and
+    under a TorchDispatchMode the step's ATen kernels reach the mode, as torch's do."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seen: list[str] = []
+
+    class Logging(TorchDispatchMode):
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (),
+                               kwargs: Any = None) -> Any:
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    class Mine(shimnn.optim.SGD):
+        def _step_group(self, group: dict[str, Any]) -> None:
+            seen.append("mine")
+            super()._step_group(group)
+
+    twins, opts = _optimizer_pair("SGD", torch.float32, [torch.randn(4, 3)], lr=0.0731,
+                                  momentum=0.9)
+    _step_twins(twins, opts, steps=1)  # the buffers exist: the next steps update them
+    opts[1] = Mine(twins[1], lr=0.0731, momentum=0.9)
+    opts[1].load_state_dict(copy.deepcopy(opts[0].state_dict()))  # (a load shares tensors)
+    _step_twins(twins, opts, steps=1, versions=False)  # (the copied buffer's count restarts)
+    assert seen == ["mine"]
+    seen.clear()
+    twins[1][0].grad = twins[0][0].grad = torch.ones(4, 3)
+    opts[0].step()
+    with Logging():
+        opts[1].step()
+    assert "aten.add_.Tensor" in seen or "aten._foreach_add_.List" in seen, seen
+    assert_same(twins[1][0].detach(), twins[0][0].detach())
 
 
 def _transposed(ps: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
@@ -916,9 +953,9 @@ def _adam_run(optim: Any, dtype: torch.dtype, options: dict[str, Any]) -> list[t
 def test_adam_step_matches_python_path_and_torch(options: dict[str, Any], dtype: torch.dtype,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[bool] = []
-    compiled_step = native.adam_step
-    monkeypatch.setattr(native, "adam_step", lambda *a: calls.append(compiled_step(*a)) or
-                        calls[-1])
+    compiled_step = native.optimizer_step  # a one-group step: adam_step in one C++ call
+    monkeypatch.setattr(native, "optimizer_step", lambda *a: calls.append(compiled_step(*a))
+                        or calls[-1])
     ref = _adam_run(torch.optim, dtype, options)
     with native_enabled(False):
         python = _adam_run(shimnn.optim, dtype, options)

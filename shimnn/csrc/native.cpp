@@ -4,6 +4,7 @@
 // Python path, which runs when this module is unavailable or disabled.
 #include <torch/extension.h>
 #include <ATen/PythonTorchFunctionTLS.h>
+#include <c10/core/impl/TorchDispatchModeTLS.h>
 #include <torch/csrc/DynamicTypes.h>
 #include <torch/csrc/jit/frontend/tracer.h>
 
@@ -129,13 +130,22 @@ bool chain_loops_match(const char* which) {
   return true;
 }
 
-// Whether chain loop `which` is verified for T (once per process).
+// The element loops may run: hardware fused multiply-add, and no Python dispatch mode (a mode,
+// such as a logging or counting TorchDispatchMode, sees the ATen kernels instead, as it would
+// under torch).
+bool loops_allowed() {
+  static const bool hardware = shimnn_fused::hardware_fma();
+  return hardware && c10::impl::TorchDispatchModeTLS::stack_len() == 0;
+}
+
+// Whether chain loop `which` is verified for T (once per process), and loops may run now.
 template <typename T>
 bool chain_loop_ok(const char* which) {
+  if (!loops_allowed()) return false;
   static std::unordered_map<std::string, bool> seen;  // the GIL guards it
   auto found = seen.find(which);
   if (found != seen.end()) return found->second;
-  bool ok = shimnn_fused::hardware_fma() && chain_loops_match<T>(which);
+  bool ok = chain_loops_match<T>(which);
   seen.emplace(which, ok);
   verifications().emplace_back(std::string(which) + (std::is_same_v<T, float> ? " float32" : " float64"),
                                0, ok);
@@ -1386,12 +1396,12 @@ py::object clip_grad_norm(const py::list& params, double max_norm, double norm_t
 // The kernels of optim.sgd.sgd's CPU path (torch's single-tensor SGD: torch._foreach_* run
 // torch's per-tensor kernels on CPU) for dense float32/float64 tensors of one dtype; undefined
 // buffers are created (first step). Kernels only: the caller bumps versions.
-void sgd_aten(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
-              std::vector<Tensor>& bufs, double lr, double momentum, double dampening,
-              double weight_decay, bool nesterov, bool maximize) {
+void sgd_aten(at::TensorList params, at::TensorList grads, c10::SmallVectorImpl<Tensor>& bufs,
+              double lr, double momentum, double dampening, double weight_decay, bool nesterov,
+              bool maximize) {
   at::AutoGradMode no_grad(false);
   at::AutoDispatchBelowADInplaceOrView below_autograd;
-  std::vector<Tensor> g = grads;
+  std::vector<Tensor> g = grads.vec();
   if (maximize) g = at::_foreach_neg(g);
   if (weight_decay != 0) g = at::_foreach_add(g, params, weight_decay);
   if (momentum != 0) {
@@ -1419,28 +1429,39 @@ void sgd_aten(const std::vector<Tensor>& params, const std::vector<Tensor>& grad
         }
       }
     }
-    g = nesterov ? at::_foreach_add(g, bufs, momentum) : bufs;
+    g = nesterov ? at::_foreach_add(g, bufs, momentum) : std::vector<Tensor>(bufs.begin(), bufs.end());
   }
   at::_foreach_add_(params, g, -lr);
 }
 
-// The fused loops (fused.h) can take these tensors: contiguous, one shape per parameter, and no
-// two of them sharing memory (each element then depends on its own index only, as in the
-// kernels' passes).
-bool fusable(const std::vector<std::vector<const Tensor*>>& per_param) {
-  if (!shimnn_fused::hardware_fma()) return false;
-  std::unordered_set<const void*> storages;
-  for (const auto& tensors : per_param) {
-    const Tensor& p = *tensors[0];
-    for (const Tensor* t : tensors) {
-      if (!t->defined()) continue;
-      if (!t->is_contiguous() || !t->sizes().equals(p.sizes()) || t->is_neg() || t->is_conj() ||
-          !storages.insert(t->storage().unsafeGetStorageImpl()).second) {
-        return false;
-      }
-    }
+// f(begin, end) over [0, n): in one call up to ATen's grain size, above it split across
+// threads as ATen splits its kernels (the loops' values do not depend on the split).
+template <typename F>
+void split(int64_t n, const F& f) {
+  if (n <= at::internal::GRAIN_SIZE) {
+    f(0, n);
+  } else {
+    at::parallel_for(0, n, at::internal::GRAIN_SIZE, f);
   }
-  return true;
+}
+
+// The fused loops (fused.h) can take these tensors (groups of `per_param`, the parameter first;
+// undefined ones skipped): contiguous, one shape per parameter, and no two of them sharing
+// memory (each element then depends on its own index only, as in the kernels' passes).
+bool fusable(c10::ArrayRef<const Tensor*> tensors, size_t per_param) {
+  if (!loops_allowed()) return false;
+  c10::SmallVector<const void*, 64> storages;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const Tensor& t = *tensors[i];
+    if (!t.defined()) continue;
+    const Tensor& p = *tensors[i - i % per_param];
+    if (!t.is_contiguous() || !t.sizes().equals(p.sizes()) || t.is_neg() || t.is_conj()) {
+      return false;
+    }
+    storages.push_back(t.storage().unsafeGetStorageImpl());
+  }
+  std::sort(storages.begin(), storages.end());
+  return std::adjacent_find(storages.begin(), storages.end()) == storages.end();
 }
 
 // Hyper-parameters the verification also uses beside the caller's: values whose products round
@@ -1464,7 +1485,8 @@ bool sgd_fused_matches(const shimnn_fused::SgdFlags& f, double lr, double moment
     for (int64_t n : verification_lengths()) {
       Tensor p = test_tensor<T>(values, n, -4, 4), g = test_tensor<T>(values, n, -6, 2);
       Tensor b = f.momentum == 2 ? test_tensor<T>(values, n, -6, 2) : Tensor();
-      std::vector<Tensor> ref_p{p.clone()}, ref_b{b.defined() ? b.clone() : Tensor()};
+      std::vector<Tensor> ref_p{p.clone()};
+      c10::SmallVector<Tensor, 1> ref_b{b.defined() ? b.clone() : Tensor()};
       sgd_aten(ref_p, {g}, ref_b, lr_, mom, damp, wd, f.nesterov, f.maximize);
       Tensor out_b = f.momentum == 2 ? b.clone() : (f.momentum == 1 ? at::empty_like(p) : Tensor());
       Tensor out_p = p.clone();
@@ -1482,11 +1504,11 @@ bool sgd_fused_matches(const shimnn_fused::SgdFlags& f, double lr, double moment
 // the parameter updated in one pass); false, having changed nothing, where the verification of
 // a configuration failed.
 template <typename T>
-bool sgd_fused(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
-               std::vector<Tensor>& bufs, double lr, double momentum, double dampening,
-               double weight_decay, bool nesterov, bool maximize) {
+bool sgd_fused(at::TensorList params, at::TensorList grads, c10::SmallVectorImpl<Tensor>& bufs,
+               double lr, double momentum, double dampening, double weight_decay, bool nesterov,
+               bool maximize) {
   static std::unordered_map<int64_t, bool> seen;  // the GIL guards it
-  std::vector<shimnn_fused::SgdLoop<T>> loops(params.size());
+  c10::SmallVector<shimnn_fused::SgdLoop<T>, 16> loops(params.size());
   for (size_t i = 0; i < params.size(); ++i) {
     shimnn_fused::SgdFlags f{maximize, weight_decay != 0, nesterov && momentum != 0,
                              momentum == 0 ? 0 : (bufs[i].defined() ? 2 : 1)};
@@ -1504,8 +1526,7 @@ bool sgd_fused(const std::vector<Tensor>& params, const std::vector<Tensor>& gra
     T* p = params[i].data_ptr<T>();
     const T* g = grads[i].data_ptr<T>();
     auto loop = loops[i];
-    // ATen's grain: a large parameter is split across threads as its kernels would be.
-    at::parallel_for(0, params[i].numel(), at::internal::GRAIN_SIZE, [&](int64_t a, int64_t b) {
+    split(params[i].numel(), [&](int64_t a, int64_t b) {
       loop(p + a, g + a, buf ? buf + a : nullptr, b - a, s);
     });
   }
@@ -1520,8 +1541,8 @@ bool sgd_fused(const std::vector<Tensor>& params, const std::vector<Tensor>& gra
 bool sgd_step(const py::list& group_params, const py::object& state, double lr, double momentum,
               double dampening, double weight_decay, bool nesterov, bool maximize) {
   static const py::str buffer_key("momentum_buffer");
-  std::vector<Tensor> params, grads;
-  std::vector<PyObject*> owners;
+  c10::SmallVector<Tensor, 16> params, grads;
+  c10::SmallVector<PyObject*, 16> owners;
   for (py::handle obj : group_params) {
     if (!THPVariable_Check(obj.ptr())) return false;
     const Tensor& p = THPVariable_Unpack(obj.ptr());
@@ -1537,8 +1558,8 @@ bool sgd_step(const py::list& group_params, const py::object& state, double lr, 
   for (const auto& p : params) {
     if (p.scalar_type() != dtype) return false;
   }
-  std::vector<py::object> states;
-  std::vector<Tensor> bufs(params.size());
+  c10::SmallVector<py::object, 16> states;
+  c10::SmallVector<Tensor, 16> bufs(params.size());
   if (momentum != 0) {
     for (size_t i = 0; i < owners.size(); ++i) {
       PyObject* owner = owners[i];
@@ -1555,17 +1576,19 @@ bool sgd_step(const py::list& group_params, const py::object& state, double lr, 
       states.push_back(std::move(s));
     }
   }
-  std::vector<bool> updated(bufs.size());  // a buffer updated in place (mul_, add_)
+  c10::SmallVector<bool, 16> updated(bufs.size());  // a buffer updated in place (mul_, add_)
   for (size_t i = 0; i < bufs.size(); ++i) updated[i] = bufs[i].defined();
   bool fused = false;
   {
-    std::vector<std::vector<const Tensor*>> per_param;
-    for (size_t i = 0; i < params.size(); ++i) per_param.push_back({&params[i], &grads[i], &bufs[i]});
+    c10::SmallVector<const Tensor*, 48> per_param;  // (param, grad, buffer) for each
+    for (size_t i = 0; i < params.size(); ++i) {
+      per_param.append({&params[i], &grads[i], &bufs[i]});
+    }
     // a buffer of another dtype: the kernels' type promotion, not the loops'
     bool buffers_typed = std::all_of(bufs.begin(), bufs.end(), [&](const Tensor& b) {
       return !b.defined() || (b.scalar_type() == dtype && b.is_cpu() && !b.is_inference());
     });
-    if (buffers_typed && fusable(per_param)) {
+    if (buffers_typed && fusable(per_param, 3)) {
       fused = dtype == at::kFloat
                   ? sgd_fused<float>(params, grads, bufs, lr, momentum, dampening, weight_decay,
                                      nesterov, maximize)
@@ -1646,19 +1669,14 @@ void adam_fused_update(shimnn_fused::AdamLoop<T> moments, const Tensor& param, c
   const T* g = grad.data_ptr<T>();
   T* m = exp_avg.data_ptr<T>();
   T* v = exp_avg_sq.data_ptr<T>();
-  // ATen's grain: a large parameter is split across threads as its kernels would be.
-  at::parallel_for(0, n, at::internal::GRAIN_SIZE, [&](int64_t a, int64_t b) {
-    moments(p + a, g + a, m + a, v + a, b - a, s);
-  });
+  split(n, [&](int64_t a, int64_t b) { moments(p + a, g + a, m + a, v + a, b - a, s); });
   Tensor root;
   {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     root = at::sqrt(exp_avg_sq);
   }
   const T* r = root.data_ptr<T>();
-  at::parallel_for(0, n, at::internal::GRAIN_SIZE, [&](int64_t a, int64_t b) {
-    shimnn_fused::adam_param_loop<T>(p + a, m + a, r + a, b - a, s);
-  });
+  split(n, [&](int64_t a, int64_t b) { shimnn_fused::adam_param_loop<T>(p + a, m + a, r + a, b - a, s); });
 }
 
 template <typename T>
@@ -1748,14 +1766,14 @@ bool adam_step(const py::list& group_params, const py::object& state, double lr,
   // The fused loops: amsgrad off, state of the parameter's dtype, the fused.h layout.
   bool fused = !amsgrad;
   if (fused) {
-    std::vector<std::vector<const Tensor*>> per_param;
+    c10::SmallVector<const Tensor*, 64> per_param;  // (param, grad, exp_avg, exp_avg_sq)
     for (const auto& e : entries) {
       auto dtype = e.param.scalar_type();
       fused = fused && e.exp_avg.scalar_type() == dtype && e.exp_avg_sq.scalar_type() == dtype &&
               e.exp_avg.is_cpu() && e.exp_avg_sq.is_cpu();
-      per_param.push_back({&e.param, &e.grad, &e.exp_avg, &e.exp_avg_sq});
+      per_param.append({&e.param, &e.grad, &e.exp_avg, &e.exp_avg_sq});
     }
-    fused = fused && fusable(per_param);
+    fused = fused && fusable(per_param, 4);
   }
   shimnn_fused::AdamLoop<float> loop_f = nullptr;
   shimnn_fused::AdamLoop<double> loop_d = nullptr;
@@ -1815,6 +1833,95 @@ bool adam_step(const py::list& group_params, const py::object& state, double lr,
   return true;
 }
 
+// A group's entry as the compiled steps take it: a Python float or int (not a bool, not a
+// tensor: optimizer._numbers), or a truth value (Python's, as `if group[key]:` reads it).
+bool number_value(PyObject* value, double& out) {
+  if (value == nullptr) return false;
+  if (PyFloat_CheckExact(value)) {
+    out = PyFloat_AS_DOUBLE(value);
+    return true;
+  }
+  if (!PyLong_CheckExact(value)) return false;
+  out = PyLong_AsDouble(value);
+  if (out == -1.0 && PyErr_Occurred()) {
+    PyErr_Clear();
+    return false;
+  }
+  return true;
+}
+
+bool number_entry(PyObject* group, PyObject* key, double& out) {
+  return number_value(PyDict_GetItem(group, key), out);  // borrowed
+}
+
+bool flag_entry(PyObject* group, PyObject* key, bool& out) {
+  PyObject* value = PyDict_GetItem(group, key);  // borrowed
+  if (value == nullptr) return false;
+  out = is_true(value);
+  return true;
+}
+
+// optim.optimizer.ShimOptimizer.step() for an optimizer with one parameter group, no closure,
+// hook or profiler (the caller checks those), `kind` 0 SGD, 1 Adam/AdamW: the group's
+// hyper-parameters read here and its compiled step run (SGD._step_group / Adam._step_group
+// with their checks). Returns False, having changed nothing, outside that case (the Python
+// step then runs, and raises what it raises).
+bool optimizer_step(int64_t kind, const py::handle& param_groups, const py::object& state) {
+  static PyObject* keys[] = {
+      PyUnicode_InternFromString("params"), PyUnicode_InternFromString("lr"),
+      PyUnicode_InternFromString("weight_decay"), PyUnicode_InternFromString("maximize"),
+      PyUnicode_InternFromString("foreach"), PyUnicode_InternFromString("differentiable"),
+      PyUnicode_InternFromString("fused"), PyUnicode_InternFromString("capturable"),
+      PyUnicode_InternFromString("momentum"), PyUnicode_InternFromString("dampening"),
+      PyUnicode_InternFromString("nesterov"), PyUnicode_InternFromString("eps"),
+      PyUnicode_InternFromString("betas"), PyUnicode_InternFromString("amsgrad"),
+      PyUnicode_InternFromString("decoupled_weight_decay")};
+  auto [params_key, lr_key, wd_key, maximize_key, foreach_key, differentiable_key, fused_key,
+        capturable_key, momentum_key, dampening_key, nesterov_key, eps_key, betas_key,
+        amsgrad_key, decoupled_key] = keys;
+  if (!PyList_CheckExact(param_groups.ptr()) || PyList_GET_SIZE(param_groups.ptr()) != 1) {
+    return false;
+  }
+  PyObject* group = PyList_GET_ITEM(param_groups.ptr(), 0);
+  if (!PyDict_CheckExact(group)) return false;
+  // a group the Python step refuses (differentiable, fused, capturable) or runs another way
+  for (PyObject* key : {foreach_key, differentiable_key, fused_key, capturable_key}) {
+    if (dict_entry_truthy(group, key)) return false;
+  }
+  PyObject* params = PyDict_GetItem(group, params_key);
+  if (params == nullptr || !PyList_CheckExact(params)) return false;
+  py::list param_list = py::reinterpret_borrow<py::list>(params);
+  double lr, wd;
+  bool maximize;
+  if (!number_entry(group, lr_key, lr) || !number_entry(group, wd_key, wd) ||
+      !flag_entry(group, maximize_key, maximize)) {
+    return false;
+  }
+  if (kind == 0) {
+    double momentum, dampening;
+    bool nesterov;
+    if (!number_entry(group, momentum_key, momentum) ||
+        !number_entry(group, dampening_key, dampening) ||
+        !flag_entry(group, nesterov_key, nesterov)) {
+      return false;
+    }
+    return sgd_step(param_list, state, lr, momentum, dampening, wd, nesterov, maximize);
+  }
+  double eps, beta1, beta2;
+  bool amsgrad, decoupled;
+  PyObject* betas = PyDict_GetItem(group, betas_key);
+  if (betas == nullptr || !(PyTuple_CheckExact(betas) || PyList_CheckExact(betas)) ||
+      PySequence_Fast_GET_SIZE(betas) != 2 || !number_entry(group, eps_key, eps) ||
+      !flag_entry(group, amsgrad_key, amsgrad) || !flag_entry(group, decoupled_key, decoupled)) {
+    return false;
+  }
+  if (!number_value(PySequence_Fast_GET_ITEM(betas, 0), beta1) ||
+      !number_value(PySequence_Fast_GET_ITEM(betas, 1), beta2)) {
+    return false;
+  }
+  return adam_step(param_list, state, lr, beta1, beta2, eps, wd, amsgrad, maximize, decoupled);
+}
+
 // For the tests: loops one rounding away from the kernels (the update's product rounded
 // before the add, where the kernels fuse it): the verification must reject each of them.
 template <typename T>
@@ -1870,6 +1977,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("sgd_step", &sgd_step);
   m.def("adam_step", &adam_step);
   m.def("clear_grads", &clear_grads);
+  m.def("optimizer_step", &optimizer_step);
   m.def("clip_grad_norm", &clip_grad_norm);
   m.def("fused_checks", &fused_checks);
   m.def("fused_hardware", &shimnn_fused::hardware_fma);

@@ -147,6 +147,8 @@ class Adam(ShimOptimizer):
             group.setdefault("fused", None)
         _upgrade_steps(self)
 
+    _native_kind = 1
+
     def _step_group(self, group: dict[str, Any]) -> None:
         native = _native.get()
         if native is not None and not group["foreach"]:

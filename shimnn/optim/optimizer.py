@@ -132,12 +132,30 @@ class ShimOptimizer(Optimizer):
             raise NotImplementedError(
                 f"{name}: capturable=True (CUDA graph capture) is not supported")
 
+    _native_kind: int | None = None
+    """The compiled single-group step of this class (``optimizer_step`` in
+    ``shimnn/csrc/native.cpp``: 0 SGD, 1 Adam/AdamW), or None."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_step_group" in cls.__dict__ and "_native_kind" not in cls.__dict__:
+            cls._native_kind = None  # a subclass with its own update: its _step_group runs
+
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """Perform one optimization step.
 
         Args:
             closure: re-evaluates the model and returns the loss (run with grad enabled).
         """
+        kind = self._native_kind
+        if (kind is not None and closure is None and not _profiler._is_profiler_enabled
+                and not (_global_optimizer_pre_hooks or self._optimizer_step_pre_hooks
+                         or self._optimizer_step_post_hooks or _global_optimizer_post_hooks)):
+            native = _native.get()
+            # One group, no hook, closure or profiler: the whole step in one C++ call (False:
+            # not that case, nothing done; the step below runs).
+            if native is not None and native.optimizer_step(kind, self.param_groups, self.state):
+                return None
         if _profiler._is_profiler_enabled:
             # torch's profile_hook_step: the whole step (hooks included) in this scope
             with record_function(f"Optimizer.step#{type(self).__name__}.step"):

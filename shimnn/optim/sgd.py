@@ -91,6 +91,8 @@ class SGD(ShimOptimizer):
             group.setdefault("differentiable", False)
             group.setdefault("fused", False)
 
+    _native_kind = 0
+
     def _step_group(self, group: dict[str, Any]) -> None:
         native = _native.get()
         if native is not None and not group["foreach"]:
