@@ -4,9 +4,9 @@ Counts the ATen operations one training step of the seed network dispatches (tor
 and times, interleaved, torch, shimnn and two *bare* steps written straight in one function
 with no framework (no modules, graph or optimizer objects): in Python with the ATen kernels of
 shimnn's Python paths, and in C++ (compiled here on first use, like shimnn's fast paths) with
-the kernels and element loops (``shimnn/csrc/fused.h``) shimnn's compiled paths call. The C++
-bare step is the floor for what shimnn computes: what remains above it is framework overhead. Then the
-same per call of the step (``model(x)``, the loss, ``zero_grad``, ``backward``, ``step``):
+the kernels and element loops (``shimnn/csrc/fused.h``) shimnn's compiled paths call. The
+C++ bare step is the floor for what shimnn computes: what remains above it is framework
+overhead. Then the same per call of the step (``model(x)``, the loss, ``zero_grad``, ``backward``, ``step``):
 shimnn's time for each call inside real steps against the C++ step's time for that call's
 kernels.
 """
@@ -95,7 +95,8 @@ double now(bool cpu) {
 
 // One SGD-momentum step of an MLP (ReLU hidden layers, Tanh output, MSE loss, float32): the
 // kernels shimnn calls (bare_step's ATen kernels, with shimnn's element loops where shimnn
-// uses them: ReLU in place, the MSE, Tanh and ReLU backward, the optimizer update) in C++. `phases` (if not empty) gets the seconds of each part added: forward,
+// uses them: ReLU in place, the MSE, Tanh and ReLU backward, the optimizer update) in C++.
+// `phases` (if not empty) gets the seconds of each part added: forward,
 // loss, backward (the seed, the loss's and the layers' backward), optimizer step.
 void step(const Tensor& x, const Tensor& y, std::vector<Tensor> params, std::vector<Tensor> bufs,
           const Tensor& momentum, double lr, bool cpu, std::vector<double>& phases) {
