@@ -6,9 +6,9 @@ with no framework (no modules, graph or optimizer objects): in Python with the A
 shimnn's Python paths, and in C++ (compiled here on first use, like shimnn's fast paths) with
 the kernels and element loops (``shimnn/csrc/fused.h``) shimnn's compiled paths call. The
 C++ bare step is the floor for what shimnn computes: what remains above it is framework
-overhead. Then the same per call of the step (``model(x)``, the loss, ``zero_grad``, ``backward``, ``step``):
-shimnn's time for each call inside real steps against the C++ step's time for that call's
-kernels.
+overhead. Then the same per call of the step (``model(x)``, the loss, ``zero_grad``,
+``backward``, ``step``): shimnn's time for each call inside real steps against the C++ step's
+time for that call's kernels.
 """
 
 from __future__ import annotations
