@@ -131,6 +131,32 @@ def test_chain_matches_python_path_and_torch(chain: str, dtype: torch.dtype, lay
 
 
 @needs_native
+@pytest.mark.parametrize("rows,features,width", [(1, 1, 1), (1, 7, 3), (50, 2, 25),
+                                                 (1000, 25, 25), (64, 256, 256), (5, 784, 1024),
+                                                 (257, 33, 1), (3, 1, 300)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", ["contiguous", "column-major"])
+def test_chain_linear_bias_rows_are_torchs(rows: int, features: int, width: int,
+                                           dtype: torch.dtype, layout: str) -> None:
+    """The chain's Linear (its output's rows filled with the bias, the product added by the
+    same gemm) gives torch's output and gradients over the shapes MKL treats differently."""
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(rows, features, generator=g, dtype=dtype)
+    x = base.t().contiguous().t() if layout == "column-major" else base
+    upstream = torch.randn(rows, width, generator=g, dtype=dtype)
+    results = []
+    for nn in (torch.nn, shimnn):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(features, width, dtype=dtype), nn.ReLU())
+        with autograd_forbidden() if nn is shimnn else contextlib.nullcontext():
+            out = model(x)
+            out.backward(upstream)
+        results.append([out.detach(), model[0].weight.grad, model[0].bias.grad])
+    for i, (c, r) in enumerate(zip(*results)):
+        assert_same(c, r, f"tensor {i}")
+
+
+@needs_native
 @pytest.mark.parametrize("chain", list(CHAINS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_chain_under_no_grad_matches_python_path_and_torch(chain: str, dtype: torch.dtype,

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <queue>
 #include <string>
@@ -203,6 +204,30 @@ Tensor activation_backward(int64_t kind, const Tensor& g, const Tensor& y, bool 
     if (done) return out;
   }
   return kind == TANH ? at::tanh_backward(g, y) : at::threshold_backward(g, y, 0);
+}
+
+// at::linear(rows, weight, bias) for a matrix input: with a bias, at::addmm(bias, rows,
+// weight.t()), which copies the expanded bias into its fresh output (TensorIterator's copy)
+// and adds the product into it (gemm, beta 1). Where the bias is a contiguous float32/float64
+// vector, the rows of the output are filled with it here (memcpy: the same bits) and the same
+// gemm adds into them (addmm_, beta 1); otherwise at::linear itself.
+Tensor linear_forward(const Tensor& rows, const Tensor& weight, const Tensor& bias) {
+  if (!bias.defined()) return at::linear(rows, weight, c10::nullopt);
+  auto dtype = rows.scalar_type();
+  if (rows.dim() != 2 || weight.dim() != 2 || bias.dim() != 1 || !bias.is_contiguous() ||
+      !bias.is_cpu() || bias.is_neg() || bias.is_conj() || weight.scalar_type() != dtype ||
+      bias.scalar_type() != dtype || (dtype != at::kFloat && dtype != at::kDouble) ||
+      weight.size(0) != bias.size(0) || weight.size(1) != rows.size(1) ||
+      c10::impl::TorchDispatchModeTLS::stack_len() != 0) {
+    return at::linear(rows, weight, bias);
+  }
+  int64_t n = rows.size(0), width = bias.size(0);
+  Tensor out = at::empty({n, width}, rows.options());
+  auto bytes = static_cast<size_t>(width) * bias.element_size();
+  const char* from = static_cast<const char*>(bias.const_data_ptr());
+  char* to = static_cast<char*>(out.data_ptr());
+  for (int64_t i = 0; i < n; ++i) std::memcpy(to + i * bytes, from, bytes);
+  return out.addmm_(rows, weight.t());
 }
 
 // One recorded layer of a fused chain (the records of _chain._run_mlp).
@@ -420,7 +445,7 @@ py::object chain_forward(const py::tuple& layers, const std::vector<int64_t>& ki
       bool need_weight = grad_mode && weight.requires_grad();
       bool need_bias = grad_mode && has_bias && bias.requires_grad();
       Tensor rows = h;
-      h = at::linear(rows, weight, has_bias ? c10::optional<Tensor>(bias) : c10::nullopt);
+      h = linear_forward(rows, weight, bias);
       name = has_bias ? "AddmmBackward0" : "MmBackward0";
       if (upstream || need_weight || need_bias) {
         Record r;
