@@ -79,6 +79,7 @@ _BARE_CPP = r"""
 #include <torch/extension.h>
 #include "fused.h"  // shimnn's element loops (shimnn/csrc)
 #include <chrono>
+#include <cstring>
 #include <ctime>
 #include <vector>
 using at::Tensor;
@@ -95,7 +96,8 @@ double now(bool cpu) {
 
 // One SGD-momentum step of an MLP (ReLU hidden layers, Tanh output, MSE loss, float32): the
 // kernels shimnn calls (bare_step's ATen kernels, with shimnn's element loops where shimnn
-// uses them: ReLU in place, the MSE, Tanh and ReLU backward, the optimizer update) in C++.
+// uses them: ReLU in place, the MSE, Tanh and ReLU backward, the optimizer update; and its
+// Linear's bias rows) in C++.
 // `phases` (if not empty) gets the seconds of each part added: forward,
 // loss, backward (the seed, the loss's and the layers' backward), optimizer step.
 void step(const Tensor& x, const Tensor& y, std::vector<Tensor> params, std::vector<Tensor> bufs,
@@ -108,7 +110,16 @@ void step(const Tensor& x, const Tensor& y, std::vector<Tensor> params, std::vec
   Tensor h = x;
   for (size_t i = 0; i < layers; ++i) {
     acts.push_back(h);
-    h = at::linear(h, params[2 * i], params[2 * i + 1]);
+    // shimnn's Linear: the output's rows filled with the bias, the product added by gemm
+    const Tensor& w = params[2 * i];
+    const Tensor& b = params[2 * i + 1];
+    Tensor out = at::empty({h.size(0), w.size(0)}, h.options());
+    float* rows = out.data_ptr<float>();
+    const float* bias = b.data_ptr<float>();
+    for (int64_t r = 0; r < h.size(0); ++r) {
+      std::memcpy(rows + r * w.size(0), bias, w.size(0) * sizeof(float));
+    }
+    h = out.addmm_(h, w.t());
     if (i == layers - 1) {
       h = at::tanh(h);
     } else {
