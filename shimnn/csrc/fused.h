@@ -46,8 +46,12 @@ inline bool hardware_fma() { return false; }  // std::fma would be a slow librar
 // fma and sqrt as instructions inside the loops (std::fma, compiled without the loops' target,
 // would not be inlined into them); IEEE's single rounding either way.
 #if defined(__GNUC__)
-SHIMNN_FUSED_TARGET inline float fma(float a, float b, float c) { return __builtin_fmaf(a, b, c); }
-SHIMNN_FUSED_TARGET inline double fma(double a, double b, double c) { return __builtin_fma(a, b, c); }
+SHIMNN_FUSED_TARGET inline float fma(float a, float b, float c) {
+  return __builtin_fmaf(a, b, c);
+}
+SHIMNN_FUSED_TARGET inline double fma(double a, double b, double c) {
+  return __builtin_fma(a, b, c);
+}
 SHIMNN_FUSED_TARGET inline float sqrt(float a) { return __builtin_sqrtf(a); }
 SHIMNN_FUSED_TARGET inline double sqrt(double a) { return __builtin_sqrt(a); }
 #else
@@ -90,7 +94,9 @@ SHIMNN_FUSED_TARGET void sgd_loop(T* __restrict p, const T* __restrict grad, T* 
 struct SgdFlags {
   bool maximize, decay, nesterov;
   int momentum;  // as sgd_loop's MOMENTUM
-  int key() const { return (maximize ? 1 : 0) | (decay ? 2 : 0) | (nesterov ? 4 : 0) | momentum << 3; }
+  int key() const {
+    return (maximize ? 1 : 0) | (decay ? 2 : 0) | (nesterov ? 4 : 0) | momentum << 3;
+  }
 };
 
 template <typename T>
@@ -172,7 +178,8 @@ using AdamLoop = void (*)(T*, const T*, T*, T*, int64_t, AdamScalars<T>);  // th
 template <typename T>
 AdamLoop<T> adam_loop_for(const AdamFlags& f) {
 #define SHIMNN_ADAM_CASE(MAX, DEC, SMALL) \
-  if (f.maximize == MAX && f.decay == DEC && f.small_weight == SMALL) return &adam_moments_loop<T, MAX, DEC, SMALL>;
+  if (f.maximize == MAX && f.decay == DEC && f.small_weight == SMALL)  \
+    return &adam_moments_loop<T, MAX, DEC, SMALL>;
 #define SHIMNN_ADAM_DEC(MAX, DEC) SHIMNN_ADAM_CASE(MAX, DEC, true) SHIMNN_ADAM_CASE(MAX, DEC, false)
   SHIMNN_ADAM_DEC(false, 0)
   SHIMNN_ADAM_DEC(false, 1)
@@ -204,7 +211,9 @@ SHIMNN_FUSED_TARGET void threshold_backward_loop(T* out, const T* g, const T* y,
 
 template <typename T, bool FUSED>
 SHIMNN_FUSED_TARGET void tanh_backward_loop(T* out, const T* g, const T* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) out[i] = g[i] * (FUSED ? fma(-y[i], y[i], T(1)) : T(1) - y[i] * y[i]);
+  for (int64_t i = 0; i < n; ++i) {
+    out[i] = g[i] * (FUSED ? fma(-y[i], y[i], T(1)) : T(1) - y[i] * y[i]);
+  }
 }
 
 template <typename T>

@@ -68,14 +68,14 @@ bool same_tensors(const Tensor& a, const Tensor& b) {
   return shimnn_fused::same_values(a.data_ptr<double>(), b.data_ptr<double>(), a.numel());
 }
 
-// Whether the fused loop of `key` gave the ATen sequence's values on every test; computed once
-// per key (`check` runs the comparison) and remembered for the process.
 // Every verification made, for fused_checks(): (loop family and dtype, configuration key, ok).
 std::vector<std::tuple<std::string, int64_t, bool>>& verifications() {
   static auto* all = new std::vector<std::tuple<std::string, int64_t, bool>>();
   return *all;
 }
 
+// Whether the fused loop of `key` gave the ATen sequence's values on every test; computed once
+// per key (`check` runs the comparison) and remembered for the process.
 bool verified(std::unordered_map<int64_t, bool>& seen, const char* family, int64_t key,
               const std::function<bool()>& check) {
   auto found = seen.find(key);
@@ -94,26 +94,32 @@ py::list fused_checks() {
   return out;
 }
 
-// The chain's element kernels (fused.h) where verified for the dtype, else ATen's.
+// The chain's element loops (fused.h), each used where verified for the dtype, else ATen's
+// kernel: torch.relu, threshold_backward, tanh_backward (its product fused into the difference,
+// or not), mse_loss_backward.
+enum ChainLoop { RELU_LOOP, THRESHOLD_BACKWARD_LOOP, TANH_BACKWARD_FUSED_LOOP, TANH_BACKWARD_LOOP,
+                 MSE_BACKWARD_LOOP, CHAIN_LOOPS };
+constexpr const char* kChainLoopNames[CHAIN_LOOPS] = {
+    "relu", "threshold_backward", "tanh_backward fused", "tanh_backward", "mse_loss_backward"};
+
 template <typename T>
-bool chain_loops_match(const char* which) {
+bool chain_loop_matches(ChainLoop kind) {
   shimnn_fused::TestValues values(7);
-  std::string kind(which);
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   for (int64_t n : verification_lengths()) {
     Tensor a = test_tensor<T>(values, n, -6, 3), b = test_tensor<T>(values, n, -6, 3);
     Tensor ref, out = at::empty_like(a);
-    if (kind == "relu") {
+    if (kind == RELU_LOOP) {
       ref = at::relu(a);
       shimnn_fused::relu_loop<T>(out.data_ptr<T>(), a.data_ptr<T>(), n);
-    } else if (kind == "threshold_backward") {
+    } else if (kind == THRESHOLD_BACKWARD_LOOP) {
       ref = at::threshold_backward(a, b, 0);
       shimnn_fused::threshold_backward_loop<T>(out.data_ptr<T>(), a.data_ptr<T>(),
                                                b.data_ptr<T>(), n);
-    } else if (kind == "tanh_backward fused" || kind == "tanh_backward") {
+    } else if (kind == TANH_BACKWARD_FUSED_LOOP || kind == TANH_BACKWARD_LOOP) {
       Tensor y = at::tanh(b);
       ref = at::tanh_backward(a, y);
-      (kind == "tanh_backward fused" ? shimnn_fused::tanh_backward_loop<T, true>
+      (kind == TANH_BACKWARD_FUSED_LOOP ? shimnn_fused::tanh_backward_loop<T, true>
                                      : shimnn_fused::tanh_backward_loop<T, false>)(
           out.data_ptr<T>(), a.data_ptr<T>(), y.data_ptr<T>(), n);
     } else {  // mse_loss_backward, mean and sum
@@ -139,18 +145,19 @@ bool loops_allowed() {
   return hardware && c10::impl::TorchDispatchModeTLS::stack_len() == 0;
 }
 
-// Whether chain loop `which` is verified for T (once per process), and loops may run now.
+// Whether chain loop `kind` is verified for T (once per process), and loops may run now.
 template <typename T>
-bool chain_loop_ok(const char* which) {
+bool chain_loop_ok(ChainLoop kind) {
   if (!loops_allowed()) return false;
-  static std::unordered_map<std::string, bool> seen;  // the GIL guards it
-  auto found = seen.find(which);
-  if (found != seen.end()) return found->second;
-  bool ok = chain_loops_match<T>(which);
-  seen.emplace(which, ok);
-  verifications().emplace_back(std::string(which) + (std::is_same_v<T, float> ? " float32" : " float64"),
-                               0, ok);
-  return ok;
+  static int8_t state[CHAIN_LOOPS] = {};  // 0 not verified yet, 1 verified, -1 failed (GIL)
+  if (state[kind] == 0) {
+    bool ok = chain_loop_matches<T>(kind);
+    state[kind] = ok ? 1 : -1;
+    verifications().emplace_back(
+        std::string(kChainLoopNames[kind]) + (std::is_same_v<T, float> ? " float32" : " float64"),
+        0, ok);
+  }
+  return state[kind] == 1;
 }
 
 // t's elements are T's and contiguous, like those of `like` (same shape).
@@ -171,7 +178,7 @@ bool relu_in_place(const Tensor& h) {
   if (!loopable(h, h)) return false;
   return with_dtype(h, [&](auto zero) {
     using T = decltype(zero);
-    if (!chain_loop_ok<T>("relu")) return false;
+    if (!chain_loop_ok<T>(RELU_LOOP)) return false;
     T* x = h.data_ptr<T>();
     shimnn_fused::relu_loop<T>(x, x, h.numel());
     return true;
@@ -187,14 +194,14 @@ Tensor activation_backward(int64_t kind, const Tensor& g, const Tensor& y, bool 
       using T = decltype(zero);
       auto loop = &shimnn_fused::threshold_backward_loop<T>;
       if (kind == TANH) {
-        if (chain_loop_ok<T>("tanh_backward fused")) {
+        if (chain_loop_ok<T>(TANH_BACKWARD_FUSED_LOOP)) {
           loop = &shimnn_fused::tanh_backward_loop<T, true>;
-        } else if (chain_loop_ok<T>("tanh_backward")) {
+        } else if (chain_loop_ok<T>(TANH_BACKWARD_LOOP)) {
           loop = &shimnn_fused::tanh_backward_loop<T, false>;
         } else {
           return false;
         }
-      } else if (!chain_loop_ok<T>("threshold_backward")) {
+      } else if (!chain_loop_ok<T>(THRESHOLD_BACKWARD_LOOP)) {
         return false;
       }
       out = owned ? g : at::empty_like(g);
@@ -306,7 +313,7 @@ Tensor mse_backward(const Tensor& grad, const Tensor& input, const Tensor& targe
     Tensor out;
     bool done = with_dtype(input, [&](auto zero) {
       using T = decltype(zero);
-      if (!chain_loop_ok<T>("mse_loss_backward")) return false;
+      if (!chain_loop_ok<T>(MSE_BACKWARD_LOOP)) return false;
       double norm = reduction == at::Reduction::Mean ? 2. / double(input.numel()) : 2.;
       out = at::empty_like(input);
       shimnn_fused::mse_backward_loop<T>(out.data_ptr<T>(), input.data_ptr<T>(),
@@ -1430,7 +1437,8 @@ void sgd_aten(at::TensorList params, at::TensorList grads, c10::SmallVectorImpl<
   if (maximize) g = at::_foreach_neg(g);
   if (weight_decay != 0) g = at::_foreach_add(g, params, weight_decay);
   if (momentum != 0) {
-    bool all_bufs = std::all_of(bufs.begin(), bufs.end(), [](const Tensor& b) { return b.defined(); });
+    bool all_bufs =
+        std::all_of(bufs.begin(), bufs.end(), [](const Tensor& b) { return b.defined(); });
     if (all_bufs) {
       // optimizer._foreach_mul_: the momentum as a 0-d tensor of the buffers' dtype (the
       // last one made is kept, as optimizer._SCALARS keeps it; the GIL guards it).
@@ -1454,7 +1462,8 @@ void sgd_aten(at::TensorList params, at::TensorList grads, c10::SmallVectorImpl<
         }
       }
     }
-    g = nesterov ? at::_foreach_add(g, bufs, momentum) : std::vector<Tensor>(bufs.begin(), bufs.end());
+    g = nesterov ? at::_foreach_add(g, bufs, momentum)
+                 : std::vector<Tensor>(bufs.begin(), bufs.end());
   }
   at::_foreach_add_(params, g, -lr);
 }
@@ -1537,7 +1546,8 @@ bool sgd_fused(at::TensorList params, at::TensorList grads, c10::SmallVectorImpl
   for (size_t i = 0; i < params.size(); ++i) {
     shimnn_fused::SgdFlags f{maximize, weight_decay != 0, nesterov && momentum != 0,
                              momentum == 0 ? 0 : (bufs[i].defined() ? 2 : 1)};
-    bool ok = verified(seen, std::is_same_v<T, float> ? "sgd float32" : "sgd float64", f.key(), [&] {
+    const char* family = std::is_same_v<T, float> ? "sgd float32" : "sgd float64";
+    bool ok = verified(seen, family, f.key(), [&] {
       return sgd_fused_matches<T>(f, lr, momentum, dampening, weight_decay,
                                   shimnn_fused::sgd_loop_for<T>(f));
     });
@@ -1621,7 +1631,9 @@ bool sgd_step(const py::list& group_params, const py::object& state, double lr, 
                                       nesterov, maximize);
     }
   }
-  if (!fused) sgd_aten(params, grads, bufs, lr, momentum, dampening, weight_decay, nesterov, maximize);
+  if (!fused) {
+    sgd_aten(params, grads, bufs, lr, momentum, dampening, weight_decay, nesterov, maximize);
+  }
   for (size_t i = 0; i < params.size(); ++i) {
     if (updated[i]) {
       bumped(bufs[i]);
@@ -1701,7 +1713,9 @@ void adam_fused_update(shimnn_fused::AdamLoop<T> moments, const Tensor& param, c
     root = at::sqrt(exp_avg_sq);
   }
   const T* r = root.data_ptr<T>();
-  split(n, [&](int64_t a, int64_t b) { shimnn_fused::adam_param_loop<T>(p + a, m + a, r + a, b - a, s); });
+  split(n, [&](int64_t a, int64_t b) {
+    shimnn_fused::adam_param_loop<T>(p + a, m + a, r + a, b - a, s);
+  });
 }
 
 template <typename T>
