@@ -46,9 +46,8 @@ _SOURCE = Path(__file__).with_name("csrc") / "native.cpp"
 # -DNDEBUG: a release build, as torch's (no debug-only checks in the inlined c10 and pybind11
 # code: pybind11 otherwise asks for the GIL's state at every reference count change);
 # -ffp-contract=off: a fused multiply-add only where the source writes one (csrc/fused.h:
-# torch's roundings, and the double arithmetic Python does unfused); -fno-math-errno lets the
-# fused loops' sqrt vectorize (errno only; no value changes).
-_FLAGS = ["-O2", "-DNDEBUG", "-ffp-contract=off", "-fno-math-errno"]
+# torch's roundings, and the double arithmetic Python does unfused).
+_FLAGS = ["-O2", "-DNDEBUG", "-ffp-contract=off"]
 _NAME = "shimnn_native"
 _POLL_SECONDS = 1.0  # how often a process waiting for a background build looks for it
 RETRY = "`shimnn native` retries the build and shows the compiler's error"

@@ -1,17 +1,19 @@
-// Fused element loops for the optimizers' updates: one pass over a parameter's elements that
-// computes, element by element, exactly what torch's sequence of in-place ATen kernels computes
-// (mul_, add_ with alpha, lerp_, addcmul_, sqrt, div, addcdiv_), with the same roundings in the
-// same order, without dispatching one kernel per tensor and operation.
+// Fused element loops: one pass over a tensor's elements that computes, element by element,
+// exactly what a sequence of torch's element-wise ATen kernels computes, with the same roundings
+// in the same order, without dispatching one kernel per tensor and operation: the optimizers'
+// updates (mul_, add_ with alpha, lerp_, addcmul_, div, addcdiv_) and the fused chain's ReLU,
+// threshold_backward, tanh_backward and mse_loss_backward.
 //
-// Why this is exact: each of those kernels is elementwise, so element i of the result depends
+// Why this is exact: each of those kernels is element-wise, so element i of the result depends
 // only on element i of the operands and on the kernel's formula. ATen's formulas (Lerp.h,
 // PointwiseOpsKernel.cpp, the add ufunc) use fused multiply-adds where they are written as
 // `a + alpha * b`: vec::fmadd in the vectorized body, and the compiler's contraction of the
 // scalar expression in the tail. Which of the two a given build does is a property of that
-// build, not of the formula written in torch's source, so shimnn does not assume it: a
-// configuration's fused loop is used only after `verified` has run it against the ATen sequence
-// on every vector and tail position of many lengths and values (native.cpp, `fused_ok`), and
-// the ATen sequence runs otherwise.
+// build, not of the formula written in torch's source, so shimnn does not assume it: a loop is
+// used only after it has run against the ATen kernels on every vector and tail position of many
+// lengths and values (native.cpp: `verified`, `chain_loop_ok`), and the kernels run otherwise.
+// (One such run found that torch's float32 sqrt is MKL's, not the correctly rounded one: Adam's
+// loops leave the square root to torch's kernel.)
 //
 // This file is compiled with -ffp-contract=off (shimnn/_native.py): a fused multiply-add
 // happens exactly where fma is written, and nowhere else.
@@ -29,7 +31,7 @@ namespace shimnn_fused {
 #if defined(__x86_64__)
 #if defined(__clang__)
 #define SHIMNN_FUSED_TARGET __attribute__((target("avx2,fma")))
-#else  // GCC vectorizes these loops from -O3 on (and with -fno-math-errno: sqrt)
+#else  // GCC vectorizes these loops from -O3 on
 #define SHIMNN_FUSED_TARGET __attribute__((target("avx2,fma"), optimize("O3")))
 #endif
 inline bool hardware_fma() {
@@ -43,7 +45,7 @@ inline bool hardware_fma() { return true; }
 inline bool hardware_fma() { return false; }  // std::fma would be a slow library call
 #endif
 
-// fma and sqrt as instructions inside the loops (std::fma, compiled without the loops' target,
+// fma as one instruction inside the loops (std::fma, compiled without the loops' target,
 // would not be inlined into them); IEEE's single rounding either way.
 #if defined(__GNUC__)
 SHIMNN_FUSED_TARGET inline float fma(float a, float b, float c) {
@@ -52,11 +54,8 @@ SHIMNN_FUSED_TARGET inline float fma(float a, float b, float c) {
 SHIMNN_FUSED_TARGET inline double fma(double a, double b, double c) {
   return __builtin_fma(a, b, c);
 }
-SHIMNN_FUSED_TARGET inline float sqrt(float a) { return __builtin_sqrtf(a); }
-SHIMNN_FUSED_TARGET inline double sqrt(double a) { return __builtin_sqrt(a); }
 #else
 using std::fma;
-using std::sqrt;
 #endif
 
 // SGD (optim.sgd.sgd's single-tensor update of one parameter). The hyper-parameters in the

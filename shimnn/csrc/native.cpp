@@ -11,9 +11,11 @@
 #include "fused.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <mutex>
 #include <queue>
 #include <string>
 #include <tuple>
@@ -68,10 +70,21 @@ bool same_tensors(const Tensor& a, const Tensor& b) {
   return shimnn_fused::same_values(a.data_ptr<double>(), b.data_ptr<double>(), a.numel());
 }
 
-// Every verification made, for fused_checks(): (loop family and dtype, configuration key, ok).
+// Every verification made, for fused_checks(): (loop family and dtype, configuration key, ok),
+// under verification_mutex() (a chain's backward runs its loops without the GIL).
 std::vector<std::tuple<std::string, int64_t, bool>>& verifications() {
   static auto* all = new std::vector<std::tuple<std::string, int64_t, bool>>();
   return *all;
+}
+
+std::mutex& verification_mutex() {
+  static auto* mutex = new std::mutex();
+  return *mutex;
+}
+
+void record_verification(std::string family, int64_t key, bool ok) {
+  std::lock_guard<std::mutex> lock(verification_mutex());
+  verifications().emplace_back(std::move(family), key, ok);
 }
 
 // Whether the fused loop of `key` gave the ATen sequence's values on every test; computed once
@@ -82,15 +95,20 @@ bool verified(std::unordered_map<int64_t, bool>& seen, const char* family, int64
   if (found != seen.end()) return found->second;
   bool ok = check();
   seen.emplace(key, ok);
-  verifications().emplace_back(family, key, ok);
+  record_verification(family, key, ok);
   return ok;
 }
 
 // The verifications this process made, in order: [(family, key, ok)] (tests and `shimnn
 // native` show which fused loops are in use).
 py::list fused_checks() {
+  std::vector<std::tuple<std::string, int64_t, bool>> made;
+  {
+    std::lock_guard<std::mutex> lock(verification_mutex());
+    made = verifications();
+  }
   py::list out;
-  for (const auto& [family, key, ok] : verifications()) out.append(py::make_tuple(family, key, ok));
+  for (const auto& [family, key, ok] : made) out.append(py::make_tuple(family, key, ok));
   return out;
 }
 
@@ -145,19 +163,24 @@ bool loops_allowed() {
   return hardware && c10::impl::TorchDispatchModeTLS::stack_len() == 0;
 }
 
-// Whether chain loop `kind` is verified for T (once per process), and loops may run now.
+// Whether chain loop `kind` is verified for T (once per process), and loops may run now. A
+// chain's backward asks without the GIL: the first verification is made under a mutex.
 template <typename T>
 bool chain_loop_ok(ChainLoop kind) {
   if (!loops_allowed()) return false;
-  static int8_t state[CHAIN_LOOPS] = {};  // 0 not verified yet, 1 verified, -1 failed (GIL)
-  if (state[kind] == 0) {
-    bool ok = chain_loop_matches<T>(kind);
-    state[kind] = ok ? 1 : -1;
-    verifications().emplace_back(
-        std::string(kChainLoopNames[kind]) + (std::is_same_v<T, float> ? " float32" : " float64"),
-        0, ok);
+  static std::atomic<int8_t> state[CHAIN_LOOPS] = {};  // 0 not yet, 1 verified, -1 failed
+  if (state[kind].load() == 0) {
+    static std::mutex mutex;
+    std::lock_guard<std::mutex> lock(mutex);
+    if (state[kind].load() == 0) {
+      bool ok = chain_loop_matches<T>(kind);
+      record_verification(std::string(kChainLoopNames[kind]) +
+                              (std::is_same_v<T, float> ? " float32" : " float64"),
+                          0, ok);
+      state[kind].store(ok ? 1 : -1);
+    }
   }
-  return state[kind] == 1;
+  return state[kind].load() == 1;
 }
 
 // t's elements are T's and contiguous, like those of `like` (same shape).
