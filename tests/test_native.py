@@ -755,6 +755,51 @@ def test_chain_loops_on_edge_values_are_torchs(dtype: torch.dtype) -> None:
     assert f"tanh_backward fused {name}" in used or f"tanh_backward {name}" in used
 
 
+_TWO_THREADS = r"""
+import threading, torch, shimnn
+from shimnn import _native
+assert _native.get() is not None
+
+def build(nn, seed):  # in the main thread: torch's generator is global
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2), nn.Tanh())
+
+def run(nn, model, seed, out):
+    x = torch.randn(64, 3, generator=torch.Generator().manual_seed(seed))
+    for _ in range(5):
+        model.zero_grad()
+        nn.MSELoss()(model(x), torch.zeros(64, 2)).backward()
+    out[seed] = [p.grad.clone() for p in model.parameters()]
+
+ours, ref = {}, {}
+models = {s: build(shimnn, s) for s in (1, 2)}
+threads = [threading.Thread(target=run, args=(shimnn, models[s], s, ours)) for s in (1, 2)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+for s in (1, 2):
+    run(torch.nn, build(torch.nn, s), s, ref)
+    assert all(torch.equal(a, b) for a, b in zip(ours[s], ref[s])), s
+names = [f for f, _, ok in _native.get().fused_checks() if ok]
+assert len(names) == len(set(names)) and "threshold_backward float32" in names, names
+print("ok")
+"""
+
+
+@needs_fused
+def test_chain_loops_first_verified_from_two_threads() -> None:
+    """A fresh process whose first backward passes run in two threads at once (a chain's
+    backward runs its loops without the GIL): each loop is verified once, and both models get
+    torch's gradients."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _TWO_THREADS], capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "SHIMNN_NATIVE": "1"})
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
 @needs_fused
 def test_fused_verification_rejects_a_loop_one_rounding_off() -> None:
     """The verification has the power to tell: a loop that rounds the update's product before
