@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import shimnn
 import shimnn.optim
@@ -798,6 +800,36 @@ def test_chain_loops_first_verified_from_two_threads() -> None:
     result = subprocess.run([sys.executable, "-c", _TWO_THREADS], capture_output=True,
                             text=True, timeout=120, env={**os.environ, "SHIMNN_NATIVE": "1"})
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
+@needs_fused
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_fused_loops_on_random_configurations_are_torchs(data: st.DataObject) -> None:
+    """Random sizes (across vector tails and ATen's grain size), dtypes and hyper-parameters:
+    SGD and Adam/AdamW through the fused loops give torch.optim's parameters and state."""
+    name = data.draw(st.sampled_from(["SGD", "Adam", "AdamW"]))
+    dtype = data.draw(st.sampled_from([torch.float32, torch.float64]))
+    sizes = data.draw(st.lists(st.integers(1, 40000), min_size=1, max_size=3))
+    lr = data.draw(st.floats(1e-4, 0.5))
+    if name == "SGD":
+        momentum = data.draw(st.sampled_from([0.0, 0.5, 0.9, 0.37]))
+        nesterov = momentum > 0 and data.draw(st.booleans())
+        options: dict[str, Any] = dict(
+            lr=lr, momentum=momentum, nesterov=nesterov,
+            dampening=0.0 if nesterov else data.draw(st.sampled_from([0.0, 0.1, 0.63])),
+            weight_decay=data.draw(st.sampled_from([0.0, 1e-4, 0.031])),
+            maximize=data.draw(st.booleans()))
+    else:
+        options = dict(lr=lr, betas=(data.draw(st.floats(0.0, 0.99)),
+                                     data.draw(st.floats(0.5, 0.9999))),
+                       eps=data.draw(st.sampled_from([1e-8, 1e-6, 3.3e-3])),
+                       weight_decay=data.draw(st.sampled_from([0.0, 0.01, 0.27])),
+                       maximize=data.draw(st.booleans()))
+    g = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31)))
+    params = [torch.randn(n, generator=g) for n in sizes]
+    twins, opts = _optimizer_pair(name, dtype, params, **options)
+    _step_twins(twins, opts, steps=3)
 
 
 @needs_fused
