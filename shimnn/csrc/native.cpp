@@ -416,21 +416,27 @@ bool dict_entry_truthy(PyObject* dict, PyObject* key) {
   return value != nullptr && is_true(value);
 }
 
-// _chain._layers_fusable for layers of the matrix kinds: no module hook, and an in-place
-// ReLU only right after a Linear.
-bool layers_fusable(const py::tuple& layers, const std::vector<int64_t>& kinds) {
-  static PyObject* hook_keys[] = {
+// A module's instance dict holds a forward, forward-pre, backward or backward-pre hook.
+bool has_module_hooks(PyObject* dict) {
+  static PyObject* keys[] = {
       PyUnicode_InternFromString("_forward_hooks"),
       PyUnicode_InternFromString("_forward_pre_hooks"),
       PyUnicode_InternFromString("_backward_hooks"),
       PyUnicode_InternFromString("_backward_pre_hooks")};
+  for (PyObject* key : keys) {
+    if (dict_entry_truthy(dict, key)) return true;
+  }
+  return false;
+}
+
+// _chain._layers_fusable for layers of the matrix kinds: no module hook, and an in-place
+// ReLU only right after a Linear.
+bool layers_fusable(const py::tuple& layers, const std::vector<int64_t>& kinds) {
   static PyObject* inplace_key = PyUnicode_InternFromString("inplace");
   for (size_t i = 0; i < kinds.size(); ++i) {
     PyObject** dict_ptr = _PyObject_GetDictPtr(layers[i].ptr());
     PyObject* dict = dict_ptr ? *dict_ptr : nullptr;
-    for (PyObject* key : hook_keys) {
-      if (dict_entry_truthy(dict, key)) return false;
-    }
+    if (has_module_hooks(dict)) return false;
     if (dict_entry_truthy(dict, inplace_key) && (i == 0 || kinds[i - 1] != LINEAR)) {
       return false;
     }
@@ -1198,11 +1204,6 @@ struct NoDispatch {
 // hooks: forward) and so does shimnn's Module._call_impl: not compiled (torch.compile), no hook
 // on the module, no global module hook, no tracing.
 bool plain_call(const CallContext& cx, PyObject* module) {
-  static PyObject* keys[] = {
-      PyUnicode_InternFromString("_forward_hooks"),
-      PyUnicode_InternFromString("_forward_pre_hooks"),
-      PyUnicode_InternFromString("_backward_hooks"),
-      PyUnicode_InternFromString("_backward_pre_hooks")};
   static PyObject* global_keys[] = {
       PyUnicode_InternFromString("_global_forward_hooks"),
       PyUnicode_InternFromString("_global_forward_pre_hooks"),
@@ -1215,9 +1216,7 @@ bool plain_call(const CallContext& cx, PyObject* module) {
   if (dict == nullptr) return false;
   PyObject* compiled = PyDict_GetItem(dict, compiled_key);  // borrowed
   if (compiled != nullptr && compiled != Py_None) return false;
-  for (PyObject* key : keys) {
-    if (dict_entry_truthy(dict, key)) return false;
-  }
+  if (has_module_hooks(dict)) return false;
   for (PyObject* key : global_keys) {
     if (dict_entry_truthy(cx.module_globals, key)) return false;
   }
@@ -1503,18 +1502,15 @@ void split(int64_t n, const F& f) {
 }
 
 // The fused loops (fused.h) can take these tensors (groups of `per_param`, the parameter first;
-// undefined ones skipped): contiguous, one shape per parameter, and no two of them sharing
-// memory (each element then depends on its own index only, as in the kernels' passes).
+// undefined ones skipped): each loopable like its parameter, and no two of them sharing memory
+// (each element then depends on its own index only, as in the kernels' passes).
 bool fusable(c10::ArrayRef<const Tensor*> tensors, size_t per_param) {
   if (!loops_allowed()) return false;
   c10::SmallVector<const void*, 64> storages;
   for (size_t i = 0; i < tensors.size(); ++i) {
     const Tensor& t = *tensors[i];
     if (!t.defined()) continue;
-    const Tensor& p = *tensors[i - i % per_param];
-    if (!t.is_contiguous() || !t.sizes().equals(p.sizes()) || t.is_neg() || t.is_conj()) {
-      return false;
-    }
+    if (!loopable(t, *tensors[i - i % per_param])) return false;
     storages.push_back(t.storage().unsafeGetStorageImpl());
   }
   std::sort(storages.begin(), storages.end());
